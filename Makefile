@@ -1,0 +1,71 @@
+# livedata — `make run` starts everything, `make test` installs and runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-8)
+PLUGIN := grafana-plugin
+PORT ?= 8080
+
+.PHONY: run test install system-deps plugin lint typecheck pytest jest bench soak clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test,bench]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+install: $(STAMP)
+
+# Debian packages the tests need: a real Redis and a real Chromium (never a downloaded browser).
+system-deps:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+ifneq ($(wildcard $(PLUGIN)/package-lock.json),)
+$(PLUGIN)/node_modules/.stamp: $(PLUGIN)/package-lock.json
+	cd $(PLUGIN) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+plugin: $(PLUGIN)/node_modules/.stamp
+	cd $(PLUGIN) && npm run --silent build
+else
+plugin:
+	@true
+endif
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+
+typecheck: install
+	$(BIN)/mypy --strict src
+
+pytest: install system-deps plugin
+	$(BIN)/python -m pytest -q
+
+jest: plugin install
+ifneq ($(wildcard $(PLUGIN)/package-lock.json),)
+	cd $(PLUGIN) && npm run --silent typecheck && npm run --silent lint && npm test --silent
+endif
+
+test: lint typecheck pytest jest
+
+run: install plugin
+	@echo "Live view: http://localhost:$(PORT)/"
+	@echo "Grafana plugin built in $(PLUGIN)/dist (see README: Install in Grafana)"
+	$(BIN)/livedata serve --port $(PORT)
+
+bench: install
+	$(BIN)/python -m benchmarks.run
+
+soak: install
+	$(BIN)/python -m benchmarks.soak
+
+clean:
+	rm -rf $(VENV) $(PLUGIN)/node_modules $(PLUGIN)/dist src/livedata/server/static/dist

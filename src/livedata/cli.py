@@ -1,0 +1,141 @@
+"""The ``livedata`` command: ``serve``, ``tail``, ``push``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from livedata import __version__
+from livedata.config import Config, ConfigError
+
+log = logging.getLogger("livedata")
+
+
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", help="address to bind (default 127.0.0.1; env LIVEDATA_HOST)")
+    p.add_argument("--port", type=int, help="port (default 8080; env LIVEDATA_PORT)")
+    p.add_argument("--interval", type=float, dest="interval_ms",
+                   help="tick of the reference stream in ms (default 50)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--cors-origin", help="comma-separated allowed origins, or * (default http://localhost:3000)")
+    p.add_argument("--broker", help="'memory' (default) or redis://host:6379/0")
+    p.add_argument("--redis-prefix", help="key prefix in Redis (default livedata:)")
+    p.add_argument("--retention", type=float, dest="retention_s", help="history kept per channel, s (3600)")
+    p.add_argument("--retention-points", type=int, help="history kept per channel, points (200000)")
+    p.add_argument("--heartbeat", type=float, dest="heartbeat_s", help="heartbeat interval, s (15)")
+    p.add_argument("--buffer-bytes", type=int, help="per-connection outgoing buffer cap (1048576)")
+    p.add_argument("--max-subscriptions", type=int, help="subscriptions per connection (100)")
+    p.add_argument("--max-channels", type=int, help="channels in all (10000)")
+    p.add_argument("--max-body-bytes", type=int, help="push body size limit (10485760)")
+    p.add_argument("--max-connections-per-ip", type=int, help="connections per client address (1000)")
+    p.add_argument("--write-tokens", help="comma-separated tokens allowed to push (env LIVEDATA_WRITE_TOKENS)")
+    p.add_argument("--read-tokens", help="comma-separated tokens allowed to subscribe")
+    p.add_argument("--certfile", help="TLS certificate (PEM)")
+    p.add_argument("--keyfile", help="TLS private key (PEM)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="livedata", description="Live streaming data for Grafana.")
+    parser.add_argument("--version", action="version", version=f"livedata {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the server")
+    _serve_args(serve)
+    return parser
+
+
+def config_from_args(ns: argparse.Namespace) -> Config:
+    keys = [
+        "host", "port", "interval_ms", "log_level", "cors_origin", "broker", "redis_prefix",
+        "retention_s", "retention_points", "heartbeat_s", "buffer_bytes", "max_subscriptions",
+        "max_channels", "max_body_bytes", "max_connections_per_ip", "write_tokens", "read_tokens",
+        "certfile", "keyfile",
+    ]
+    overrides: dict[str, Any] = {k: getattr(ns, k, None) for k in keys}
+    return Config.load(overrides)
+
+
+def _install_loop() -> None:
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+
+
+async def serve(config: Config) -> int:
+    """Run the server until SIGINT/SIGTERM. Returns the process exit code."""
+    from aiohttp import web
+
+    from livedata.server.app import create_app
+
+    app = create_app(config)
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5, access_log=None)
+    await runner.setup()
+    ssl_ctx = None
+    if config.certfile:
+        import ssl
+
+        ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_ctx.load_cert_chain(config.certfile, config.keyfile)
+    site = web.TCPSite(runner, config.host, config.port, ssl_context=ssl_ctx, backlog=4096,
+                       reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        if exc.errno == errno.EADDRINUSE:
+            print(f"livedata: port {config.port} on {config.host} is already in use "
+                  "(stop the other server or pass --port)", file=sys.stderr)
+        else:
+            print(f"livedata: cannot listen on {config.host}:{config.port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    scheme = "https" if ssl_ctx else "http"
+    shown = "localhost" if config.host in ("127.0.0.1", "::1", "localhost") else config.host
+    port = config.port
+    for s in getattr(site._server, "sockets", None) or []:
+        if s.family in (socket.AF_INET, socket.AF_INET6):
+            port = s.getsockname()[1]
+            break
+    auth = "tokens required" if config.auth_enabled else (
+        "no tokens: bound to localhost only" if not config.host_explicit else "no tokens configured")
+    log.info("livedata %s listening on %s://%s:%d (broker %s, %s)", __version__, scheme, shown, port,
+             config.broker.split("@")[-1], auth)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await runner.cleanup()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    if ns.command == "serve":
+        try:
+            config = config_from_args(ns)
+        except ConfigError as exc:
+            print(f"livedata: {exc}", file=sys.stderr)
+            return 2
+        logging.basicConfig(
+            level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        _install_loop()
+        return asyncio.run(serve(config))
+    parser.error(f"unknown command {ns.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

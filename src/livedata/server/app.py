@@ -1,0 +1,168 @@
+"""Routes and the server's lifetime: one :class:`Server` object owns every long-lived part."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from livedata import __version__
+from livedata.config import Config
+from livedata.server.compat import ReferenceTicker, reference_stream
+from livedata.server.conn import Conn
+from livedata.server.http import json_error, json_response
+from livedata.server.metrics import Metrics
+
+log = logging.getLogger("livedata.server")
+
+STATIC = Path(__file__).parent / "static"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Server:
+    """Everything one ``livedata serve`` process owns; created and closed with the app."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.started = time.monotonic()
+        self.ticker = ReferenceTicker(config.interval_ms / 1000)
+        self.conns: set[Conn] = set()
+        self.per_ip: dict[str, int] = {}
+        self.metrics = Metrics()
+        self.metrics.sources.append(self._gauges)
+
+    def _gauges(self) -> dict[str, tuple[str, float]]:
+        return {
+            "livedata_connections_open": ("Open streaming connections", float(len(self.conns))),
+            "livedata_queue_bytes": ("Bytes buffered for clients, all connections",
+                                     float(sum(c.buffered for c in self.conns if c.is_open))),
+            "livedata_reference_listeners": ("Clients of the reference stream", float(self.ticker.listeners)),
+            "livedata_reference_ticker_running": (
+                "1 while the reference stream's ticker runs",
+                float(self.ticker.task is not None and not self.ticker.task.done())),
+        }
+
+    def new_conn(self, request: web.Request) -> Conn:
+        """Register the writable end of ``request``'s connection (closed on shutdown)."""
+        conn = Conn(
+            request.transport, self.config.buffer_bytes, peer=request.remote or "",
+            on_close=self._closed,
+        )
+        self.conns.add(conn)
+        return conn
+
+    def _closed(self, conn: Conn, reason: str) -> None:
+        self.conns.discard(conn)
+
+    async def shutdown(self) -> None:
+        for conn in list(self.conns):
+            conn.close("shutdown")
+        await self.ticker.stop()
+
+
+SERVER = web.AppKey("server", Server)
+
+
+def _accepts_html(request: web.Request) -> bool:
+    return "text/html" in request.headers.get("Accept", "")
+
+
+async def root(request: web.Request) -> web.StreamResponse:
+    """The live view for browsers; the original reference stream for everyone else.
+
+    Rule: a request that accepts ``text/html`` and has no ``numSeries`` gets the page.
+    """
+    server = request.app[SERVER]
+    if _accepts_html(request) and "numSeries" not in request.query:
+        index = STATIC / "index.html"
+        if index.exists():
+            return web.FileResponse(index, headers={"Cache-Control": "no-cache"})
+    return await reference_stream(request, server.ticker, server.new_conn)
+
+
+async def health(request: web.Request) -> web.Response:
+    server = request.app[SERVER]
+    return json_response(
+        {"status": "ok", "version": __version__, "uptime_s": round(time.monotonic() - server.started, 3)}
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[SERVER].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error answer is JSON with a sentence in ``error``; nothing escapes as a 500 page."""
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        return await preflight(request)
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        return json_error(404, f"no such path: {request.path}")
+    except web.HTTPMethodNotAllowed as exc:
+        return json_error(405, f"method {request.method} not allowed on {request.path}",
+                          allowed=sorted(exc.allowed_methods))
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[SERVER].config.max_body_bytes
+        return json_error(413, f"body too large: the limit is {limit} bytes")
+    except web.HTTPException:
+        raise
+    except (asyncio.CancelledError, ConnectionError):
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return json_error(500, "internal error (see the server log)")
+
+
+def _cors(config: Config) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    allowed = set(config.cors_origin)
+
+    async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+        origin = request.headers.get("Origin")
+        if origin is None:
+            if "*" in allowed:
+                response.headers["Access-Control-Allow-Origin"] = "*"
+            return
+        if "*" in allowed or origin in allowed:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+            response.headers["Access-Control-Expose-Headers"] = "Content-Type"
+
+    return on_prepare
+
+
+async def preflight(request: web.Request) -> web.Response:
+    return web.Response(
+        status=204,
+        headers={
+            "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
+            "Access-Control-Allow-Headers": "Authorization, Content-Type, Last-Event-ID",
+            "Access-Control-Max-Age": "600",
+        },
+    )
+
+
+def create_app(config: Config) -> web.Application:
+    """Build the aiohttp application for ``config``."""
+    app = web.Application(middlewares=[errors], client_max_size=config.max_body_bytes)
+    server = Server(config)
+    app[SERVER] = server
+    app.on_response_prepare.append(_cors(config))
+
+    async def on_shutdown(app: web.Application) -> None:
+        await server.shutdown()
+
+    app.on_shutdown.append(on_shutdown)
+    app.router.add_get("/", root)
+    app.router.add_get("/api/health", health)
+    app.router.add_get("/metrics", metrics)
+    if (STATIC / "dist").exists():
+        app.router.add_static("/static/", STATIC / "dist")
+    return app

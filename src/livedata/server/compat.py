@@ -1,0 +1,109 @@
+"""The original reference stream, wire-compatible: ``GET /?numSeries=N``.
+
+One shared ticker (a deadline schedule on the loop's monotonic clock) serves every client: each
+tick it encodes one chunk per distinct ``numSeries`` and writes the same bytes to every client
+that asked for it, one chunk per tick. The ticker task runs only while someone listens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+
+from livedata.core.sources import ParamError, TickSchedule, chunked, parse_num_series, reference_lines
+from livedata.server.conn import Conn
+from livedata.server.http import json_error
+
+
+class ReferenceTicker:
+    """Shared tick source of the reference stream."""
+
+    def __init__(
+        self,
+        interval_s: float,
+        *,
+        rng: random.Random | None = None,
+        wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        self.interval_s = interval_s
+        self.rng = rng or random.Random()
+        self.wall_ms = wall_ms
+        self.groups: dict[int, set[Conn]] = {}
+        self.task: asyncio.Task[None] | None = None
+        self.ticks = 0
+
+    @property
+    def listeners(self) -> int:
+        return sum(map(len, self.groups.values()))
+
+    def add(self, conn: Conn, num_series: int) -> None:
+        self.groups.setdefault(num_series, set()).add(conn)
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._run(), name="reference-ticker")
+
+    def remove(self, conn: Conn, num_series: int) -> None:
+        group = self.groups.get(num_series)
+        if group is not None:
+            group.discard(conn)
+            if not group:
+                del self.groups[num_series]
+        if not self.groups and self.task is not None:
+            self.task.cancel()
+            self.task = None
+
+    async def stop(self) -> None:
+        task, self.task = self.task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        schedule = TickSchedule(loop.time(), self.interval_s)
+        while self.groups:
+            await asyncio.sleep(max(0.0, schedule.next_deadline(loop.time()) - loop.time()))
+            self.tick()
+
+    def tick(self) -> None:
+        """Write one tick to every listener: one encode per distinct ``numSeries``."""
+        self.ticks += 1
+        ts = self.wall_ms()
+        for n, conns in list(self.groups.items()):
+            data = chunked(reference_lines(ts, n, self.rng))
+            for conn in list(conns):
+                conn.send(data)
+
+
+async def reference_stream(
+    request: web.Request, ticker: ReferenceTicker, conn_factory: Callable[[web.Request], Conn]
+) -> web.StreamResponse:
+    """Serve ``GET /?numSeries=N`` until the client goes away (or the server stops)."""
+    try:
+        n = parse_num_series(request.query.get("numSeries"))
+    except ParamError as exc:
+        return json_error(400, str(exc))
+    resp = web.StreamResponse(
+        headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-cache"}
+    )
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    conn = conn_factory(request)
+    ticker.add(conn, n)
+    try:
+        await conn.closed
+    finally:
+        ticker.remove(conn, n)
+        reason = conn.close_reason
+        conn.close("gone")
+    if reason == "slow":
+        conn.abort()
+    else:
+        with contextlib.suppress(ConnectionError):
+            await resp.write_eof()
+    return resp

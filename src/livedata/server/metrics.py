@@ -1,0 +1,55 @@
+"""Prometheus metrics (``GET /metrics``), one registry per server process."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+
+class _Live(Collector):
+    """Gauges read at scrape time from the running server."""
+
+    def __init__(self, read: Callable[[], dict[str, tuple[str, float]]]) -> None:
+        self.read = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        for name, (doc, value) in self.read().items():
+            yield GaugeMetricFamily(name, doc, value=value)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.points_published = Counter(
+            "livedata_points_published", "Points accepted into the broker", ["channel"], registry=r)
+        self.points_delivered = Counter(
+            "livedata_points_delivered", "Points written to subscribers", ["channel"], registry=r)
+        self.bytes_out = Counter("livedata_bytes_out", "Bytes written to clients", ["carrier"], registry=r)
+        self.late_points = Counter("livedata_late_points", "Points published out of time order",
+                                   ["channel"], registry=r)
+        self.slow_disconnects = Counter(
+            "livedata_slow_disconnects", "Connections closed because they did not read fast enough",
+            registry=r)
+        self.push_errors = Counter("livedata_push_errors", "Rejected pushes", ["reason"], registry=r)
+        self.connections_total = Counter("livedata_connections", "Connections accepted", ["carrier"],
+                                         registry=r)
+        self.subscriptions = Gauge("livedata_subscriptions", "Open subscriptions", registry=r)
+        self.sources: list[Callable[[], dict[str, tuple[str, float]]]] = []
+        r.register(_Live(self._live))
+
+    def _live(self) -> dict[str, tuple[str, float]]:
+        out: dict[str, tuple[str, float]] = {}
+        try:
+            out["livedata_asyncio_tasks"] = ("asyncio tasks alive", float(len(asyncio.all_tasks())))
+        except RuntimeError:
+            pass
+        for source in self.sources:
+            out.update(source())
+        return out
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
