@@ -224,7 +224,7 @@ class Generator:
         self.last_time: int | None = None
         self._walk = [rng.uniform(0, 100) for _ in range(channel.series)]
 
-    def rows(self, start_ms: int, end_ms: int) -> tuple[list[int], list[list[float]]]:
+    def rows(self, start_ms: int, end_ms: int) -> tuple[list[int], list[list[Any]]]:
         """Rows with aligned times in ``[start_ms, end_ms]`` after the last row produced.
 
         Returns ``(times, columns)``, one column per field.
@@ -235,7 +235,7 @@ class Generator:
             first = self.last_time + step
         times = list(range(first, end_ms + 1, step))
         if not times:
-            return [], [[] for _ in self.fields]
+            return [], [[] for _ in self.fields]  # (times, columns)
         self.last_time = times[-1]
         if self.channel.base == "sine":
             period = self.channel.params["period"]

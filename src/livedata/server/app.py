@@ -12,60 +12,18 @@ from aiohttp import web
 
 from livedata import __version__
 from livedata.config import Config
-from livedata.server.compat import ReferenceTicker, reference_stream
-from livedata.server.conn import Conn
+from livedata.server.compat import reference_stream
 from livedata.server.http import json_error, json_response
-from livedata.server.metrics import Metrics
+from livedata.server.ingest import channels, delete_channel, push
+from livedata.server.state import SERVER, Server
+from livedata.server.stream import stream
+from livedata.server.ws import websocket
 
 log = logging.getLogger("livedata.server")
 
 STATIC = Path(__file__).parent / "static"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class Server:
-    """Everything one ``livedata serve`` process owns; created and closed with the app."""
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.started = time.monotonic()
-        self.ticker = ReferenceTicker(config.interval_ms / 1000)
-        self.conns: set[Conn] = set()
-        self.per_ip: dict[str, int] = {}
-        self.metrics = Metrics()
-        self.metrics.sources.append(self._gauges)
-
-    def _gauges(self) -> dict[str, tuple[str, float]]:
-        return {
-            "livedata_connections_open": ("Open streaming connections", float(len(self.conns))),
-            "livedata_queue_bytes": ("Bytes buffered for clients, all connections",
-                                     float(sum(c.buffered for c in self.conns if c.is_open))),
-            "livedata_reference_listeners": ("Clients of the reference stream", float(self.ticker.listeners)),
-            "livedata_reference_ticker_running": (
-                "1 while the reference stream's ticker runs",
-                float(self.ticker.task is not None and not self.ticker.task.done())),
-        }
-
-    def new_conn(self, request: web.Request) -> Conn:
-        """Register the writable end of ``request``'s connection (closed on shutdown)."""
-        conn = Conn(
-            request.transport, self.config.buffer_bytes, peer=request.remote or "",
-            on_close=self._closed,
-        )
-        self.conns.add(conn)
-        return conn
-
-    def _closed(self, conn: Conn, reason: str) -> None:
-        self.conns.discard(conn)
-
-    async def shutdown(self) -> None:
-        for conn in list(self.conns):
-            conn.close("shutdown")
-        await self.ticker.stop()
-
-
-SERVER = web.AppKey("server", Server)
 
 
 def _accepts_html(request: web.Request) -> bool:
@@ -156,13 +114,26 @@ def create_app(config: Config) -> web.Application:
     app[SERVER] = server
     app.on_response_prepare.append(_cors(config))
 
+    async def on_startup(app: web.Application) -> None:
+        await server.start()
+
     async def on_shutdown(app: web.Application) -> None:
         await server.shutdown()
 
+    async def on_cleanup(app: web.Application) -> None:
+        await server.close()
+
+    app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)
+    app.on_cleanup.append(on_cleanup)
     app.router.add_get("/", root)
     app.router.add_get("/api/health", health)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/ws", websocket)
+    app.router.add_get("/api/stream", stream)
+    app.router.add_get("/api/channels", channels)
+    app.router.add_post("/api/push/{channel:.+}", push)
+    app.router.add_delete("/api/channels/{channel:.+}", delete_channel)
     if (STATIC / "dist").exists():
         app.router.add_static("/static/", STATIC / "dist")
     return app

@@ -1,0 +1,103 @@
+"""The Broker protocol: where points live between publishers and the hub.
+
+A broker keeps, per channel, an append-only log of chunks (published batches, time-sorted within
+a batch) with ordered positions, a schema, and a bounded history. The hub reads history by time
+range or after a position, and subscribes to new chunks. ``MemoryBroker`` and ``RedisBroker``
+implement it; the same test suite runs against both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from livedata.core.frames import Batch, Chunk, FieldDef, Pos
+
+
+class BrokerError(RuntimeError):
+    """The broker cannot be reached or failed; the operation may be retried later."""
+
+
+class ChannelLimitError(RuntimeError):
+    """Creating one more channel would pass the configured limit."""
+
+
+@dataclass(slots=True)
+class ChannelInfo:
+    name: str
+    fields: list[FieldDef]
+    last_time: int | None
+    points_per_s: float
+    points: int
+    generated: bool = False
+
+
+@dataclass(slots=True)
+class History:
+    """Points of one channel: ``chunks`` in log order, and the head position they reach.
+
+    ``head`` is None when the channel has no points. ``lost`` (for reads after a position) is the
+    number of points between that position and the oldest one retained, or -1 when unknown
+    (another broker epoch); None when nothing was lost.
+    """
+
+    epoch: str
+    chunks: list[Chunk]
+    head: Pos | None
+    fields: list[FieldDef] = field(default_factory=list)
+    lost: int | None = None
+    sorted: bool = True
+    """True when the chunks' points, taken in order, are in time order."""
+
+
+ChunkCallback = Callable[[str, Chunk, list[FieldDef]], None]
+"""Called with (channel, chunk, fields the chunk added to the schema), in log order."""
+
+
+class Unsubscribe(Protocol):
+    def __call__(self) -> None: ...
+
+
+class Broker(Protocol):
+    """What the hub needs from a broker."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def publish(self, channel: str, batch: Batch) -> Pos:
+        """Store ``batch`` (sorted here) atomically; return the position of its last point.
+
+        Raises:
+            SchemaError: a field conflicts with the channel's schema (nothing stored).
+            ChannelLimitError: the channel is new and there are too many.
+            BrokerError: the broker is unreachable (nothing stored).
+        """
+        ...
+
+    async def history(self, channel: str, start_ms: int | None, end_ms: int | None) -> History:
+        """Points with ``start_ms <= time <= end_ms`` (None: unbounded), up to the head now."""
+        ...
+
+    async def read_after(self, channel: str, epoch: str, pos: Pos, limit: int = 0) -> History:
+        """Chunks after ``pos`` (from the oldest retained one when it is gone or the epoch differs)."""
+        ...
+
+    def subscribe(self, channel: str, callback: ChunkCallback, after: Pos | None) -> Unsubscribe:
+        """Call ``callback`` for every chunk after ``after`` (None: from now), in log order."""
+        ...
+
+    async def channels(self) -> list[ChannelInfo]: ...
+
+    async def fields(self, channel: str) -> list[FieldDef] | None:
+        """The channel's schema, or None when it does not exist."""
+        ...
+
+    async def last_time(self, channel: str) -> int | None: ...
+
+    async def delete(self, channel: str) -> bool: ...
+
+    def epoch_of(self, channel: str) -> str | None:
+        """The channel's epoch if known locally (cheap); None if not known yet."""
+        ...

@@ -1,0 +1,191 @@
+"""The embedded default broker: everything in this process, bounded by age and count."""
+
+from __future__ import annotations
+
+import bisect
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from livedata.brokers.base import ChannelInfo, ChannelLimitError, ChunkCallback, History, Unsubscribe
+from livedata.core.frames import Batch, Chunk, FieldDef, Pos, Schema
+
+
+@dataclass(slots=True)
+class _Channel:
+    name: str
+    epoch: str
+    schema: Schema = field(default_factory=Schema)
+    chunks: deque[Chunk] = field(default_factory=deque)
+    points: int = 0
+    seq: int = 0
+    count: int = 0
+    max_time: int | None = None
+    disordered: set[int] = field(default_factory=set)
+    """``pos.a`` of retained chunks that start before the newest time before them."""
+    recent: deque[tuple[float, int]] = field(default_factory=deque)
+
+    @property
+    def head(self) -> Pos | None:
+        return self.chunks[-1].pos if self.chunks else (Pos(self.seq, 0, self.count) if self.seq else None)
+
+
+class MemoryBroker:
+    """History per channel bounded by ``retention_s`` (by point time) and ``retention_points``."""
+
+    def __init__(
+        self,
+        retention_s: float = 3600.0,
+        retention_points: int = 200_000,
+        max_channels: int = 10_000,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.retention_ms = int(retention_s * 1000)
+        self.retention_points = retention_points
+        self.max_channels = max_channels
+        self.wall = wall
+        self.token = secrets.token_hex(3)
+        self._created = 0
+        self._channels: dict[str, _Channel] = {}
+        self._subs: dict[str, list[ChunkCallback]] = {}
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._channels.clear()
+
+    def _channel(self, name: str, create: bool) -> _Channel | None:
+        ch = self._channels.get(name)
+        if ch is None and create:
+            if len(self._channels) >= self.max_channels:
+                raise ChannelLimitError(
+                    f"too many channels: the limit is {self.max_channels} (delete some or raise --max-channels)"
+                )
+            self._created += 1
+            ch = self._channels[name] = _Channel(name, f"{self.token}{self._created:x}")
+        return ch
+
+    def epoch_of(self, channel: str) -> str | None:
+        ch = self._channels.get(channel)
+        return ch.epoch if ch else None
+
+    async def publish(self, channel: str, batch: Batch) -> Pos:
+        return self.publish_now(channel, batch)
+
+    def publish_now(self, channel: str, batch: Batch) -> Pos:
+        """Synchronous publish (the memory broker never waits)."""
+        ch = self._channels.get(channel)
+        new = (ch.schema if ch else Schema()).check(batch.fields.values())
+        ch = self._channel(channel, create=True)
+        assert ch is not None
+        ch.schema.add(new)
+        batch = batch.sorted()
+        if not batch.times:
+            return ch.head or Pos(0, 0, 0)
+        ch.seq += 1
+        ch.count += len(batch.times)
+        chunk = Chunk(Pos(ch.seq, 0, ch.count), batch.times, batch.columns, ch.max_time)
+        if ch.max_time is not None and batch.times[0] < ch.max_time:
+            ch.disordered.add(ch.seq)
+        if ch.max_time is None or batch.times[-1] > ch.max_time:
+            ch.max_time = batch.times[-1]
+        ch.chunks.append(chunk)
+        ch.points += len(chunk)
+        now = self.wall()
+        ch.recent.append((now, len(chunk)))
+        while ch.recent and ch.recent[0][0] < now - 10:
+            ch.recent.popleft()
+        self._trim(ch, now)
+        for callback in list(self._subs.get(channel, ())):
+            callback(channel, chunk, new)
+        return chunk.pos
+
+    def _trim(self, ch: _Channel, now: float) -> None:
+        cutoff = int(now * 1000) - self.retention_ms
+        chunks = ch.chunks
+        while len(chunks) > 1 and (chunks[0].times[-1] < cutoff or ch.points - len(chunks[0]) >= self.retention_points):
+            old = chunks.popleft()
+            ch.points -= len(old)
+            ch.disordered.discard(old.pos.a)
+        if ch.points > self.retention_points:  # one chunk alone is over the count: keep its newest part
+            first = chunks[0]
+            drop = ch.points - self.retention_points
+            kept = first.slice(drop, len(first))
+            chunks[0] = kept
+            ch.points -= drop
+            ch.disordered.discard(first.pos.a)
+
+    async def history(self, channel: str, start_ms: int | None, end_ms: int | None) -> History:
+        ch = self._channels.get(channel)
+        if ch is None:
+            return History("", [], None)
+        chunks = list(ch.chunks)
+        out: list[Chunk] = []
+        in_order = not ch.disordered
+        lo_chunk = 0
+        if in_order and start_ms is not None:
+            lo_chunk = max(0, bisect.bisect_left(chunks, start_ms, key=lambda c: c.times[-1]))
+        for chunk in chunks[lo_chunk:]:
+            times = chunk.times
+            if end_ms is not None and in_order and times[0] > end_ms:
+                break
+            lo = 0 if start_ms is None or times[0] >= start_ms else bisect.bisect_left(times, start_ms)
+            hi = len(times) if end_ms is None or times[-1] <= end_ms else bisect.bisect_right(times, end_ms)
+            if lo == 0 and hi == len(times):
+                out.append(chunk)
+            elif lo < hi:
+                out.append(chunk.slice(lo, hi))
+        return History(ch.epoch, out, ch.head, list(ch.schema.fields.values()), sorted=in_order)
+
+    async def read_after(self, channel: str, epoch: str, pos: Pos, limit: int = 0) -> History:
+        ch = self._channels.get(channel)
+        if ch is None:
+            return History("", [], None, lost=-1 if epoch else None)
+        chunks = list(ch.chunks)
+        fields = list(ch.schema.fields.values())
+        if epoch != ch.epoch:
+            return History(ch.epoch, chunks, ch.head, fields, lost=-1, sorted=not ch.disordered)
+        i = bisect.bisect_right(chunks, pos, key=lambda c: c.pos)
+        lost = None
+        if i == 0 and chunks and chunks[0].count_before > pos.count:
+            lost = chunks[0].count_before - pos.count
+        out = chunks[i:]
+        if limit and len(out) > limit:
+            out = out[:limit]
+        return History(ch.epoch, out, ch.head, fields, lost=lost, sorted=False)
+
+    def subscribe(self, channel: str, callback: ChunkCallback, after: Pos | None) -> Unsubscribe:
+        # Kept apart from the channel, so subscribing to a channel with no points yet creates nothing.
+        subs = self._subs.setdefault(channel, [])
+        subs.append(callback)
+
+        def unsubscribe() -> None:
+            lst = self._subs.get(channel)
+            if lst is not None and callback in lst:
+                lst.remove(callback)
+                if not lst:
+                    del self._subs[channel]
+
+        return unsubscribe
+
+    async def channels(self) -> list[ChannelInfo]:
+        now = self.wall()
+        out = []
+        for ch in self._channels.values():
+            rate = sum(n for t, n in ch.recent if t >= now - 10) / 10
+            out.append(ChannelInfo(ch.name, list(ch.schema.fields.values()), ch.max_time, rate, ch.points))
+        return out
+
+    async def fields(self, channel: str) -> list[FieldDef] | None:
+        ch = self._channels.get(channel)
+        return None if ch is None else list(ch.schema.fields.values())
+
+    async def last_time(self, channel: str) -> int | None:
+        ch = self._channels.get(channel)
+        return None if ch is None else ch.max_time
+
+    async def delete(self, channel: str) -> bool:
+        return self._channels.pop(channel, None) is not None

@@ -1,0 +1,559 @@
+"""Subscriptions, batching, encode-once fan-out, and the backfill-to-live seam.
+
+A point travels: broker → :class:`Tap` (one broker subscription per channel) → :class:`Feed`
+(one per channel, batching interval and field filter: it encodes each packet once) → every
+:class:`Subscription` of that feed, as a synchronous write of shared bytes to its connection.
+
+The seam: a subscription first creates its feed (so nothing published from now on is missed),
+then reads history up to a head position H, then joins the feed with ``after = H``; the feed
+skips chunks at or before ``after`` for it. If the feed ran ahead of H meanwhile, the gap comes
+from the feed's ring of recent chunks, or from the broker. Positions make it exact: no gap, no
+duplicate, whatever was published during the handover.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from livedata.brokers.base import Broker, History, Unsubscribe
+from livedata.core.frames import Batch, Chunk, FieldDef, Pos, Rows, data_body, data_prefix, frame_json, message
+from livedata.core.frames import parse_position as _parse_position
+from livedata.core.protocol import Subscribe
+from livedata.core.sources import GeneratedChannel, Generator, TickSchedule
+from livedata.server.metrics import Metrics
+
+log = logging.getLogger("livedata.hub")
+
+RING = 512
+"""Chunks a feed remembers, to close the seam without asking the broker."""
+HISTORY_POINTS_PER_PACKET = 250_000
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Sink(Protocol):
+    """How one connection writes messages (one implementation per carrier)."""
+
+    def send(self, msg: bytes, position: str | None = None, force: bool = False) -> bool:
+        """Write one complete message. ``force`` may pass the buffer cap (history)."""
+        ...
+
+    def send_data(self, prefix: bytes, body: bytes, position: str | None, force: bool = False) -> bool:
+        """Write ``prefix + body`` as one message; the body is shared with other subscribers."""
+        ...
+
+    async def drain(self) -> None:
+        """Wait until the connection's buffer is low again."""
+        ...
+
+    @property
+    def is_open(self) -> bool: ...
+
+    @property
+    def idle(self) -> bool:
+        """True when nothing was written since the last call (for heartbeats)."""
+        ...
+
+
+@dataclass(eq=False)
+class Subscription:
+    req: Subscribe
+    sink: Sink
+    on_done: Callable[[Subscription], None]
+    prefix: bytes = b""
+    feed: Feed | None = None
+    after: Pos | None = None
+    keys: tuple[str, ...] = ()
+    task: asyncio.Task[None] | None = None
+    timer: asyncio.TimerHandle | None = None
+    closed: bool = False
+    delivered: int = 0
+
+    def __post_init__(self) -> None:
+        self.prefix = data_prefix(self.req.id)
+
+    @property
+    def id(self) -> str:
+        return self.req.id
+
+    def send_data(self, body: bytes, position: str | None, force: bool = False) -> bool:
+        return self.sink.send_data(self.prefix, body, position, force)
+
+    def control(self, obj: dict[str, object]) -> None:
+        self.sink.send(message({**obj, "id": self.req.id}), force=True)
+
+
+def _select(keys: Iterable[str], fields: dict[str, FieldDef], wanted: tuple[str, ...] | None) -> list[str]:
+    if wanted is None:
+        return list(keys)
+    return [k for k in keys if k in wanted or fields[k].name in wanted]
+
+
+def _rows(chunks: Sequence[Chunk], keys: Sequence[str]) -> tuple[Rows, Rows]:
+    """Split chunks into on-time and late rows (late: older than the channel's newest before)."""
+    ontime, late = Rows(), Rows()
+    for c in chunks:
+        i = c.late_split()
+        cols = {k: c.columns[k] for k in keys if k in c.columns}
+        if i == 0:
+            ontime.extend(c.times, cols)
+        else:
+            late.extend(c.times[:i], {k: v[:i] for k, v in cols.items()})
+            ontime.extend(c.times[i:], {k: v[i:] for k, v in cols.items()})
+    return ontime, late
+
+
+def encode_chunks(
+    chunks: Sequence[Chunk], keys: Sequence[str], fields: dict[str, FieldDef], with_schema: bool, position: str
+) -> list[bytes]:
+    """Bodies for ``chunks`` as live packets: a late one (if any), then the on-time one."""
+    ontime, late = _rows(chunks, keys)
+    schema = [fields[k] for k in keys] if with_schema else None
+    out = []
+    if len(late):
+        late.sort()
+        out.append(data_body(frame_json(schema, keys, late), position, late=True))
+        schema = None
+    if len(ontime) or schema is not None:
+        out.append(data_body(frame_json(schema, keys, ontime), position))
+    return out
+
+
+class Feed:
+    """One channel at one batching interval with one field filter: encodes once, writes to all."""
+
+    def __init__(self, hub: Hub, channel: str, interval_ms: int, wanted: tuple[str, ...] | None,
+                 fields: list[FieldDef]) -> None:
+        self.hub = hub
+        self.channel = channel
+        self.interval_ms = interval_ms
+        self.wanted = wanted
+        self.fields: dict[str, FieldDef] = {f.key: f for f in fields}
+        self.keys: list[str] = _select(self.fields, self.fields, wanted)
+        self.subs: set[Subscription] = set()
+        self.joining = 0
+        self.pending: list[Chunk] = []
+        self.schema_changed = False
+        self.recent: deque[Chunk] = deque(maxlen=RING)
+        self.last_pos: Pos | None = None
+        self.task: asyncio.Task[None] | None = None
+        if interval_ms > 0:
+            self.task = asyncio.get_running_loop().create_task(self._flusher(), name=f"feed:{channel}")
+
+    @property
+    def key(self) -> tuple[str, int, tuple[str, ...] | None]:
+        return (self.channel, self.interval_ms, self.wanted)
+
+    def on_chunk(self, chunk: Chunk, new_fields: list[FieldDef]) -> None:
+        self.recent.append(chunk)
+        self.last_pos = chunk.pos
+        if new_fields:
+            for f in new_fields:
+                self.fields.setdefault(f.key, f)
+            keys = _select(self.fields, self.fields, self.wanted)
+            if keys != self.keys:
+                self.keys = keys
+                self.schema_changed = True
+        if self.interval_ms == 0:
+            self.flush([chunk])
+        else:
+            self.pending.append(chunk)
+
+    async def _flusher(self) -> None:
+        loop = asyncio.get_running_loop()
+        schedule = TickSchedule(loop.time(), self.interval_ms / 1000)
+        while True:
+            await asyncio.sleep(max(0.0, schedule.next_deadline(loop.time()) - loop.time()))
+            if self.pending or self.schema_changed:
+                chunks, self.pending = self.pending, []
+                self.flush(chunks)
+
+    def flush(self, chunks: list[Chunk]) -> None:
+        with_schema, self.schema_changed = self.schema_changed, False
+        if not self.subs or (not chunks and not with_schema):
+            return
+        epoch = self.hub.broker.epoch_of(self.channel) or ""
+        position = chunks[-1].pos.encode(epoch) if chunks else None
+        keys = self.keys
+        shared: list[bytes] | None = None
+        points = sum(map(len, chunks))
+        for sub in list(self.subs):
+            if sub.after is not None and chunks and chunks[0].pos <= sub.after:
+                mine = [c for c in chunks if c.pos > sub.after]
+                sub.after = None
+                bodies = encode_chunks(mine, keys, self.fields, with_schema, position or "") if (
+                    mine or with_schema) else []
+            else:
+                sub.after = None
+                if shared is None:
+                    shared = encode_chunks(chunks, keys, self.fields, with_schema, position or "")
+                bodies = shared
+            for body in bodies:
+                if not sub.send_data(body, position):
+                    break
+            sub.keys = tuple(keys)
+            sub.delivered += points
+        if points:
+            self.hub.metrics.points_delivered.labels(self.channel).inc(points * len(self.subs))
+
+    def join(self, sub: Subscription, after: Pos | None) -> None:
+        """Start sending live packets to ``sub``, skipping chunks at or before ``after``."""
+        sub.after = after
+        sub.feed = self
+        if sub.keys != tuple(self.keys):
+            # The schema grew between the history read and now: tell the client first.
+            body = data_body(frame_json([self.fields[k] for k in self.keys], self.keys, Rows()), None)
+            sub.send_data(body, None, force=True)
+            sub.keys = tuple(self.keys)
+        self.subs.add(sub)
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+
+
+class Tap:
+    """The one broker subscription of a channel in this process, shared by its feeds."""
+
+    def __init__(self, hub: Hub, channel: str) -> None:
+        self.channel = channel
+        self.feeds: dict[tuple[str, int, tuple[str, ...] | None], Feed] = {}
+        self.unsubscribe: Unsubscribe = hub.broker.subscribe(channel, self._on_chunk, None)
+
+    def _on_chunk(self, channel: str, chunk: Chunk, new_fields: list[FieldDef]) -> None:
+        for feed in list(self.feeds.values()):
+            feed.on_chunk(chunk, new_fields)
+
+
+class Generators:
+    """Generated channels: one shared generator per canonical name, kept a while after use."""
+
+    def __init__(self, hub: Hub, keep_s: float, retention_s: float, retention_points: int,
+                 rng: random.Random | None = None) -> None:
+        self.hub = hub
+        self.keep_s = keep_s
+        self.retention_ms = int(retention_s * 1000)
+        self.retention_points = retention_points
+        self.rng = rng or random.Random()
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self.ready: dict[str, asyncio.Future[None]] = {}
+        self.users: dict[str, int] = {}
+        self.stoppers: dict[str, asyncio.TimerHandle] = {}
+        self.names: set[str] = set()
+
+    async def acquire(self, gen: GeneratedChannel) -> None:
+        """Count a user of ``gen`` and make sure it runs with its history filled."""
+        name = gen.name
+        self.users[name] = self.users.get(name, 0) + 1
+        stopper = self.stoppers.pop(name, None)
+        if stopper is not None:
+            stopper.cancel()
+        if name not in self.running:
+            loop = asyncio.get_running_loop()
+            self.ready[name] = loop.create_future()
+            self.running[name] = loop.create_task(self._run(gen), name=f"generator:{name}")
+            self.names.add(name)
+        await asyncio.shield(self.ready[name])
+
+    def release(self, gen: GeneratedChannel) -> None:
+        name = gen.name
+        left = self.users.get(name, 0) - 1
+        if left > 0:
+            self.users[name] = left
+            return
+        self.users.pop(name, None)
+        if name in self.running and name not in self.stoppers:
+            self.stoppers[name] = asyncio.get_running_loop().call_later(self.keep_s, self._stop, name)
+
+    def _stop(self, name: str) -> None:
+        self.stoppers.pop(name, None)
+        task = self.running.pop(name, None)
+        self.ready.pop(name, None)
+        if task is not None:
+            task.cancel()
+
+    async def close(self) -> None:
+        for handle in self.stoppers.values():
+            handle.cancel()
+        self.stoppers.clear()
+        tasks = list(self.running.values())
+        self.running.clear()
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+
+    async def _run(self, gen: GeneratedChannel) -> None:
+        broker = self.hub.broker
+        g = Generator(gen, random.Random(self.rng.random()))
+        fields = {k: FieldDef(k, k, "number") for k in g.fields}
+        ready = self.ready[gen.name]
+        try:
+            now = wall_ms()
+            last = await broker.last_time(gen.name)
+            span = min(self.retention_ms, gen.interval_ms * (self.retention_points - 1))
+            start = now - span if last is None else max(now - span, last + 1)
+            g.last_time = None if last is None else last
+            times, cols = g.rows(start, now)
+            step = max(1, HISTORY_POINTS_PER_PACKET // max(1, len(g.fields)))
+            for lo in range(0, len(times), step):
+                await broker.publish(gen.name, Batch(
+                    times[lo:lo + step], {k: c[lo:lo + step] for k, c in zip(g.fields, cols, strict=True)}, fields))
+        except Exception as exc:
+            if not ready.done():
+                ready.set_exception(exc)
+            raise
+        if not ready.done():
+            ready.set_result(None)
+        loop = asyncio.get_running_loop()
+        schedule = TickSchedule(loop.time(), gen.interval_ms / 1000)
+        while True:
+            await asyncio.sleep(max(0.0, schedule.next_deadline(loop.time()) - loop.time()))
+            times, cols = g.rows(0, wall_ms())
+            if times:
+                try:
+                    await broker.publish(gen.name, Batch(times, dict(zip(g.fields, cols, strict=True)), fields))
+                except Exception:  # the broker comes back: keep ticking, the next rows follow
+                    log.warning("generator %s: publish failed", gen.name, exc_info=True)
+
+
+class Hub:
+    """Owns taps, feeds and subscriptions of this process."""
+
+    def __init__(self, broker: Broker, metrics: Metrics, *, keep_generators_s: float = 3600.0,
+                 retention_s: float = 3600.0, retention_points: int = 200_000, heartbeat_s: float = 15.0,
+                 rng: random.Random | None = None) -> None:
+        self.broker = broker
+        self.metrics = metrics
+        self.taps: dict[str, Tap] = {}
+        self.subs: set[Subscription] = set()
+        self.sinks: set[Sink] = set()
+        self.generators = Generators(self, keep_generators_s, retention_s, retention_points, rng)
+        self.heartbeat_s = heartbeat_s
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    # --- lifetime -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._heartbeat = asyncio.get_running_loop().create_task(self._beat(), name="heartbeat")
+
+    async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+        for sub in list(self.subs):
+            self.unsubscribe(sub)
+        await self.generators.close()
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            msg = message({"type": "heartbeat", "time": wall_ms()})
+            for sink in list(self.sinks):
+                if sink.idle and sink.is_open:
+                    sink.send(msg, force=True)
+
+    # --- subscriptions --------------------------------------------------------------------------
+
+    def subscribe(self, req: Subscribe, sink: Sink, on_done: Callable[[Subscription], None]) -> Subscription:
+        """Start a subscription; its backfill runs in a task the hub owns."""
+        sub = Subscription(req, sink, on_done)
+        self.subs.add(sub)
+        self.metrics.subscriptions.inc()
+        sub.task = asyncio.get_running_loop().create_task(self._attach(sub), name=f"attach:{req.channel}")
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Stop ``sub`` and release what it held. Idempotent."""
+        if sub.closed:
+            return
+        sub.closed = True
+        self.subs.discard(sub)
+        self.metrics.subscriptions.dec()
+        if sub.task is not None and not sub.task.done() and sub.task is not asyncio.current_task():
+            sub.task.cancel()
+        if sub.timer is not None:
+            sub.timer.cancel()
+        feed = sub.feed
+        if feed is not None:
+            feed.subs.discard(sub)
+            self._maybe_drop(feed)
+        if sub.req.generated is not None:
+            self.generators.release(sub.req.generated)
+
+    def _feed(self, req: Subscribe, fields: list[FieldDef]) -> Feed:
+        tap = self.taps.get(req.channel)
+        if tap is None:
+            tap = self.taps[req.channel] = Tap(self, req.channel)
+        key = (req.channel, req.interval_ms, req.fields)
+        feed = tap.feeds.get(key)
+        if feed is None:
+            feed = tap.feeds[key] = Feed(self, req.channel, req.interval_ms, req.fields, fields)
+        return feed
+
+    def _maybe_drop(self, feed: Feed) -> None:
+        if feed.subs or feed.joining:
+            return
+        tap = self.taps.get(feed.channel)
+        feed.close()
+        if tap is None:
+            return
+        if tap.feeds.get(feed.key) is feed:
+            del tap.feeds[feed.key]
+        if not tap.feeds:
+            tap.unsubscribe()
+            del self.taps[feed.channel]
+
+    def complete(self, sub: Subscription, notice: str | None = None) -> None:
+        if sub.closed:
+            return
+        if notice:
+            sub.control({"type": "notice", "level": "info", "text": notice})
+        sub.control({"type": "complete"})
+        self.unsubscribe(sub)
+        sub.on_done(sub)
+
+    async def _attach(self, sub: Subscription) -> None:
+        req = sub.req
+        feed: Feed | None = None
+        try:
+            if req.generated is not None:
+                await self.generators.acquire(req.generated)
+            now = wall_ms()
+            finite = req.to_ms is not None and req.to_ms <= now
+            fields = await self.broker.fields(req.channel) or []
+            if not finite:
+                feed = self._feed(req, fields)
+                feed.joining += 1
+            after = await self._backfill(sub, fields)
+            if finite:
+                self.complete(sub)
+                return
+            assert feed is not None
+            await self._join(sub, feed, after)
+            if req.to_ms is not None:
+                sub.timer = asyncio.get_running_loop().call_later(
+                    max(0.0, (req.to_ms - wall_ms()) / 1000), self.complete, sub)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("subscription %s on %s failed: %s", req.id, req.channel, exc)
+            if not sub.closed:
+                sub.control({"type": "error", "message": f"subscription failed: {exc}"})
+                self.unsubscribe(sub)
+                sub.on_done(sub)
+        finally:
+            if feed is not None:
+                feed.joining -= 1
+                if sub.closed:
+                    self._maybe_drop(feed)
+
+    async def _backfill(self, sub: Subscription, fields: list[FieldDef]) -> Pos | None:
+        """Send the schema packet and any history; return the head position it reached."""
+        req = sub.req
+        keys = _select([f.key for f in fields], {f.key: f for f in fields}, req.fields)
+        if req.since is not None:
+            since: str = req.since
+            epoch, pos = _parse_position(since)
+            hist = await self.broker.read_after(req.channel, epoch, pos)
+            fields = hist.fields or fields
+            fmap = {f.key: f for f in fields}
+            keys = _select(fmap, fmap, req.fields)
+            if hist.lost:
+                lost = "an unknown number of" if hist.lost < 0 else str(hist.lost)
+                why = "the position is from another broker epoch (server restarted?)" if hist.lost < 0 else (
+                    "beyond retention")
+                sub.control({"type": "notice", "level": "warning",
+                             "text": f"{lost} points lost: {why}; resuming from the oldest retained point",
+                             "lost": hist.lost})
+            position = hist.head.encode(hist.epoch) if hist.head else since
+            self._send_schema(sub, fields, keys, position)
+            await self._send_chunks(sub, hist, keys, fmap)
+            return hist.head if hist.head is not None else (pos if epoch == hist.epoch else None)
+        if req.from_ms is None:
+            self._send_schema(sub, fields, keys, None)
+            return None
+        hist = await self.broker.history(req.channel, req.from_ms, req.to_ms)
+        fields = hist.fields or fields
+        fmap = {f.key: f for f in fields}
+        keys = _select(fmap, fmap, req.fields)
+        rows = Rows()
+        for c in hist.chunks:
+            rows.extend(c.times, {k: c.columns[k] for k in keys if k in c.columns})
+        if not hist.sorted:
+            rows.sort()
+        head_pos = hist.head.encode(hist.epoch) if hist.head else None
+        per_packet = max(1000, HISTORY_POINTS_PER_PACKET // max(1, len(keys)))
+        n = len(rows)
+        schema = [fmap[k] for k in keys]
+        sub.keys = tuple(keys)
+        if n == 0:
+            sub.send_data(data_body(frame_json(schema, keys, rows), head_pos), head_pos, force=True)
+        for lo in range(0, n, per_packet):
+            hi = min(n, lo + per_packet)
+            part = Rows(rows.times[lo:hi], {k: c[lo:hi] for k, c in rows.columns.items()})
+            last = hi == n
+            await sub.sink.drain()
+            body = data_body(frame_json(schema if lo == 0 else None, keys, part), head_pos if last else None)
+            sub.send_data(body, head_pos if last else None, force=True)
+        sub.delivered += n
+        return hist.head
+
+    def _send_schema(self, sub: Subscription, fields: list[FieldDef], keys: list[str], position: str | None) -> None:
+        fmap = {f.key: f for f in fields}
+        body = data_body(frame_json([fmap[k] for k in keys], keys, Rows()), position)
+        sub.send_data(body, position, force=True)
+        sub.keys = tuple(keys)
+
+    async def _send_chunks(self, sub: Subscription, hist: History, keys: Sequence[str],
+                           fields: dict[str, FieldDef]) -> None:
+        chunks = hist.chunks
+        step = 64
+        for lo in range(0, len(chunks), step):
+            part = chunks[lo:lo + step]
+            position = part[-1].pos.encode(hist.epoch)
+            await sub.sink.drain()
+            for body in encode_chunks(part, keys, fields, False, position):
+                sub.send_data(body, position, force=True)
+            sub.delivered += sum(map(len, part))
+
+    async def _join(self, sub: Subscription, feed: Feed, after: Pos | None) -> None:
+        """Close the seam between what ``sub`` has (up to ``after``) and the feed's stream."""
+        while True:
+            if sub.closed:
+                return
+            if feed.last_pos is None or after is None or feed.last_pos <= after:
+                feed.join(sub, after)
+                return
+            ring = feed.recent
+            if ring and ring[0].pos <= after:
+                pending = {id(c) for c in feed.pending}
+                gap = [c for c in ring if c.pos > after and id(c) not in pending]
+                if gap:
+                    epoch = self.broker.epoch_of(feed.channel) or ""
+                    position = gap[-1].pos.encode(epoch)
+                    for body in encode_chunks(gap, feed.keys, feed.fields, False, position):
+                        sub.send_data(body, position, force=True)
+                    after = gap[-1].pos
+                feed.join(sub, after)
+                return
+            epoch = self.broker.epoch_of(feed.channel) or ""
+            hist = await self.broker.read_after(feed.channel, epoch, after)
+            if not hist.chunks:
+                feed.join(sub, after)
+                return
+            await self._send_chunks(sub, hist, feed.keys, feed.fields)
+            after = hist.chunks[-1].pos

@@ -1,0 +1,98 @@
+"""Carrier adapters: how one encoded message becomes bytes on each carrier. Thin by design."""
+
+from __future__ import annotations
+
+import asyncio
+
+from livedata.core.wire import CHUNK_TRAILER, chunk_header, sse_event, ws_close_frame, ws_header
+from livedata.server.conn import Conn
+
+
+class BaseSink:
+    carrier = "base"
+
+    def __init__(self, conn: Conn) -> None:
+        self.conn = conn
+        self._seen = 0
+
+    @property
+    def is_open(self) -> bool:
+        return self.conn.is_open
+
+    @property
+    def idle(self) -> bool:
+        out = self.conn.bytes_out
+        idle = out == self._seen
+        self._seen = out
+        return idle
+
+    async def drain(self) -> None:
+        conn = self.conn
+        low = conn.cap // 4
+        # Only the backfill path waits here; polling keeps the hot path free of per-write futures.
+        while conn.is_open and conn.buffered > low:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+
+    def _write(self, parts: list[bytes], force: bool) -> bool:
+        conn = self.conn
+        if force and conn.is_open:
+            conn.transport.writelines(parts)
+            conn.bytes_out += sum(map(len, parts))
+            return True
+        if conn.send_parts(parts):
+            return True
+        if conn.close_reason == "slow":
+            self.kill(conn.close_reason)
+        return False
+
+    def kill(self, reason: str) -> None:
+        """Close the transport after what is buffered, and abort it if the peer never reads."""
+        transport = self.conn.transport
+        transport.close()
+        asyncio.get_running_loop().call_later(2.0, transport.abort)
+
+
+class WsSink(BaseSink):
+    """WebSocket: one text frame per message, header built here, payload shared."""
+
+    carrier = "ws"
+
+    def send(self, msg: bytes, position: str | None = None, force: bool = False) -> bool:
+        return self._write([ws_header(len(msg)), msg], force)
+
+    def send_data(self, prefix: bytes, body: bytes, position: str | None, force: bool = False) -> bool:
+        return self._write([ws_header(len(prefix) + len(body)), prefix, body], force)
+
+    def kill(self, reason: str) -> None:
+        code = 4000 if reason == "slow" else 1001
+        if not self.conn.transport.is_closing():
+            self.conn.transport.write(ws_close_frame(code, reason))
+        super().kill(reason)
+
+
+class NdjsonSink(BaseSink):
+    """HTTP stream, one JSON message per line, one HTTP chunk per message."""
+
+    carrier = "ndjson"
+
+    def send(self, msg: bytes, position: str | None = None, force: bool = False) -> bool:
+        return self._write([chunk_header(len(msg) + 1), msg, b"\n" + CHUNK_TRAILER], force)
+
+    def send_data(self, prefix: bytes, body: bytes, position: str | None, force: bool = False) -> bool:
+        n = len(prefix) + len(body) + 1
+        return self._write([chunk_header(n), prefix, body, b"\n" + CHUNK_TRAILER], force)
+
+
+class SseSink(BaseSink):
+    """Server-Sent Events: ``id:`` is the position so ``Last-Event-ID`` resumes."""
+
+    carrier = "sse"
+
+    def send(self, msg: bytes, position: str | None = None, force: bool = False) -> bool:
+        event = sse_event(msg, position)
+        return self._write([chunk_header(len(event)), event, CHUNK_TRAILER], force)
+
+    def send_data(self, prefix: bytes, body: bytes, position: str | None, force: bool = False) -> bool:
+        head = (b"id: " + position.encode() + b"\n" if position else b"") + b"data: "
+        n = len(head) + len(prefix) + len(body) + 2
+        return self._write([chunk_header(n), head, prefix, body, b"\n\n" + CHUNK_TRAILER], force)

@@ -1,0 +1,86 @@
+"""The one object that owns everything a ``livedata serve`` process runs."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from livedata.brokers.base import Broker
+from livedata.config import Config
+from livedata.hub import Hub
+from livedata.server.compat import ReferenceTicker
+from livedata.server.conn import Conn
+from livedata.server.metrics import Metrics
+
+
+def make_broker(config: Config) -> Broker:
+    if config.broker == "memory":
+        from livedata.brokers.memory import MemoryBroker
+
+        return MemoryBroker(config.retention_s, config.retention_points, config.max_channels)
+    from livedata.brokers.redis import RedisBroker
+
+    broker: Broker = RedisBroker(config.broker, prefix=config.redis_prefix, retention_s=config.retention_s,
+                       retention_points=config.retention_points, max_channels=config.max_channels)
+    return broker
+
+
+class Server:
+    """Config, broker, hub, reference ticker, open connections and metrics of one process."""
+
+    def __init__(self, config: Config, broker: Broker | None = None) -> None:
+        self.config = config
+        self.started = time.monotonic()
+        self.metrics = Metrics()
+        self.ticker = ReferenceTicker(config.interval_ms / 1000)
+        self.broker: Broker = broker or make_broker(config)
+        self.hub = Hub(self.broker, self.metrics, keep_generators_s=config.retention_s,
+                       retention_s=config.retention_s, retention_points=config.retention_points,
+                       heartbeat_s=config.heartbeat_s)
+        self.conns: set[Conn] = set()
+        self.per_ip: dict[str, int] = {}
+        self.metrics.sources.append(self._gauges)
+
+    async def start(self) -> None:
+        await self.broker.start()
+        self.hub.start()
+
+    async def shutdown(self) -> None:
+        """Close every stream (they end at once) and stop the background work."""
+        for conn in list(self.conns):
+            conn.close("shutdown")
+        await self.ticker.stop()
+
+    async def close(self) -> None:
+        await self.hub.close()
+        await self.broker.close()
+
+    def new_conn(self, request: web.Request) -> Conn:
+        """Register the writable end of ``request``'s connection (closed on shutdown)."""
+        conn = Conn(request.transport, self.config.buffer_bytes, peer=request.remote or "",
+                    on_close=self._closed)
+        self.conns.add(conn)
+        return conn
+
+    def _closed(self, conn: Conn, reason: str) -> None:
+        self.conns.discard(conn)
+        if reason == "slow":
+            self.metrics.slow_disconnects.inc()
+
+    def _gauges(self) -> dict[str, tuple[str, float]]:
+        return {
+            "livedata_connections_open": ("Open streaming connections", float(len(self.conns))),
+            "livedata_queue_bytes": ("Bytes buffered for clients, all connections",
+                                     float(sum(c.buffered for c in self.conns if c.is_open))),
+            "livedata_reference_listeners": ("Clients of the reference stream", float(self.ticker.listeners)),
+            "livedata_reference_ticker_running": (
+                "1 while the reference stream's ticker runs",
+                float(self.ticker.task is not None and not self.ticker.task.done())),
+            "livedata_feeds": ("Shared feeds (channel, interval, fields)",
+                               float(sum(len(t.feeds) for t in self.hub.taps.values()))),
+            "livedata_generators_running": ("Generated channels running", float(len(self.hub.generators.running))),
+        }
+
+
+SERVER = web.AppKey("server", Server)
