@@ -303,7 +303,8 @@ class Generators:
         try:
             now = wall_ms()
             last = await broker.last_time(gen.name)
-            span = min(self.retention_ms, gen.interval_ms * (self.retention_points - 1))
+            rows = max(1, self.retention_points // len(g.fields))  # retention counts values
+            span = min(self.retention_ms, gen.interval_ms * (rows - 1))
             start = now - span if last is None else max(now - span, last + 1)
             g.last_time = None if last is None else last
             times, cols = g.rows(start, now)

@@ -33,7 +33,10 @@ class _Channel:
 
 
 class MemoryBroker:
-    """History per channel bounded by ``retention_s`` (by point time) and ``retention_points``."""
+    """History per channel bounded by ``retention_s`` (by point time) and ``retention_points``.
+
+    Points are values: a row of ten series at one time counts ten.
+    """
 
     def __init__(
         self,
@@ -93,7 +96,7 @@ class MemoryBroker:
         if ch.max_time is None or batch.times[-1] > ch.max_time:
             ch.max_time = batch.times[-1]
         ch.chunks.append(chunk)
-        ch.points += len(chunk)
+        ch.points += chunk.cells
         now = self.wall()
         ch.recent.append((now, len(chunk)))
         while ch.recent and ch.recent[0][0] < now - 10:
@@ -106,16 +109,18 @@ class MemoryBroker:
     def _trim(self, ch: _Channel, now: float) -> None:
         cutoff = int(now * 1000) - self.retention_ms
         chunks = ch.chunks
-        while len(chunks) > 1 and (chunks[0].times[-1] < cutoff or ch.points - len(chunks[0]) >= self.retention_points):
+        limit = self.retention_points
+        while len(chunks) > 1 and (chunks[0].times[-1] < cutoff or ch.points - chunks[0].cells >= limit):
             old = chunks.popleft()
-            ch.points -= len(old)
+            ch.points -= old.cells
             ch.disordered.discard(old.pos.a)
-        if ch.points > self.retention_points:  # one chunk alone is over the count: keep its newest part
+        if ch.points > limit:  # one chunk alone is over the count: keep its newest rows
             first = chunks[0]
-            drop = ch.points - self.retention_points
+            width = max(1, len(first.columns))
+            drop = -(-(ch.points - limit) // width)
             kept = first.slice(drop, len(first))
             chunks[0] = kept
-            ch.points -= drop
+            ch.points -= first.cells - kept.cells
             ch.disordered.discard(first.pos.a)
 
     async def history(self, channel: str, start_ms: int | None, end_ms: int | None) -> History:

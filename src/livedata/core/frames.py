@@ -174,6 +174,11 @@ class Chunk:
         return len(self.times)
 
     @property
+    def cells(self) -> int:
+        """Values in this chunk (rows times fields): what retention counts."""
+        return len(self.times) * max(1, len(self.columns))
+
+    @property
     def count_before(self) -> int:
         return self.pos.count - len(self.times)
 

@@ -48,10 +48,14 @@ class Conn:
         return self.transport.get_write_buffer_size()
 
     def send(self, data: bytes) -> bool:
-        """Write ``data`` now. Returns False (and closes as ``slow``) when over the cap."""
+        """Write ``data`` now. Returns False (and closes as ``slow``) when the backlog is over the cap.
+
+        The cap applies to what is still queued from before, so one packet larger than the cap
+        still goes to a reader that keeps up.
+        """
         if not self.is_open:
             return False
-        if self.transport.get_write_buffer_size() + len(data) > self.cap:
+        if self.transport.get_write_buffer_size() > self.cap:
             self.close("slow")
             return False
         self.transport.write(data)
@@ -62,12 +66,11 @@ class Conn:
         """Write several buffers as one (a per-connection header and a shared body)."""
         if not self.is_open:
             return False
-        size = sum(map(len, parts))
-        if self.transport.get_write_buffer_size() + size > self.cap:
+        if self.transport.get_write_buffer_size() > self.cap:
             self.close("slow")
             return False
         self.transport.writelines(parts)
-        self.bytes_out += size
+        self.bytes_out += sum(map(len, parts))
         return True
 
     def close(self, reason: str) -> None:

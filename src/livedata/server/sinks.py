@@ -26,12 +26,22 @@ class BaseSink:
         self._seen = out
         return idle
 
-    async def drain(self) -> None:
+    async def drain(self, stall_s: float = 30.0) -> None:
+        """Wait until the buffer is low. A reader that takes nothing for ``stall_s`` is closed as slow."""
         conn = self.conn
         low = conn.cap // 4
+        loop = asyncio.get_running_loop()
+        last, since = conn.buffered, loop.time()
         # Only the backfill path waits here; polling keeps the hot path free of per-write futures.
         while conn.is_open and conn.buffered > low:  # noqa: ASYNC110
             await asyncio.sleep(0.005)
+            now, size = loop.time(), conn.buffered
+            if size < last:
+                last, since = size, now
+            elif now - since > stall_s:
+                conn.close("slow")
+                self.kill("slow")
+                return
 
     def _write(self, parts: list[bytes], force: bool) -> bool:
         conn = self.conn

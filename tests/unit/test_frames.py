@@ -1,0 +1,86 @@
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from livedata.core.frames import (
+    Batch,
+    Chunk,
+    FieldDef,
+    Pos,
+    PositionError,
+    Rows,
+    Schema,
+    SchemaError,
+    data_body,
+    data_prefix,
+    field_key,
+    frame_json,
+    parse_position,
+)
+
+
+def test_field_key_is_unique_per_tag_set_and_sorted() -> None:
+    assert field_key("temp") == "temp"
+    assert field_key("usage", {"region": "eu", "host": "a"}) == 'usage {host="a",region="eu"}'
+
+
+def test_schema_keeps_first_type_and_appends_new_fields() -> None:
+    s = Schema()
+    s.add(s.check([FieldDef.of("a", "number"), FieldDef.of("b", "string")]))
+    assert s.check([FieldDef.of("a", "number"), FieldDef.of("c", "boolean")]) == [FieldDef.of("c", "boolean")]
+    with pytest.raises(SchemaError) as err:
+        s.check([FieldDef.of("b", "number")])
+    assert err.value.field == "b"
+    assert "string" in str(err.value)
+    assert s.keys() == ["a", "b"]  # check() changes nothing
+
+
+def test_frame_json_is_grafana_dataframejson() -> None:
+    fields = [FieldDef.of("v", "number"), FieldDef.of("usage", "number", {"host": "a"})]
+    rows = Rows()
+    rows.extend([1, 2], {"v": [1.5, 2.5]})
+    rows.extend([3], {'usage {host="a"}': [7]})
+    frame = frame_json(fields, [f.key for f in fields], rows)
+    assert frame["schema"]["fields"][0] == {"name": "time", "type": "time"}
+    assert frame["schema"]["fields"][2]["labels"] == {"host": "a"}
+    assert frame["data"]["values"] == [[1, 2, 3], [1.5, 2.5, None], [None, None, 7]]
+    no_schema = frame_json(None, ["v"], rows)
+    assert "schema" not in no_schema
+
+
+def test_nan_and_infinity_become_null() -> None:
+    rows = Rows([1, 2, 3], {"v": [float("nan"), float("inf"), 1.0]})
+    assert frame_json(None, ["v"], rows)["data"]["values"][1] == [None, None, 1.0]
+
+
+def test_data_message_is_prefix_plus_shared_body() -> None:
+    body = data_body({"data": {"values": [[1], [2]]}}, "e:1-0:1", late=True)
+    msg = msgspec.json.decode(data_prefix("A") + body)
+    assert msg == {"type": "data", "id": "A", "position": "e:1-0:1", "late": True,
+                   "frame": {"data": {"values": [[1], [2]]}}}
+    assert msgspec.json.decode(data_prefix('we"ird') + data_body({}, None))["id"] == 'we"ird'
+
+
+@given(st.text(alphabet="abcdef0123", min_size=1, max_size=8), st.integers(0, 2**48), st.integers(0, 2**20),
+       st.integers(0, 2**40))
+def test_positions_round_trip(epoch: str, a: int, b: int, count: int) -> None:
+    assert parse_position(Pos(a, b, count).encode(epoch)) == (epoch, Pos(a, b, count))
+
+
+@pytest.mark.parametrize("bad", ["", "x", "e:1:2", "e:a-b:1", ":1-0:1", "e:-1-0:1", "e:1-0"])
+def test_bad_positions(bad: str) -> None:
+    with pytest.raises(PositionError):
+        parse_position(bad)
+
+
+def test_late_split_uses_the_channel_high_water_mark() -> None:
+    c = Chunk(Pos(2, 0, 5), [5, 7, 10, 12], {"v": [1, 2, 3, 4]}, hwm=10)
+    assert c.late_split() == 2
+    assert Chunk(Pos(1, 0, 1), [5], {"v": [1]}, hwm=None).late_split() == 0
+
+
+def test_batch_sorted_is_stable() -> None:
+    b = Batch([3, 1, 2, 1], {"v": ["c", "a", "b", "a2"]}, {"v": FieldDef.of("v", "string")}).sorted()
+    assert b.times == [1, 1, 2, 3]
+    assert b.columns["v"] == ["a", "a2", "b", "c"]
