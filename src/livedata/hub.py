@@ -35,6 +35,8 @@ log = logging.getLogger("livedata.hub")
 RING = 512
 """Chunks a feed remembers, to close the seam without asking the broker."""
 HISTORY_POINTS_PER_PACKET = 250_000
+BYTES_PER_CELL = 12
+"""Rough encoded size of one value, to bound what a lagging subscription may hold back."""
 
 
 def wall_ms() -> int:
@@ -60,6 +62,20 @@ class Sink(Protocol):
     def is_open(self) -> bool: ...
 
     @property
+    def pressured(self) -> bool:
+        """True while more than half the connection's buffer cap is still queued."""
+        ...
+
+    def close_slow(self) -> None:
+        """Close the connection with the reason ``slow``."""
+        ...
+
+    @property
+    def cap(self) -> int:
+        """The connection's buffer cap in bytes."""
+        ...
+
+    @property
     def idle(self) -> bool:
         """True when nothing was written since the last call (for heartbeats)."""
         ...
@@ -78,6 +94,8 @@ class Subscription:
     timer: asyncio.TimerHandle | None = None
     closed: bool = False
     delivered: int = 0
+    backlog: list[Chunk] | None = None
+    backlog_schema: bool = False
 
     def __post_init__(self) -> None:
         self.prefix = data_prefix(self.req.id)
@@ -188,18 +206,36 @@ class Feed:
         shared: list[bytes] | None = None
         points = sum(map(len, chunks))
         for sub in list(self.subs):
+            mine = chunks
             if sub.after is not None and chunks and chunks[0].pos <= sub.after:
                 mine = [c for c in chunks if c.pos > sub.after]
-                sub.after = None
-                bodies = encode_chunks(mine, keys, self.fields, with_schema, position or "") if (
-                    mine or with_schema) else []
-            else:
-                sub.after = None
+            sub.after = None
+            if sub.backlog is not None or sub.sink.pressured:
+                # Coalesce: a reader that lags holds its chunks and gets them as one packet once
+                # its buffer drains; once the held values would pass the buffer cap again it is
+                # closed as slow (and can resume with `since`).
+                backlog = sub.backlog if sub.backlog is not None else []
+                backlog.extend(mine)
+                sub.backlog, sub.backlog_schema = backlog, sub.backlog_schema or with_schema
+                if sub.sink.pressured:
+                    if sum(c.cells for c in backlog) * BYTES_PER_CELL > sub.sink.cap:
+                        sub.sink.close_slow()
+                    continue
+                sub.backlog, sub.backlog_schema = None, False
+                last = backlog[-1].pos.encode(epoch) if backlog else position
+                bodies = encode_chunks(backlog, keys, self.fields, with_schema, last or "") if (
+                    backlog or with_schema) else []
+                position_sent = last
+            elif mine is chunks:
                 if shared is None:
                     shared = encode_chunks(chunks, keys, self.fields, with_schema, position or "")
-                bodies = shared
+                bodies, position_sent = shared, position
+            else:
+                bodies = encode_chunks(mine, keys, self.fields, with_schema, position or "") if (
+                    mine or with_schema) else []
+                position_sent = position
             for body in bodies:
-                if not sub.send_data(body, position):
+                if not sub.send_data(body, position_sent):
                     break
             sub.keys = tuple(keys)
             sub.delivered += points
@@ -480,8 +516,8 @@ class Hub:
                 sub.control({"type": "notice", "level": "warning",
                              "text": f"{lost} points lost: {why}; resuming from the oldest retained point",
                              "lost": hist.lost})
-            position = hist.head.encode(hist.epoch) if hist.head else since
-            self._send_schema(sub, fields, keys, position)
+            # The schema packet names what the client already has: the head comes with the chunks.
+            self._send_schema(sub, fields, keys, since if epoch == hist.epoch and not hist.lost else None)
             await self._send_chunks(sub, hist, keys, fmap)
             return hist.head if hist.head is not None else (pos if epoch == hist.epoch else None)
         if req.from_ms is None:

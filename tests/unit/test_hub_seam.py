@@ -47,6 +47,12 @@ class RecordingSink:
     def idle(self) -> bool:
         return False
 
+    pressured: bool = False
+    cap: int = 1 << 20
+
+    def close_slow(self) -> None:
+        self.open = False
+
 
 @dataclass
 class Reader:
@@ -158,3 +164,30 @@ def test_every_point_exactly_once_in_order_unbatched(steps: list[tuple[str, Any]
 @given(ops)
 def test_every_point_exactly_once_in_order_batched(steps: list[tuple[str, Any]]) -> None:
     asyncio.run(scenario(steps, 5))
+
+
+async def test_a_lagging_reader_gets_one_coalesced_packet_then_is_closed_past_the_cap() -> None:
+    broker = MemoryBroker(wall=lambda: 20.0)
+    hub = Hub(broker, Metrics(), heartbeat_s=3600)
+    slow, fast = RecordingSink(), RecordingSink()
+    for sid, sink in (("s", slow), ("f", fast)):
+        hub.subscribe(parse_subscribe({"type": "subscribe", "id": sid, "channel": "c"}, 10**13), sink, lambda s: None)
+    await asyncio.sleep(0.01)
+    slow.pressured = True
+    for i in range(5):
+        await broker.publish("c", Batch([10_000 + i], {"v": [i]}, V))
+    assert len([m for m in fast.messages if m["type"] == "data"]) == 6  # schema + 5 live packets
+    assert len([m for m in slow.messages if m["type"] == "data"]) == 1  # only the schema packet
+    slow.pressured = False
+    await broker.publish("c", Batch([10_005], {"v": [5]}, V))
+    coalesced = [m for m in slow.messages if m["type"] == "data"][-1]
+    assert coalesced["frame"]["data"]["values"] == [[10_000 + i for i in range(6)], list(range(6))]
+    assert coalesced["position"] == fast.messages[-1]["position"]
+    # past the cap: closed as slow
+    slow.pressured = True
+    slow.cap = 100
+    for i in range(20):
+        await broker.publish("c", Batch([10_010 + i], {"v": [i]}, V))
+    assert not slow.open
+    assert len([m for m in fast.messages if m["type"] == "data"]) == 27
+    await hub.close()

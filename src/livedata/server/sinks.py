@@ -20,6 +20,19 @@ class BaseSink:
         return self.conn.is_open
 
     @property
+    def cap(self) -> int:
+        return self.conn.cap
+
+    @property
+    def pressured(self) -> bool:
+        return self.conn.buffered > self.conn.cap // 2
+
+    def close_slow(self) -> None:
+        if self.conn.is_open:
+            self.conn.close("slow")
+            self.kill("slow")
+
+    @property
     def idle(self) -> bool:
         out = self.conn.bytes_out
         idle = out == self._seen
@@ -39,8 +52,7 @@ class BaseSink:
             if size < last:
                 last, since = size, now
             elif now - since > stall_s:
-                conn.close("slow")
-                self.kill("slow")
+                self.close_slow()
                 return
 
     def _write(self, parts: list[bytes], force: bool) -> bool:
