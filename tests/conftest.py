@@ -94,3 +94,59 @@ def shared_server() -> Iterator[LiveServer]:
     server = LiveServer().start()
     yield server
     server.stop()
+
+
+# --- brokers: every broker test runs on the memory broker and on a real Redis ----------------------
+
+from collections.abc import AsyncIterator, Awaitable, Callable  # noqa: E402
+from typing import Any  # noqa: E402
+
+from tests.redis_server import RedisServer  # noqa: E402
+
+_prefixes = iter(range(1, 1 << 30))
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One ``redis-server`` for the session (tests keep apart by key prefix)."""
+    server = RedisServer().start()
+    yield server
+    server.close()
+
+
+BrokerMaker = Callable[..., Awaitable[Any]]
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def broker(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """A started broker: ``MemoryBroker``, or ``RedisBroker`` under a key prefix of its own."""
+    made: list[Any] = []
+    prefix = f"t{os.getpid()}-{next(_prefixes)}:"
+
+    async def make(**kwargs: Any) -> Any:
+        if request.param == "memory":
+            from livedata.brokers.memory import MemoryBroker
+
+            kwargs.pop("prefix", None)
+            b: Any = MemoryBroker(**kwargs)
+        else:
+            from livedata.brokers.redis import RedisBroker
+
+            server: RedisServer = request.getfixturevalue("redis_server")
+            kwargs.setdefault("prefix", prefix)
+            b = RedisBroker(server.url, **kwargs)
+        await b.start()
+        made.append(b)
+        return b
+
+    request.node.make_broker = make
+    yield await make()
+    for b in made:
+        await b.close()
+
+
+@pytest.fixture
+def make_broker(broker: Any, request: pytest.FixtureRequest) -> BrokerMaker:
+    """More brokers of the kind ``broker`` is (same Redis and key prefix unless ``prefix=`` is given)."""
+    maker: BrokerMaker = request.node.make_broker
+    return maker

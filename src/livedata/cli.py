@@ -35,6 +35,8 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-subscriptions", type=int, help="subscriptions per connection (100)")
     p.add_argument("--max-channels", type=int, help="channels in all (10000)")
     p.add_argument("--max-body-bytes", type=int, help="push body size limit (10485760)")
+    p.add_argument("--max-frame-bytes", type=int, help="largest WebSocket message accepted (4194304)")
+    p.add_argument("--max-points-per-request", type=int, help="points in one push (1000000)")
     p.add_argument("--max-connections-per-ip", type=int, help="connections per client address (1000)")
     p.add_argument("--write-tokens", help="comma-separated tokens allowed to push (env LIVEDATA_WRITE_TOKENS)")
     p.add_argument("--read-tokens", help="comma-separated tokens allowed to subscribe")
@@ -48,14 +50,52 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the server")
     _serve_args(serve)
+    tail = sub.add_parser("tail", help="print a channel's points as they arrive",
+                          description="Print a channel's points as they arrive, one line per point.")
+    _tail_args(tail)
+    push = sub.add_parser("push", help="push points from a file or stdin (NDJSON, CSV or line protocol)",
+                          description="Push points from a file or stdin: NDJSON, CSV (header row) or Influx "
+                                      "line protocol, detected from the first line.")
+    _push_args(push)
     return parser
+
+
+def _client_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", default=None, help="the server (default http://localhost:8080; env LIVEDATA_URL)")
+    p.add_argument("--token", default=None, help="a read or write token (env LIVEDATA_TOKEN)")
+
+
+def _tail_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("channel", help="channel name, e.g. sensors/kitchen or random-walk")
+    _client_args(p)
+    p.add_argument("--from", dest="from_", default="now-1m",
+                   help="start: epoch ms, RFC 3339 or now-30s/now-5m/... (default now-1m; 'live': no history)")
+    p.add_argument("--to", default=None, help="end (default: follow forever)")
+    p.add_argument("--param", action="append", default=[], metavar="K=V", help="param of a generated channel")
+    p.add_argument("--fields", default=None, help="comma-separated field names (default all)")
+    p.add_argument("--json", action="store_true", help="print each point as a JSON object")
+
+
+def _push_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("channel", help="channel name (line protocol goes to CHANNEL/measurement)")
+    p.add_argument("file", nargs="?", default="-", help="file to read, or - for stdin (default)")
+    _client_args(p)
+    p.add_argument("--format", choices=["auto", "ndjson", "csv", "lp"], default="auto",
+                   help="input format (default: detected from the first non-empty line)")
+    p.add_argument("--precision", choices=["ns", "us", "ms", "s"], default=None,
+                   help="unit of numeric timestamps (default ns for line protocol, ms otherwise)")
+    p.add_argument("--batch", type=int, default=5000, help="points per request (default 5000)")
+    p.add_argument("--follow", "-f", action="store_true", help="keep reading the file as it grows (like tail -f)")
+    p.add_argument("--retry", type=float, default=10.0, metavar="SECONDS",
+                   help="keep retrying a batch this long on connection errors and 503 (default 10)")
 
 
 def config_from_args(ns: argparse.Namespace) -> Config:
     keys = [
         "host", "port", "interval_ms", "log_level", "cors_origin", "broker", "redis_prefix",
         "retention_s", "retention_points", "heartbeat_s", "buffer_bytes", "max_subscriptions",
-        "max_channels", "max_body_bytes", "max_connections_per_ip", "write_tokens", "read_tokens",
+        "max_channels", "max_body_bytes", "max_frame_bytes", "max_points_per_request", "max_connections_per_ip",
+        "write_tokens", "read_tokens",
         "certfile", "keyfile",
     ]
     overrides: dict[str, Any] = {k: getattr(ns, k, None) for k in keys}
@@ -122,6 +162,19 @@ async def serve(config: Config) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
+    if ns.command in ("tail", "push"):
+        import os
+
+        from livedata.cli_client import push_main, tail_main
+
+        ns.url = ns.url or os.environ.get("LIVEDATA_URL") or "http://localhost:8080"
+        ns.token = ns.token or os.environ.get("LIVEDATA_TOKEN") or None
+        logging.basicConfig(level="WARNING", format="livedata: %(message)s")
+        if ns.command == "tail":
+            return tail_main(ns)
+        if ns.batch < 1:
+            parser.error("--batch must be at least 1")
+        return push_main(ns)
     if ns.command == "serve":
         try:
             config = config_from_args(ns)

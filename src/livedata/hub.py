@@ -16,7 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import secrets
+import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -35,6 +38,8 @@ log = logging.getLogger("livedata.hub")
 RING = 512
 """Chunks a feed remembers, to close the seam without asking the broker."""
 HISTORY_POINTS_PER_PACKET = 250_000
+LEASE_TTL_S = 3.0
+"""Generator leases: renewed every third of this; a dead holder is replaced within about this."""
 BYTES_PER_CELL = 12
 """Rough encoded size of one value, to bound what a lagging subscription may hold back."""
 
@@ -265,9 +270,13 @@ class Tap:
     def __init__(self, hub: Hub, channel: str) -> None:
         self.channel = channel
         self.feeds: dict[tuple[str, int, tuple[str, ...] | None], Feed] = {}
+        self.late_points = hub.metrics.late_points
         self.unsubscribe: Unsubscribe = hub.broker.subscribe(channel, self._on_chunk, None)
 
     def _on_chunk(self, channel: str, chunk: Chunk, new_fields: list[FieldDef]) -> None:
+        late = chunk.late_split()
+        if late:
+            self.late_points.labels(channel).inc(late)
         for feed in list(self.feeds.values()):
             feed.on_chunk(chunk, new_fields)
 
@@ -287,6 +296,9 @@ class Generators:
         self.users: dict[str, int] = {}
         self.stoppers: dict[str, asyncio.TimerHandle] = {}
         self.names: set[str] = set()
+        self.lease_ttl_s = LEASE_TTL_S
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        """This process in generator leases: servers sharing a broker run each generator once."""
 
     async def acquire(self, gen: GeneratedChannel) -> None:
         """Count a user of ``gen`` and make sure it runs with its history filled."""
@@ -332,39 +344,82 @@ class Generators:
                 await t
 
     async def _run(self, gen: GeneratedChannel) -> None:
+        """Publish ``gen`` while this process holds its lease: once per cluster sharing a broker.
+
+        Every ``lease_ttl_s / 3`` the holder renews its lease and the others try to take it, so
+        when the holder dies another server continues within about ``lease_ttl_s``, from the
+        broker's last time (it fills the gap). Users are ready once the channel has points.
+        """
+        broker = self.hub.broker
+        name = gen.name
+        ready = self.ready[name]
+        period = self.lease_ttl_s / 3
+        loop = asyncio.get_running_loop()
+        schedule = TickSchedule(loop.time(), gen.interval_ms / 1000)
+        tick_at = loop.time()
+        g: Generator | None = None
+        warned = False
+        while True:
+            try:
+                held = await broker.lease(name, self.owner, self.lease_ttl_s)
+                if held and g is None:
+                    g = await self._resume(gen)
+                    log.info("generator %s: publishing from this server", name)
+                elif not held and g is not None:
+                    g = None
+                    log.info("generator %s: another server publishes it now", name)
+                if not ready.done() and (held or await broker.last_time(name) is not None):
+                    ready.set_result(None)
+                warned = False
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                g = None
+                if not ready.done():  # the first user gets the error; the next one starts afresh
+                    ready.set_exception(exc)
+                    if self.running.get(name) is asyncio.current_task():
+                        del self.running[name]
+                        self.ready.pop(name, None)
+                    return
+                if not warned:
+                    log.warning("generator %s: cannot hold its lease: %s", name, exc)
+                    warned = True
+            until = loop.time() + period
+            while g is not None and tick_at <= until:
+                await asyncio.sleep(max(0.0, tick_at - loop.time()))
+                times, cols = g.rows(0, wall_ms())
+                if times:
+                    try:
+                        await broker.publish(name, Batch(times, dict(zip(g.fields, cols, strict=True)),
+                                                         {k: FieldDef(k, k, "number") for k in g.fields}))
+                    except Exception:  # the broker comes back: keep ticking, the next rows follow
+                        log.warning("generator %s: publish failed", name, exc_info=True)
+                tick_at = schedule.next_deadline(loop.time())
+            await asyncio.sleep(max(0.0, until - loop.time()))
+
+    async def _resume(self, gen: GeneratedChannel) -> Generator:
+        """A generator continuing after the broker's last point, with the retention period filled."""
         broker = self.hub.broker
         g = Generator(gen, random.Random(self.rng.random()))
         fields = {k: FieldDef(k, k, "number") for k in g.fields}
-        ready = self.ready[gen.name]
-        try:
-            now = wall_ms()
-            last = await broker.last_time(gen.name)
-            rows = max(1, self.retention_points // len(g.fields))  # retention counts values
-            span = min(self.retention_ms, gen.interval_ms * (rows - 1))
-            start = now - span if last is None else max(now - span, last + 1)
-            g.last_time = None if last is None else last
-            times, cols = g.rows(start, now)
-            step = max(1, HISTORY_POINTS_PER_PACKET // max(1, len(g.fields)))
-            for lo in range(0, len(times), step):
-                await broker.publish(gen.name, Batch(
-                    times[lo:lo + step], {k: c[lo:lo + step] for k, c in zip(g.fields, cols, strict=True)}, fields))
-        except Exception as exc:
-            if not ready.done():
-                ready.set_exception(exc)
-            raise
-        if not ready.done():
-            ready.set_result(None)
-        loop = asyncio.get_running_loop()
-        schedule = TickSchedule(loop.time(), gen.interval_ms / 1000)
-        while True:
-            await asyncio.sleep(max(0.0, schedule.next_deadline(loop.time()) - loop.time()))
-            times, cols = g.rows(0, wall_ms())
-            if times:
-                try:
-                    await broker.publish(gen.name, Batch(times, dict(zip(g.fields, cols, strict=True)), fields))
-                except Exception:  # the broker comes back: keep ticking, the next rows follow
-                    log.warning("generator %s: publish failed", gen.name, exc_info=True)
-
+        now = wall_ms()
+        last = await broker.last_time(gen.name)
+        rows = max(1, self.retention_points // len(g.fields))  # retention counts values
+        span = min(self.retention_ms, gen.interval_ms * (rows - 1))
+        start = now - span if last is None else max(now - span, last + 1)
+        g.last_time = None if last is None else last
+        if last is not None and gen.base == "random-walk":  # walk on from where the last holder stopped
+            for c in (await broker.history(gen.name, last, last)).chunks:
+                for i, k in enumerate(g.fields):
+                    v = c.columns.get(k, [None])[-1]
+                    if isinstance(v, int | float):
+                        g._walk[i] = float(v)
+        times, cols = g.rows(start, now)
+        step = max(1, HISTORY_POINTS_PER_PACKET // max(1, len(g.fields)))
+        for lo in range(0, len(times), step):
+            await broker.publish(gen.name, Batch(
+                times[lo:lo + step], {k: c[lo:lo + step] for k, c in zip(g.fields, cols, strict=True)}, fields))
+        return g
 
 class Hub:
     """Owns taps, feeds and subscriptions of this process."""
@@ -378,6 +433,7 @@ class Hub:
         self.subs: set[Subscription] = set()
         self.sinks: set[Sink] = set()
         self.generators = Generators(self, keep_generators_s, retention_s, retention_points, rng)
+        broker.on_status = self.broker_status
         self.heartbeat_s = heartbeat_s
         self._heartbeat: asyncio.Task[None] | None = None
 
@@ -402,6 +458,12 @@ class Hub:
             for sink in list(self.sinks):
                 if sink.idle and sink.is_open:
                     sink.send(msg, force=True)
+
+    def broker_status(self, ok: bool, text: str) -> None:
+        """The broker went away (``ok`` False) or came back: tell every subscription."""
+        for sub in list(self.subs):
+            if not sub.closed:
+                sub.control({"type": "notice", "level": "info" if ok else "warning", "text": text})
 
     # --- subscriptions --------------------------------------------------------------------------
 

@@ -62,6 +62,10 @@ class Unsubscribe(Protocol):
 class Broker(Protocol):
     """What the hub needs from a broker."""
 
+    on_status: Callable[[bool, str], None] | None
+    """Set by the hub: called with ``(False, text)`` when the broker becomes unreachable for live
+    reads and ``(True, text)`` when it is back (a broker that cannot fail never calls it)."""
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -100,4 +104,12 @@ class Broker(Protocol):
 
     def epoch_of(self, channel: str) -> str | None:
         """The channel's epoch if known locally (cheap); None if not known yet."""
+        ...
+
+    async def lease(self, name: str, owner: str, ttl_s: float) -> bool:
+        """Acquire or renew the lease ``name`` for ``owner`` for ``ttl_s`` seconds.
+
+        True when ``owner`` holds it now; False when another owner does. Servers sharing a broker
+        use it to run each generated channel once. Raises BrokerError when unreachable.
+        """
         ...

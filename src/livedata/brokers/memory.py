@@ -53,6 +53,7 @@ class MemoryBroker:
         self._created = 0
         self._channels: dict[str, _Channel] = {}
         self._subs: dict[str, list[ChunkCallback]] = {}
+        self.on_status: Callable[[bool, str], None] | None = None
 
     async def start(self) -> None:
         return None
@@ -194,3 +195,7 @@ class MemoryBroker:
 
     async def delete(self, channel: str) -> bool:
         return self._channels.pop(channel, None) is not None
+
+    async def lease(self, name: str, owner: str, ttl_s: float) -> bool:
+        """One process: every lease is always ours."""
+        return True

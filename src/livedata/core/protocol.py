@@ -212,6 +212,8 @@ def points_to_batch(body: Any, now_ms: int, max_points: int) -> Batch:
         raise ProtocolError("expected a point object, a list of points, or columns {\"time\":[...], ...}")
     if len(points) > max_points:
         raise ProtocolError(f"too many points in one request: {len(points)} > {max_points}")
+    if not points:
+        raise ProtocolError("no points in the body")
     times: list[int] = []
     columns: dict[str, list[Value]] = {}
     types: dict[str, str] = {}

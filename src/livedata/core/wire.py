@@ -9,16 +9,42 @@ from __future__ import annotations
 import struct
 
 
+_CACHE_MAX = 4096
+_chunk_headers: dict[int, bytes] = {}
+
+
 def chunk_header(length: int) -> bytes:
     """HTTP/1.1 chunked-encoding header for a chunk of ``length`` bytes (the trailer is CRLF)."""
-    return b"%x\r\n" % length
+    head = _chunk_headers.get(length)
+    if head is None:  # a feed's subscribers share a length: build each header once, not per write
+        if len(_chunk_headers) >= _CACHE_MAX:
+            _chunk_headers.clear()
+        head = _chunk_headers[length] = b"%x\r\n" % length
+    return head
 
 
 CHUNK_TRAILER = b"\r\n"
 
 
+_WS_TEXT_SMALL = tuple(struct.pack("!BB", 0x81, n) for n in range(126))
+_ws_text_headers: dict[int, bytes] = {}
+
+
 def ws_header(length: int, opcode: int = 0x1) -> bytes:
     """Header of one unmasked, final WebSocket frame (server to client, RFC 6455 section 5.2)."""
+    if opcode == 0x1:  # text frames are the hot path: one header per length, shared
+        if length < 126:
+            return _WS_TEXT_SMALL[length]
+        head = _ws_text_headers.get(length)
+        if head is None:
+            if len(_ws_text_headers) >= _CACHE_MAX:
+                _ws_text_headers.clear()
+            head = _ws_text_headers[length] = _ws_header(length, opcode)
+        return head
+    return _ws_header(length, opcode)
+
+
+def _ws_header(length: int, opcode: int) -> bytes:
     first = 0x80 | opcode
     if length < 126:
         return struct.pack("!BB", first, length)

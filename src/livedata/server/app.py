@@ -15,6 +15,7 @@ from livedata.config import Config
 from livedata.server.compat import reference_stream
 from livedata.server.http import json_error, json_response
 from livedata.server.ingest import channels, delete_channel, push
+from livedata.server.openapi import SPEC
 from livedata.server.state import SERVER, Server
 from livedata.server.stream import stream
 from livedata.server.ws import websocket
@@ -24,6 +25,18 @@ log = logging.getLogger("livedata.server")
 STATIC = Path(__file__).parent / "static"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+PAGE_HEADERS = {
+    # The live view loads only its own script and style and talks only to this server.
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        "connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
 
 
 def _accepts_html(request: web.Request) -> bool:
@@ -39,8 +52,8 @@ async def root(request: web.Request) -> web.StreamResponse:
     if _accepts_html(request) and "numSeries" not in request.query:
         index = STATIC / "index.html"
         if index.exists():
-            return web.FileResponse(index, headers={"Cache-Control": "no-cache"})
-    return await reference_stream(request, server.ticker, server.new_conn)
+            return web.FileResponse(index, headers={"Cache-Control": "no-cache", **PAGE_HEADERS})
+    return await reference_stream(request, server.ticker, server.new_conn, server.over_limit)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -48,6 +61,10 @@ async def health(request: web.Request) -> web.Response:
     return json_response(
         {"status": "ok", "version": __version__, "uptime_s": round(time.monotonic() - server.started, 3)}
     )
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(SPEC)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -65,8 +82,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPNotFound:
         return json_error(404, f"no such path: {request.path}")
     except web.HTTPMethodNotAllowed as exc:
-        return json_error(405, f"method {request.method} not allowed on {request.path}",
+        resp = json_error(405, f"method {request.method} not allowed on {request.path}",
                           allowed=sorted(exc.allowed_methods))
+        resp.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+        return resp
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[SERVER].config.max_body_bytes
         return json_error(413, f"body too large: the limit is {limit} bytes")
@@ -129,6 +148,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/", root)
     app.router.add_get("/api/health", health)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/openapi.json", openapi)
     app.router.add_get("/api/ws", websocket)
     app.router.add_get("/api/stream", stream)
     app.router.add_get("/api/channels", channels)

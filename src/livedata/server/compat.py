@@ -81,13 +81,19 @@ class ReferenceTicker:
 
 
 async def reference_stream(
-    request: web.Request, ticker: ReferenceTicker, conn_factory: Callable[[web.Request], Conn]
+    request: web.Request,
+    ticker: ReferenceTicker,
+    conn_factory: Callable[[web.Request], Conn],
+    over_limit: Callable[[web.Request], str | None] = lambda r: None,
 ) -> web.StreamResponse:
     """Serve ``GET /?numSeries=N`` until the client goes away (or the server stops)."""
     try:
         n = parse_num_series(request.query.get("numSeries"))
     except ParamError as exc:
         return json_error(400, str(exc))
+    busy = over_limit(request)
+    if busy is not None:
+        return json_error(429, busy)
     resp = web.StreamResponse(
         headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-cache"}
     )

@@ -64,12 +64,14 @@ class Conn:
 
     def send_parts(self, parts: Sequence[bytes]) -> bool:
         """Write several buffers as one (a per-connection header and a shared body)."""
-        if not self.is_open:
+        # The fan-out hot path (once per subscriber per packet): ``is_open`` inlined.
+        transport = self.transport
+        if self.close_reason or transport.is_closing():
             return False
-        if self.transport.get_write_buffer_size() > self.cap:
+        if transport.get_write_buffer_size() > self.cap:
             self.close("slow")
             return False
-        self.transport.writelines(parts)
+        transport.writelines(parts)
         self.bytes_out += sum(map(len, parts))
         return True
 

@@ -28,7 +28,6 @@ class Metrics:
             "livedata_points_published", "Points accepted into the broker", ["channel"], registry=r)
         self.points_delivered = Counter(
             "livedata_points_delivered", "Points written to subscribers", ["channel"], registry=r)
-        self.bytes_out = Counter("livedata_bytes_out", "Bytes written to clients", ["carrier"], registry=r)
         self.late_points = Counter("livedata_late_points", "Points published out of time order",
                                    ["channel"], registry=r)
         self.slow_disconnects = Counter(

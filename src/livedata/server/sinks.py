@@ -46,7 +46,7 @@ class BaseSink:
         loop = asyncio.get_running_loop()
         last, since = conn.buffered, loop.time()
         # Only the backfill path waits here; polling keeps the hot path free of per-write futures.
-        while conn.is_open and conn.buffered > low:  # noqa: ASYNC110
+        while conn.is_open and conn.buffered > low:
             await asyncio.sleep(0.005)
             now, size = loop.time(), conn.buffered
             if size < last:

@@ -40,6 +40,7 @@ class Server:
                        heartbeat_s=config.heartbeat_s)
         self.conns: set[Conn] = set()
         self.per_ip: dict[str, int] = {}
+        self.closed_bytes = 0
         self.metrics.sources.append(self._gauges)
 
     async def start(self) -> None:
@@ -53,18 +54,36 @@ class Server:
         await self.ticker.stop()
 
     async def close(self) -> None:
+        from livedata.server import ingest  # ingest imports this module
+
+        await ingest.close(self)  # publish points still held by a reorder window
         await self.hub.close()
         await self.broker.close()
 
+    def over_limit(self, request: web.Request) -> str | None:
+        """A sentence when this client address already holds its share of streaming connections."""
+        peer = request.remote or ""
+        limit = self.config.max_connections_per_ip
+        if self.per_ip.get(peer, 0) >= limit:
+            return f"too many connections from {peer} (limit {limit}, see --max-connections-per-ip)"
+        return None
+
     def new_conn(self, request: web.Request) -> Conn:
         """Register the writable end of ``request``'s connection (closed on shutdown)."""
-        conn = Conn(request.transport, self.config.buffer_bytes, peer=request.remote or "",
-                    on_close=self._closed)
+        peer = request.remote or ""
+        conn = Conn(request.transport, self.config.buffer_bytes, peer=peer, on_close=self._closed)
         self.conns.add(conn)
+        self.per_ip[peer] = self.per_ip.get(peer, 0) + 1
         return conn
 
     def _closed(self, conn: Conn, reason: str) -> None:
         self.conns.discard(conn)
+        self.closed_bytes += conn.bytes_out
+        left = self.per_ip.get(conn.peer, 1) - 1
+        if left > 0:
+            self.per_ip[conn.peer] = left
+        else:
+            self.per_ip.pop(conn.peer, None)
         if reason == "slow":
             self.metrics.slow_disconnects.inc()
 
@@ -77,6 +96,8 @@ class Server:
             "livedata_reference_ticker_running": (
                 "1 while the reference stream's ticker runs",
                 float(self.ticker.task is not None and not self.ticker.task.done())),
+            "livedata_bytes_out": ("Bytes written to streaming clients (monotonic)",
+                                   float(self.closed_bytes + sum(c.bytes_out for c in self.conns))),
             "livedata_feeds": ("Shared feeds (channel, interval, fields)",
                                float(sum(len(t.feeds) for t in self.hub.taps.values()))),
             "livedata_generators_running": ("Generated channels running", float(len(self.hub.generators.running))),

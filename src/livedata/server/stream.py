@@ -49,6 +49,9 @@ async def stream(request: web.Request) -> web.StreamResponse:
     denied = auth.check(server.config, token, "read")
     if denied is not None:
         return json_error(*denied)
+    busy = server.over_limit(request)
+    if busy is not None:
+        return json_error(429, busy)
     sse = "text/event-stream" in request.headers.get("Accept", "")
     try:
         req = parse_subscribe(subscribe_from_query(request.query, request.headers.get("Last-Event-ID")), wall_ms())

@@ -101,6 +101,7 @@ class Session:
         try:
             await publish_json(self.server, obj.get("channel"), obj.get("points"))
         except IngestError as exc:
+            self.server.metrics.push_errors.labels(exc.reason).inc()
             out: dict[str, Any] = {"type": "error", "message": exc.message}
             if exc.line is not None:
                 out["line"] = exc.line
@@ -124,6 +125,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if origin is not None and "*" not in config.cors_origin and origin not in config.cors_origin:
         # Cross-site WebSocket hijacking: another page cannot open a socket with the user's cookies.
         raise_json(403, f"origin {origin[:100]!r} is not allowed (see --cors-origin)")
+    busy = server.over_limit(request)
+    if busy is not None:
+        raise_json(429, busy)
     token = auth.bearer(request.headers.get("Authorization")) or request.query.get("token")
     ws = web.WebSocketResponse(
         heartbeat=config.heartbeat_s, max_msg_size=config.max_frame_bytes, compress=False, autoping=True

@@ -1,0 +1,662 @@
+"""The Redis broker: the same log as :class:`~livedata.brokers.memory.MemoryBroker`, shared by servers.
+
+Keys (``P`` is the prefix, ``livedata:`` by default; one Redis, not Redis Cluster):
+
+``P s:{channel}``
+    A Redis Stream, one entry per published batch: ``d`` (the batch, msgpack ``[times, columns]``),
+    ``t0``/``t1`` (its min/max time), ``hwm`` (the channel's max time before it, empty for the
+    first), ``n`` (points in the channel's log up to and including it), ``e`` (epoch) and ``new``
+    (JSON ``[[key, name, type, labels], ...]`` of the fields it added to the schema, or empty).
+    The entry ID is ``max(t1, previous ID's ms)-seq``: IDs grow with the channel's max time, so
+    every entry holding a point ``>= T`` has an ID ``>= T`` and a time range is read from ``T`` on.
+    A position is ``Pos(ms, seq, n)``.
+``P m:{channel}``
+    Meta hash: ``epoch`` (a random token made with the channel: a deleted and recreated channel,
+    or a flushed Redis, has another one), ``n``, ``max`` (max time), ``lms`` (last ID's ms),
+    ``hid`` (last ID), ``late`` (ID of the last late entry), ``cells`` (values retained) and a
+    10-second rate counter.
+``P f:{channel}``
+    Schema hash: field key -> ``order|type|[key, name, type, labels]``.
+``P i:{channel}``
+    A small index list parallel to the stream (``id n rows values t1`` per entry) that retention
+    reads instead of the entries (which hold the payload).
+``P channels``
+    The set of channel names. ``P lease:{name}``: generator leases. ``P w:{token}``: a wake-up
+    stream of one process's reader.
+
+Publishing (schema check and merge, channel limit, append, counters, retention) is one Lua script,
+so it is atomic: a schema conflict or the channel limit stores nothing.
+
+Retention is by point time (``retention_s`` against this process's clock, at publish) and by
+count of values (rows times fields, as in the memory broker), at entry granularity: an entry is
+dropped when all its points are older than the cutoff, or when the values after it are still at
+least ``retention_points``. The newest entry is
+always kept. So Redis keeps *at least* what the memory broker keeps (which cuts inside the oldest
+batch): up to one batch more, and late entries (whose ID is above their points' times) are kept
+until the ones before them go.
+
+Subscriptions use no Redis connection each: one reader task per process reads every subscribed
+stream with one ``XREAD BLOCK`` on its own connection, calls the callbacks in log order, and is
+woken through its own tiny stream when it must read a new stream. When Redis goes away the reader
+retries with exponential backoff, reports through ``on_status``, and resumes from the last IDs it
+delivered, so subscribers see no gap (points published meanwhile were refused with BrokerError).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError, ResponseError
+
+from livedata.brokers.base import BrokerError, ChannelInfo, ChannelLimitError, ChunkCallback, History, Unsubscribe
+from livedata.core.frames import Batch, Chunk, FieldDef, Pos, SchemaError
+
+log = logging.getLogger("livedata.redis")
+
+PAGE = 256
+"""Entries per XRANGE page."""
+
+_PUBLISH = r"""
+local meta, fk, sk, ik, reg = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local nf = tonumber(ARGV[12])
+local new, seen = {}, {}
+for i = 0, nf - 1 do
+  local key, typ = ARGV[13 + 3 * i], ARGV[14 + 3 * i]
+  local have = redis.call('HGET', fk, key)
+  if have then
+    local htype = string.match(have, '^%d+|(%a+)|')
+    if htype ~= typ then return {'schema', key, htype, typ} end
+  elseif not seen[key] then
+    seen[key] = true
+    new[#new + 1] = i
+  end
+end
+local epoch = redis.call('HGET', meta, 'epoch')
+if not epoch then
+  if redis.call('SCARD', reg) >= tonumber(ARGV[3]) then return {'limit'} end
+  epoch = ARGV[2]
+  redis.call('HSET', meta, 'epoch', epoch, 'n', '0', 'lms', '0', 'cells', '0')
+  redis.call('SADD', reg, ARGV[1])
+end
+local order = redis.call('HLEN', fk)
+local defs = {}
+for j, i in ipairs(new) do
+  local def = ARGV[15 + 3 * i]
+  redis.call('HSET', fk, ARGV[13 + 3 * i], string.format('%d', order + j - 1) .. '|' .. ARGV[14 + 3 * i] .. '|' .. def)
+  defs[j] = def
+end
+local k = tonumber(ARGV[9])
+if k == 0 then
+  return {'ok', redis.call('HGET', meta, 'hid') or '', redis.call('HGET', meta, 'n'), epoch}
+end
+local t0, t1 = tonumber(ARGV[7]), tonumber(ARGV[8])
+local ms = tonumber(redis.call('HGET', meta, 'lms'))
+if t1 > ms then ms = t1 end
+local hwm = redis.call('HGET', meta, 'max')
+local n = tonumber(redis.call('HGET', meta, 'n')) + k
+local nstr = string.format('%.0f', n)
+local newjson = ''
+if #defs > 0 then newjson = '[' .. table.concat(defs, ',') .. ']' end
+local msstr = string.format('%.0f', ms)
+local id = redis.call('XADD', sk, msstr .. '-*', 'd', ARGV[10], 't0', ARGV[7], 't1', ARGV[8], 'hwm', hwm or '',
+  'n', nstr, 'e', epoch, 'new', newjson)
+local mx = ARGV[8]
+if hwm and tonumber(hwm) >= t1 then mx = hwm end
+redis.call('HSET', meta, 'n', nstr, 'lms', msstr, 'hid', id, 'max', mx)
+if hwm and t0 < tonumber(hwm) then redis.call('HSET', meta, 'late', id) end
+local now = tonumber(ARGV[4])
+local wi = math.floor(now / 10000)
+local mwi = tonumber(redis.call('HGET', meta, 'wi') or '-1')
+if mwi == wi then
+  redis.call('HINCRBY', meta, 'wc', k)
+elseif mwi == wi - 1 then
+  redis.call('HSET', meta, 'wi', wi, 'pc', redis.call('HGET', meta, 'wc') or '0', 'wc', k)
+else
+  redis.call('HSET', meta, 'wi', wi, 'pc', '0', 'wc', k)
+end
+redis.call('RPUSH', ik, id .. ' ' .. nstr .. ' ' .. ARGV[9] .. ' ' .. ARGV[11] .. ' ' .. ARGV[8])
+local cells = tonumber(redis.call('HGET', meta, 'cells') or '0') + tonumber(ARGV[11])
+local cutoff = now - tonumber(ARGV[5])
+local rp = tonumber(ARGV[6])
+local trimmed = false
+while redis.call('LLEN', ik) > 1 do
+  local first = redis.call('LINDEX', ik, 0)
+  local _, _, fc, ft1 = string.find(first, '^%S+ %d+ %d+ (%d+) (%-?%d+)$')
+  fc = tonumber(fc)
+  if tonumber(ft1) < cutoff or cells - fc >= rp then
+    redis.call('LPOP', ik)
+    cells = cells - fc
+    trimmed = true
+  else
+    break
+  end
+end
+redis.call('HSET', meta, 'cells', string.format('%.0f', cells))
+if trimmed then
+  local first = redis.call('LINDEX', ik, 0)
+  redis.call('XTRIM', sk, 'MINID', string.match(first, '^%S+'))
+end
+return {'ok', id, nstr, epoch}
+"""
+
+_LEASE = r"""
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+_payload_encode = msgspec.msgpack.Encoder().encode
+_payload_decode = msgspec.msgpack.Decoder().decode
+_json = msgspec.json.Encoder().encode
+_json_decode = msgspec.json.decode
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+IdT = tuple[int, int]
+
+
+def _id(raw: bytes | str) -> IdT:
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    a, _, b = text.partition("-")
+    return int(a), int(b or 0)
+
+
+def _def_json(f: FieldDef) -> str:
+    return _json([f.key, f.name, f.type, [list(p) for p in f.labels]]).decode()
+
+
+def _def_of(raw: Any) -> FieldDef:
+    key, name, typ, labels = raw
+    return FieldDef(key, name, typ, tuple((str(k), str(v)) for k, v in labels))
+
+
+def _schema(raw: dict[bytes, bytes]) -> list[FieldDef]:
+    rows = []
+    for value in raw.values():
+        order, _, rest = value.partition(b"|")
+        _, _, definition = rest.partition(b"|")
+        rows.append((int(order), _def_of(_json_decode(definition))))
+    rows.sort(key=lambda r: r[0])
+    return [f for _, f in rows]
+
+
+def _decode(eid: bytes, f: dict[bytes, bytes]) -> Chunk:
+    a, b = _id(eid)
+    times, columns = _payload_decode(f[b"d"])
+    hwm = f.get(b"hwm") or b""
+    return Chunk(Pos(a, b, int(f[b"n"])), times, columns, int(hwm) if hwm else None)
+
+
+def _late(c: Chunk) -> bool:
+    return c.hwm is not None and bool(c.times) and c.times[0] < c.hwm
+
+
+def _window(chunk: Chunk, start_ms: int | None, end_ms: int | None) -> Chunk | None:
+    times = chunk.times
+    lo = 0 if start_ms is None or times[0] >= start_ms else bisect.bisect_left(times, start_ms)
+    hi = len(times) if end_ms is None or times[-1] <= end_ms else bisect.bisect_right(times, end_ms)
+    if lo == 0 and hi == len(times):
+        return chunk
+    return chunk.slice(lo, hi) if lo < hi else None
+
+
+class RedisBroker:
+    """A broker in one Redis (>= 7.0), shared by every ``livedata serve`` pointed at it.
+
+    Same semantics as the memory broker (see the module docstring for the layout and the
+    retention guarantee). ``BrokerError`` is raised when Redis cannot be reached; connects time
+    out after ``connect_timeout_s`` and commands after ``timeout_s``, so nothing hangs.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "livedata:",
+        retention_s: float = 3600.0,
+        retention_points: int = 200_000,
+        max_channels: int = 10_000,
+        wall: Callable[[], float] = time.time,
+        timeout_s: float = 2.0,
+        connect_timeout_s: float = 1.0,
+        block_ms: int = 1000,
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.retention_ms = int(retention_s * 1000)
+        self.retention_points = retention_points
+        self.max_channels = max_channels
+        self.wall = wall
+        self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self.block_ms = block_ms
+        self.on_status: Callable[[bool, str], None] | None = None
+        self.where = url.split("@")[-1]
+        self.token = secrets.token_hex(6)
+        # No automatic retry: a publish that timed out after being sent must not be sent twice.
+        self._r: aioredis.Redis = aioredis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=connect_timeout_s, retry=Retry(NoBackoff(), 0))
+        self._reader_r: aioredis.Redis = aioredis.from_url(
+            url, socket_timeout=block_ms / 1000 + timeout_s + 1, socket_connect_timeout=connect_timeout_s,
+            retry=Retry(NoBackoff(), 0), max_connections=1)
+        self._publish = self._r.register_script(_PUBLISH)
+        self._lease = self._r.register_script(_LEASE)
+        self._epochs: dict[str, str] = {}
+        self._subs: dict[str, list[ChunkCallback]] = {}
+        self._last: dict[str, str] = {}
+        """Per subscribed channel: the stream ID the reader delivered up to."""
+        self._pending: set[str] = set()
+        """Subscribed channels whose start ID is not known yet (the head when resolved)."""
+        self._fresh: set[str] = set()
+        """Subscribed channels nothing was delivered to yet: a read may still lower their start."""
+        self._wake_key = f"{prefix}w:{self.token}"
+        self._wake_last = "0-0"
+        self._wake_needed = False
+        self._wake_event = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reader: asyncio.Task[None] | None = None
+        self._down = False
+        self._closed = False
+
+    # --- keys and errors ------------------------------------------------------------------------
+
+    def _k(self, kind: str, channel: str) -> str:
+        return f"{self.prefix}{kind}:{channel}"
+
+    @property
+    def _reg(self) -> str:
+        return f"{self.prefix}channels"
+
+    def _error(self, exc: BaseException) -> BrokerError:
+        return BrokerError(f"Redis at {self.where} is unavailable ({type(exc).__name__}: {exc})")
+
+    # --- lifetime -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._closed = False
+        try:
+            await self._r.ping()
+        except (RedisError, OSError) as exc:
+            log.warning("Redis at %s is not reachable yet (%s): pushes fail with 503 until it is", self.where, exc)
+        self._reader = asyncio.get_running_loop().create_task(self._read_loop(), name="redis-reader")
+
+    async def close(self) -> None:
+        self._closed = True
+        tasks = [t for t in (self._reader, *self._tasks) if t is not None]
+        self._reader = None
+        self._wake_event.set()
+        while tasks:
+            # A cancel that lands as redis-py's read times out can be turned into a TimeoutError
+            # and lost: cancel again until the task is done (the loop also checks _closed).
+            for t in tasks:
+                t.cancel()
+            await asyncio.wait(tasks, timeout=0.2)
+            tasks = [t for t in tasks if not t.done()]
+        self._tasks.clear()
+        self._subs.clear()
+        self._last.clear()
+        self._pending.clear()
+        for client in (self._r, self._reader_r):
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+    # --- writing --------------------------------------------------------------------------------
+
+    def epoch_of(self, channel: str) -> str | None:
+        return self._epochs.get(channel)
+
+    async def publish(self, channel: str, batch: Batch) -> Pos:
+        batch = batch.sorted()
+        times = batch.times
+        args: list[Any] = [
+            channel, secrets.token_hex(4), self.max_channels, int(self.wall() * 1000), self.retention_ms,
+            self.retention_points, times[0] if times else "", times[-1] if times else "", len(times),
+            _payload_encode((times, batch.columns)) if times else b"", len(times) * max(1, len(batch.columns)),
+            len(batch.fields),
+        ]
+        for f in batch.fields.values():
+            args += [f.key, f.type, _def_json(f)]
+        keys = [self._k("m", channel), self._k("f", channel), self._k("s", channel), self._k("i", channel), self._reg]
+        try:
+            res = await self._publish(keys=keys, args=args)
+        except ResponseError as exc:
+            raise BrokerError(f"Redis at {self.where} refused the write: {exc}") from None
+        except (RedisError, OSError) as exc:
+            raise self._error(exc) from None
+        kind = res[0].decode()
+        if kind == "schema":
+            key, have, got = (x.decode() for x in res[1:4])
+            raise SchemaError(f"field {key!r} is {have} on this channel; got a {got}", field=key)
+        if kind == "limit":
+            raise ChannelLimitError(
+                f"too many channels: the limit is {self.max_channels} (delete some or raise --max-channels)")
+        eid, n, epoch = res[1], int(res[2]), res[3].decode()
+        self._epochs[channel] = epoch
+        if not eid:
+            return Pos(0, 0, 0)
+        a, b = _id(eid)
+        return Pos(a, b, n)
+
+    async def lease(self, name: str, owner: str, ttl_s: float) -> bool:
+        """Acquire or renew the lease ``name`` for ``owner`` for ``ttl_s``; False if another holds it."""
+        try:
+            got = await self._lease(keys=[self._k("lease", name)], args=[owner, max(1, int(ttl_s * 1000))])
+        except (RedisError, OSError) as exc:
+            raise self._error(exc) from None
+        return bool(got)
+
+    async def delete(self, channel: str) -> bool:
+        try:
+            async with self._r.pipeline(transaction=True) as p:
+                p.delete(*(self._k(k, channel) for k in "mfsi"))
+                p.srem(self._reg, channel)
+                deleted, removed = await p.execute()
+        except (RedisError, OSError) as exc:
+            raise self._error(exc) from None
+        self._epochs.pop(channel, None)
+        return bool(deleted or removed)
+
+    # --- reading --------------------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[[], Any]) -> Any:
+        try:
+            return await fn()
+        except (RedisError, OSError) as exc:
+            raise self._error(exc) from None
+
+    async def _range(self, channel: str, lo: str, hi: str, limit: int = 0) -> list[Entry]:
+        count = min(PAGE, limit) if limit else PAGE
+        out: list[Entry] = await self._run(lambda: self._r.xrange(self._k("s", channel), lo, hi, count=count))
+        return out
+
+    def _seen_head(self, channel: str, head: bytes | None) -> None:
+        """A read found the head: a subscription still waiting for its start begins there."""
+        if channel in self._subs and (channel in self._pending or channel in self._fresh):
+            start = head.decode() if head else "0-0"
+            last = self._last.get(channel)
+            if last is None or _id(start) < _id(last):
+                self._last[channel] = start
+                self._fresh.add(channel)
+                self._wake()
+            self._pending.discard(channel)
+
+    async def history(self, channel: str, start_ms: int | None, end_ms: int | None) -> History:
+        lo = "-" if start_ms is None or start_ms <= 0 else str(start_ms)
+
+        async def first() -> list[Any]:
+            async with self._r.pipeline(transaction=True) as p:
+                p.hmget(self._k("m", channel), "epoch", "late", "hid", "n")
+                p.hgetall(self._k("f", channel))
+                p.xrange(self._k("s", channel), lo, "+", count=PAGE)
+                res: list[Any] = await p.execute()
+                return res
+
+        (epoch_b, late_b, hid_b, n_b), raw_fields, page = await self._run(first)
+        if epoch_b is None:
+            return History("", [], None)
+        epoch = epoch_b.decode()
+        self._epochs[channel] = epoch
+        self._seen_head(channel, hid_b)
+        fields = _schema(raw_fields)
+        if not hid_b:
+            return History(epoch, [], None, fields)
+        head_id = _id(hid_b)
+        head = Pos(*head_id, int(n_b))
+        last_late = _id(late_b) if late_b else (-1, -1)
+        out: list[Chunk] = []
+        in_order = True
+        while page:
+            done = False
+            for eid, f in page:
+                i = _id(eid)
+                if i > head_id:
+                    done = True
+                    break
+                if end_ms is not None and int(f[b"t0"]) > end_ms:
+                    if i > last_late:  # every later entry is on time, so after end_ms too
+                        done = True
+                        break
+                    continue
+                if start_ms is not None and int(f[b"t1"]) < start_ms:
+                    continue
+                chunk = _window(_decode(eid, f), start_ms, end_ms)
+                if chunk is not None:
+                    out.append(chunk)
+                    in_order = in_order and not _late(chunk)
+            if done or len(page) < PAGE:
+                break
+            page = await self._range(channel, "(" + page[-1][0].decode(), hid_b.decode())
+        return History(epoch, out, head, fields, sorted=in_order)
+
+    async def read_after(self, channel: str, epoch: str, pos: Pos, limit: int = 0) -> History:
+        async def first() -> list[Any]:
+            async with self._r.pipeline(transaction=True) as p:
+                p.hmget(self._k("m", channel), "epoch", "hid", "n")
+                p.hgetall(self._k("f", channel))
+                p.lindex(self._k("i", channel), 0)
+                res: list[Any] = await p.execute()
+                return res
+
+        (epoch_b, hid_b, n_b), raw_fields, oldest = await self._run(first)
+        if epoch_b is None:
+            return History("", [], None, lost=-1 if epoch else None)
+        mine = epoch_b.decode()
+        self._epochs[channel] = mine
+        self._seen_head(channel, hid_b)
+        fields = _schema(raw_fields)
+        if not hid_b:
+            return History(mine, [], None, fields, lost=-1 if epoch != mine else None)
+        head = Pos(*_id(hid_b), int(n_b))
+        lost: int | None = None
+        lo = "-"
+        if epoch != mine:
+            lost = -1
+        else:
+            lo = f"({pos.a}-{pos.b}"
+            if oldest:
+                oid, on, ok, _, _ = oldest.split(b" ")
+                before = int(on) - int(ok)
+                if (pos.a, pos.b) < _id(oid) and before > pos.count:
+                    lost = before - pos.count
+        out: list[Chunk] = []
+        hi = hid_b.decode()
+        while True:
+            page = await self._range(channel, lo, hi, limit - len(out) if limit else 0)
+            out.extend(_decode(eid, f) for eid, f in page)
+            if len(page) < PAGE or (limit and len(out) >= limit):
+                break
+            lo = "(" + page[-1][0].decode()
+        return History(mine, out, head, fields, lost=lost, sorted=not any(map(_late, out)))
+
+    async def fields(self, channel: str) -> list[FieldDef] | None:
+        async def get() -> list[Any]:
+            async with self._r.pipeline(transaction=True) as p:
+                p.hget(self._k("m", channel), "epoch")
+                p.hgetall(self._k("f", channel))
+                res: list[Any] = await p.execute()
+                return res
+
+        epoch_b, raw = await self._run(get)
+        if epoch_b is None:
+            return None
+        self._epochs[channel] = epoch_b.decode()
+        return _schema(raw)
+
+    async def last_time(self, channel: str) -> int | None:
+        raw = await self._run(lambda: self._r.hget(self._k("m", channel), "max"))
+        return int(raw) if raw else None
+
+    async def channels(self) -> list[ChannelInfo]:
+        names = sorted(n.decode() for n in await self._run(lambda: self._r.smembers(self._reg)))
+        if not names:
+            return []
+
+        async def get() -> list[Any]:
+            async with self._r.pipeline(transaction=False) as p:
+                for name in names:
+                    p.hmget(self._k("m", name), "max", "cells", "wi", "wc", "pc", "epoch")
+                    p.hgetall(self._k("f", name))
+                res: list[Any] = await p.execute()
+                return res
+
+        res = await self._run(get)
+        now = self.wall() * 1000
+        wi_now, frac = divmod(now, 10_000)
+        out = []
+        for j, name in enumerate(names):
+            (mx, cells, wi, wc, pc, epoch), raw_fields = res[2 * j:2 * j + 2]
+            if epoch is None:  # deleted meanwhile
+                continue
+            rate = 0.0
+            if wi is not None:
+                w, cur, prev = int(wi), int(wc or 0), int(pc or 0)
+                if w == wi_now:
+                    rate = (prev * (1 - frac / 10_000) + cur) / 10
+                elif w == wi_now - 1:
+                    rate = cur * (1 - frac / 10_000) / 10
+            out.append(ChannelInfo(name, _schema(raw_fields), int(mx) if mx else None, rate, int(cells or 0)))
+        return out
+
+    # --- subscriptions --------------------------------------------------------------------------
+
+    def subscribe(self, channel: str, callback: ChunkCallback, after: Pos | None) -> Unsubscribe:
+        """Call ``callback`` for every chunk after ``after`` (None: from now), in log order.
+
+        ``after`` counts only for the first subscription of a channel in this process; later ones
+        get the chunks the reader has not delivered yet. "Now" is the channel's head when the
+        reader (or a history read, whichever comes first) looks at it, so a history read after
+        subscribing always reaches a head at or after where live delivery starts.
+        """
+        subs = self._subs.setdefault(channel, [])
+        subs.append(callback)
+        if channel not in self._last and channel not in self._pending:
+            if after is not None:
+                self._last[channel] = f"{after.a}-{after.b}"
+            else:
+                self._pending.add(channel)
+            self._fresh.add(channel)
+            self._wake()
+
+        def unsubscribe() -> None:
+            lst = self._subs.get(channel)
+            if lst is not None and callback in lst:
+                lst.remove(callback)
+                if not lst:
+                    del self._subs[channel]
+                    self._last.pop(channel, None)
+                    self._pending.discard(channel)
+                    self._fresh.discard(channel)
+
+        return unsubscribe
+
+    def _wake(self) -> None:
+        """Make the reader rebuild its XREAD now (the set of streams changed)."""
+        self._wake_event.set()
+        if self._wake_needed or self._reader is None or self._closed:
+            return
+        self._wake_needed = True
+
+        async def poke() -> None:
+            try:
+                async with self._r.pipeline(transaction=False) as p:
+                    p.xadd(self._wake_key, {"w": "1"}, maxlen=1, approximate=False)
+                    p.pexpire(self._wake_key, 600_000)
+                    await p.execute()
+            except (RedisError, OSError):
+                pass  # the reader's short block timeout covers it
+
+        task = asyncio.get_running_loop().create_task(poke(), name="redis-wake")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _status(self, ok: bool, text: str) -> None:
+        hook = self.on_status
+        if hook is not None:
+            try:
+                hook(ok, text)
+            except Exception:
+                log.exception("broker status hook failed")
+
+    async def _resolve_pending(self) -> None:
+        pending = sorted(self._pending)
+        async with self._reader_r.pipeline(transaction=False) as p:
+            for ch in pending:
+                p.hget(self._k("m", ch), "hid")
+            heads = await p.execute()
+        for ch, head in zip(pending, heads, strict=True):
+            if ch in self._pending:
+                self._pending.discard(ch)
+                self._last[ch] = head.decode() if head else "0-0"
+
+    async def _read_loop(self) -> None:
+        backoff = 0.1
+        while not self._closed:
+            try:
+                if not self._subs:
+                    self._wake_event.clear()
+                    await self._wake_event.wait()
+                    continue
+                if self._pending:
+                    await self._resolve_pending()
+                self._wake_needed = False
+                self._wake_event.clear()
+                req: dict[str, str] = {self._k("s", ch): self._last[ch] for ch in self._subs if ch in self._last}
+                req[self._wake_key] = self._wake_last
+                resp: Any = await self._reader_r.xread(cast(Any, req), count=PAGE, block=self.block_ms)
+                if self._down:
+                    self._down = False
+                    log.warning("Redis at %s is reachable again: streams resume where they stopped", self.where)
+                    self._status(True, f"the broker (Redis at {self.where}) is back: the stream resumes "
+                                       "where it stopped")
+                backoff = 0.1
+                self._deliver(req, resp or [])
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                if self._closed:
+                    return
+                if not self._down:
+                    self._down = True
+                    log.warning("Redis at %s is unreachable (%s): retrying with backoff", self.where, exc)
+                    self._status(False, f"the broker (Redis at {self.where}) is unreachable: live data is "
+                                        "paused and resumes without a gap when it returns")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            except Exception:
+                log.exception("redis reader failed; retrying")
+                await asyncio.sleep(1.0)
+
+    def _deliver(self, req: dict[str, str], resp: Sequence[Any]) -> None:
+        cut = len(self.prefix) + 2
+        for key_b, entries in resp:
+            key = key_b.decode()
+            if key == self._wake_key:
+                self._wake_last = entries[-1][0].decode()
+                continue
+            ch = key[cut:]
+            if self._last.get(ch) != req.get(key):
+                continue  # the start moved (a read lowered it) or the channel left: read again
+            for eid, f in entries:
+                chunk = _decode(eid, f)
+                new = [_def_of(d) for d in _json_decode(f[b"new"])] if f.get(b"new") else []
+                self._epochs[ch] = f[b"e"].decode()
+                self._last[ch] = eid.decode()
+                self._fresh.discard(ch)
+                for cb in list(self._subs.get(ch, ())):
+                    try:
+                        cb(ch, chunk, new)
+                    except Exception:
+                        log.exception("subscriber of %s failed", ch)
+

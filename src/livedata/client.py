@@ -1,0 +1,850 @@
+"""A Python client for ``livedata serve``: subscribe over one WebSocket, push over HTTP.
+
+.. code-block:: python
+
+    async with Client("http://localhost:8080") as c:
+        await c.push_point("sensors/kitchen", temp=21.5)      # batched, flushed within 100 ms
+        async for item in c.subscribe("sensors/kitchen", from_="now-5m"):
+            if isinstance(item, Frame):
+                for point in item.points():
+                    print(point)
+
+Every subscription of a :class:`Client` shares one WebSocket. When the connection drops (server
+restart, network, a ``slow`` close) the client reconnects with exponential backoff and jitter and
+resubscribes each subscription with ``since`` = the last position it received, so the consumer
+sees every point exactly once. If the server cannot give back what was missed (a restarted memory
+broker, or points past retention), a :class:`Notice` says how many points were lost.
+
+Pushes are buffered per channel and sent as one ``POST /api/push/{channel}`` per batch, each
+with its own ``Idempotency-Key``: a batch is retried on connection errors and ``503`` without
+ever being stored twice. :class:`SyncClient` offers the push side to scripts without asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import aiohttp
+import msgspec
+
+from livedata.core.protocol import ProtocolError, parse_time
+
+log = logging.getLogger("livedata.client")
+
+Value = float | int | str | bool | None
+T = TypeVar("T")
+
+_decode = msgspec.json.Decoder().decode
+_encode = msgspec.json.Encoder().encode
+
+
+class LivedataError(Exception):
+    """The server refused something (``status``, maybe ``line``/``field``), or is unreachable."""
+
+    def __init__(self, message: str, *, status: int | None = None, line: int | None = None,
+                 field: str | None = None, channel: str | None = None, id: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.line = line
+        self.field = field
+        self.channel = channel
+        self.id = id
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One field of a channel's schema: its frame name, type and labels (line protocol tags)."""
+
+    name: str
+    type: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Frame:
+    """One ``data`` message of a subscription, decoded.
+
+    ``times`` are epoch ms; ``fields`` maps each schema field's name (e.g. ``temp`` or
+    ``usage {host="a"}``) to its column, aligned with ``times`` (``None`` where missing).
+    ``late`` frames hold points older than ones already delivered: insert them in time order.
+    """
+
+    channel: str
+    id: str
+    position: str | None
+    late: bool
+    times: list[int]
+    fields: dict[str, list[Value]]
+    schema: list[Field]
+    schema_changed: bool = False
+    """True when this message carried a schema (the first one, or the channel gained a field)."""
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def points(self) -> list[dict[str, Value]]:
+        """The rows as ``{"time": ms, field: value, ...}`` dicts (missing values left out)."""
+        cols = list(self.fields.items())
+        out: list[dict[str, Value]] = []
+        for i, t in enumerate(self.times):
+            row: dict[str, Value] = {"time": t}
+            for name, col in cols:
+                v = col[i]
+                if v is not None:
+                    row[name] = v
+            out.append(row)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Something the consumer should know, e.g. ``lost`` points after a server restart."""
+
+    channel: str
+    id: str
+    level: str
+    text: str
+    lost: int | None = None
+
+
+class _End:
+    __slots__ = ("error",)
+
+    def __init__(self, error: LivedataError | None = None) -> None:
+        self.error = error
+
+
+NoticeCallback = Callable[[Notice], None]
+
+
+def _http_base(url: str) -> str:
+    url = url.rstrip("/")
+    if url.startswith("ws://"):
+        url = "http://" + url[5:]
+    elif url.startswith("wss://"):
+        url = "https://" + url[6:]
+    elif "://" not in url:
+        url = "http://" + url
+    if url.endswith("/api/ws"):
+        url = url[: -len("/api/ws")]
+    return url
+
+
+def _backoff(attempt: int, initial: float, cap: float) -> float:
+    """Exponential backoff with full jitter: uniform in [d/2, d] for d = initial * 2**attempt."""
+    d = min(cap, initial * (2 ** min(attempt, 30)))
+    return random.uniform(d / 2, d)
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+# --- subscriptions --------------------------------------------------------------------------------
+
+
+class Subscription:
+    """An async iterator of :class:`Frame` (and :class:`Notice`, unless a callback takes them).
+
+    Ends after the server's ``complete``; raises :class:`LivedataError` on the server's ``error``.
+    ``await sub.close()`` (or leaving ``async with``) unsubscribes.
+    """
+
+    def __init__(self, client: Client, sid: str, channel: str, params: Mapping[str, Any] | None,
+                 from_: int | None, to: int | None, fields: Sequence[str] | None, interval: float,
+                 since: str | None, on_notice: NoticeCallback | None, queue_size: int) -> None:
+        self.client = client
+        self.id = sid
+        self.channel = channel
+        self.params = dict(params) if params else None
+        self.from_ms = from_
+        self.to_ms = to
+        self.fields = list(fields) if fields is not None else None
+        self.interval = interval
+        self.position = since
+        self.on_notice = on_notice
+        self.schema: list[Field] = []
+        self.done = False
+        self.started_ms: int | None = None
+        """Server time when first subscribed: a live-only subscription resumes from here."""
+        self._queue: asyncio.Queue[Frame | Notice | _End] = asyncio.Queue(queue_size)
+        self._resuming = False
+        self._unpositioned = 0
+        """Rows delivered since the last position (mid-history): skipped again after a resume."""
+        self._skip = 0
+        self._ended = False
+
+    # The message we (re)send.
+    def request(self) -> dict[str, Any]:
+        msg: dict[str, Any] = {"type": "subscribe", "id": self.id, "channel": self.channel}
+        if self.params:
+            msg["params"] = self.params
+        if self.fields is not None:
+            msg["fields"] = self.fields
+        if self.interval:
+            msg["interval"] = self.interval
+        if self.to_ms is not None:
+            msg["to"] = self.to_ms
+        if self.position is not None:
+            msg["since"] = self.position
+        elif self.from_ms is not None:
+            msg["from"] = self.from_ms
+        elif self._resuming and self.started_ms is not None:
+            msg["from"] = self.started_ms
+        return msg
+
+    def _resume(self) -> None:
+        self._resuming = True
+        self._skip = self._unpositioned if self.position is None else 0
+
+    async def _deliver(self, msg: dict[str, Any]) -> None:
+        frame = msg.get("frame") or {}
+        position = msg.get("position")
+        schema_msg = frame.get("schema")
+        changed = False
+        if schema_msg is not None:
+            schema = [Field(f["name"], f.get("type", "number"), f.get("labels") or {})
+                      for f in schema_msg.get("fields", [])[1:]]
+            changed = schema != self.schema or not self._resuming
+            self.schema = schema
+        values = (frame.get("data") or {}).get("values") or [[]]
+        times: list[int] = values[0] if values else []
+        cols: dict[str, list[Value]] = {f.name: (values[i + 1] if i + 1 < len(values) else [None] * len(times))
+                for i, f in enumerate(self.schema)}
+        if self._skip and times:
+            n = min(self._skip, len(times))
+            self._skip -= n
+            times = times[n:]
+            cols = {k: c[n:] for k, c in cols.items()}
+        self._resuming = False
+        if position is not None:
+            self.position = position
+            self._unpositioned = 0
+        else:
+            self._unpositioned += len(times)
+        if not times and not changed:
+            return
+        await self._queue.put(Frame(self.channel, self.id, position, bool(msg.get("late")), times, cols,
+                                    self.schema, changed))
+
+    async def _notice(self, msg: dict[str, Any]) -> None:
+        notice = Notice(self.channel, self.id, str(msg.get("level", "info")), str(msg.get("text", "")),
+                        msg.get("lost"))
+        if notice.lost is not None:
+            log.warning("%s: %s", self.channel, notice.text)
+        if self.on_notice is not None:
+            try:
+                self.on_notice(notice)
+            except Exception:
+                log.exception("notice callback failed")
+        else:
+            await self._queue.put(notice)
+
+    def _end(self, error: LivedataError | None = None) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self.done = True
+        end = _End(error)
+        try:
+            self._queue.put_nowait(end)
+        except asyncio.QueueFull:  # the consumer is behind: the end waits for room
+            asyncio.get_running_loop().create_task(self._queue.put(end))
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Frame | Notice:
+        item = await self._queue.get()
+        if isinstance(item, _End):
+            self._queue.put_nowait(item)  # iterating again ends again
+            if item.error is not None:
+                raise item.error
+            raise StopAsyncIteration
+        return item
+
+    async def frames(self) -> AsyncIterator[Frame]:
+        """Only the frames (notices still reach ``on_notice`` when given, else are skipped)."""
+        async for item in self:
+            if isinstance(item, Frame):
+                yield item
+
+    async def close(self) -> None:
+        """Unsubscribe (no-op once complete)."""
+        if not self.done:
+            await self.client._unsubscribe(self)
+        self._end()
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+# --- push buffers ---------------------------------------------------------------------------------
+
+
+class _Buffer:
+    """Columns of one channel's not-yet-sent points."""
+
+    __slots__ = ("columns", "created", "times")
+
+    def __init__(self) -> None:
+        self.times: list[int | str | None] = []
+        self.columns: dict[str, list[Value]] = {}
+        self.created = time.monotonic()
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def add_rows(self, points: Sequence[Mapping[str, Any]], now: int | None) -> None:
+        for point in points:
+            if not isinstance(point, Mapping):
+                raise TypeError(f"a point must be a dict, got {type(point).__name__}")
+            n = len(self.times)
+            t = point.get("time")
+            self.times.append(now if t is None else t)
+            for key, value in point.items():
+                if key == "time":
+                    continue
+                col = self.columns.get(key)
+                if col is None:
+                    col = self.columns[key] = [None] * n
+                col.append(value)
+            for col in self.columns.values():
+                if len(col) <= n:
+                    col.append(None)
+
+    def add_columns(self, cols: Mapping[str, Sequence[Any]], now: int) -> None:
+        lengths = {len(c) for c in cols.values()}
+        if len(lengths) != 1:
+            raise ValueError("columnar points: every column must have the same length")
+        m = lengths.pop()
+        n = len(self.times)
+        raw_times = cols.get("time")
+        self.times.extend([now] * m if raw_times is None else raw_times)
+        for key, col in cols.items():
+            if key == "time":
+                continue
+            mine = self.columns.get(key)
+            if mine is None:
+                mine = self.columns[key] = [None] * n
+            mine.extend(col)
+        for mine in self.columns.values():
+            if len(mine) < n + m:
+                mine.extend([None] * (n + m - len(mine)))
+
+    def body(self) -> dict[str, list[Any]]:
+        return {"time": self.times, **self.columns}
+
+
+def to_columns(points: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+    """Point dicts as one columnar body ``{"time": [...], field: [...]}`` (gaps are ``None``).
+
+    A point without ``time`` gets ``None`` there, which the server reads as its clock now.
+    """
+    buf = _Buffer()
+    buf.add_rows(points, None)
+    return buf.body()
+
+
+def _is_columnar(points: Any) -> bool:
+    return isinstance(points, Mapping) and bool(points) and all(
+        isinstance(v, list | tuple) for v in points.values())
+
+
+# --- the client ------------------------------------------------------------------------------------
+
+
+class Client:
+    """One connection to a livedata server: subscriptions over one WebSocket, pushes over HTTP.
+
+    Args:
+        url: the server, e.g. ``http://localhost:8080`` (``ws://`` works too).
+        token: a read or write token, sent as ``Authorization: Bearer``.
+        batch_points: a channel's buffer is sent once it holds this many points.
+        batch_ms: ... or this long after its first point (0: only on size and :meth:`flush`).
+        retry_for_s: how long a push keeps retrying connection errors and ``503``.
+        reconnect_max_s: the longest wait between two reconnect attempts.
+        give_up_after_s: stop reconnecting after this long without a connection (None: never);
+            the subscriptions then raise :class:`LivedataError`.
+        on_notice: default callback for notices (otherwise they are yielded by subscriptions).
+        queue_size: frames buffered per subscription before reading the socket waits.
+    """
+
+    def __init__(self, url: str, token: str | None = None, *, batch_points: int = 1000,
+                 batch_ms: float = 100.0, retry_for_s: float = 30.0, request_timeout_s: float = 30.0,
+                 reconnect_initial_s: float = 0.1, reconnect_max_s: float = 10.0,
+                 give_up_after_s: float | None = None, on_notice: NoticeCallback | None = None,
+                 queue_size: int = 10_000) -> None:
+        self.url = _http_base(url)
+        scheme, rest = self.url.split("://", 1)
+        self.ws_url = ("wss://" if scheme == "https" else "ws://") + rest + "/api/ws"
+        self.token = token
+        self.batch_points = max(1, batch_points)
+        self.batch_ms = batch_ms
+        self.retry_for_s = retry_for_s
+        self.request_timeout_s = request_timeout_s
+        self.reconnect_initial_s = reconnect_initial_s
+        self.reconnect_max_s = reconnect_max_s
+        self.give_up_after_s = give_up_after_s
+        self.on_notice = on_notice
+        self.queue_size = queue_size
+        self.session: aiohttp.ClientSession | None = None
+        self._own_session = True
+        self.subs: dict[str, Subscription] = {}
+        self._ids = 0
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._connected: asyncio.Event = asyncio.Event()
+        self._clock_offset = 0
+        self._heartbeat_s = 15.0
+        self._closing = False
+        self.reconnects = 0
+        """How many times the WebSocket was re-established."""
+        self._buffers: dict[str, _Buffer] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._send_lock = asyncio.Lock()
+        self._push_error: LivedataError | None = None
+        self._bg: set[asyncio.Task[Any]] = set()
+
+    # --- lifetime -------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Client:
+        await self.open()
+        return self
+
+    async def __aexit__(self, exc_type: object, *exc: object) -> None:
+        try:
+            if exc_type is None:
+                await self.flush()
+        finally:
+            await self.close(flush=False)
+
+    async def open(self) -> None:
+        if self.session is None:
+            self.session = aiohttp.ClientSession(headers=self._headers())
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    async def close(self, flush: bool = True) -> None:
+        """Send what is buffered (unless ``flush=False``), end subscriptions, close the socket."""
+        try:
+            if flush:
+                await self.flush()
+        finally:
+            self._closing = True
+            for handle in self._timers.values():
+                handle.cancel()
+            self._timers.clear()
+            for task in list(self._bg):
+                task.cancel()
+            if self._reader is not None:
+                self._reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._reader
+                self._reader = None
+            for sub in list(self.subs.values()):
+                sub._end()
+            self.subs.clear()
+            if self._ws is not None:
+                await self._ws.close()
+                self._ws = None
+            if self.session is not None and self._own_session:
+                await self.session.close()
+            self.session = None
+
+    def _server_now(self) -> int:
+        return _wall_ms() + self._clock_offset
+
+    # --- subscribing ------------------------------------------------------------------------------
+
+    async def subscribe(self, channel: str, params: Mapping[str, Any] | None = None, from_: int | str | None = None,
+                        to: int | str | None = None, fields: Sequence[str] | None = None, interval: float = 0,
+                        since: str | None = None, *, id: str | None = None,
+                        on_notice: NoticeCallback | None = None) -> Subscription:
+        """Subscribe to ``channel``; iterate the result for :class:`Frame` (and :class:`Notice`) items.
+
+        ``from_``/``to`` are epoch ms or relative times like ``now-5m`` (resolved against the
+        server's clock now, so a resume never moves them). ``since`` resumes after a position.
+        Raises :class:`LivedataError` when the server cannot be reached at all.
+        """
+        await self.open()
+        await self._ensure_connected()
+        now = self._server_now()
+        try:
+            from_ms = None if from_ is None else parse_time(from_, now, "from")
+            to_ms = None if to is None else parse_time(to, now, "to")
+        except ProtocolError as exc:
+            raise LivedataError(str(exc)) from None
+        if id is None:
+            self._ids += 1
+            id = f"s{self._ids}"
+        if id in self.subs:
+            raise LivedataError(f"subscription id {id!r} is in use", id=id)
+        sub = Subscription(self, id, channel, params, from_ms, to_ms, fields, interval, since,
+                           on_notice or self.on_notice, self.queue_size)
+        sub.started_ms = now
+        self.subs[id] = sub
+        await self._send(sub.request())
+        return sub
+
+    async def _unsubscribe(self, sub: Subscription) -> None:
+        if self.subs.get(sub.id) is sub:
+            del self.subs[sub.id]
+            with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
+                await self._send({"type": "unsubscribe", "id": sub.id})
+
+    async def _send(self, msg: dict[str, Any]) -> None:
+        ws = self._ws
+        if ws is None or ws.closed:
+            return  # sent on (re)connect
+        try:
+            await ws.send_str(_encode(msg).decode())
+        except (ConnectionError, RuntimeError, aiohttp.ClientError):
+            log.debug("send failed; the reconnect resends subscriptions")
+
+    async def _ensure_connected(self) -> None:
+        if self._reader is None or self._reader.done():
+            self._connected.clear()
+            first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._reader = asyncio.get_running_loop().create_task(self._run(first), name="livedata-client")
+            await first  # raises when the very first attempt fails
+
+    async def _connect(self) -> aiohttp.ClientWebSocketResponse:
+        assert self.session is not None
+        ws = await self.session.ws_connect(self.ws_url, max_msg_size=0, autoping=True, heartbeat=None,
+                                           timeout=aiohttp.ClientWSTimeout(ws_close=5.0))
+        try:
+            msg = await ws.receive(timeout=10.0)
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                raise ConnectionError(f"expected hello, got {msg.type.name}")
+            hello = _decode(msg.data)
+            if hello.get("type") != "hello":
+                raise ConnectionError(f"expected hello, got {str(hello)[:100]}")
+        except BaseException:
+            await ws.close()
+            raise
+        self._clock_offset = int(hello.get("time", _wall_ms())) - _wall_ms()
+        self._heartbeat_s = max(0.5, float(hello.get("heartbeat_ms", 15000)) / 1000)
+        return ws
+
+    async def _run(self, first: asyncio.Future[None]) -> None:
+        attempt = 0
+        down_since: float | None = None
+        connected_once = False
+        while not self._closing:
+            try:
+                ws = await self._connect()
+            except asyncio.CancelledError:
+                raise
+            except aiohttp.WSServerHandshakeError as exc:
+                err = LivedataError(f"WebSocket refused by {self.ws_url}: {exc.status} {exc.message}",
+                                    status=exc.status)
+                if exc.status < 500 or not connected_once:
+                    self._fail(first, err)
+                    return
+                why: str = str(err)
+            except (aiohttp.ClientError, OSError, TimeoutError, ConnectionError, ValueError) as exc:
+                if not connected_once:
+                    self._fail(first, LivedataError(f"cannot connect to {self.url}: {exc or type(exc).__name__}"))
+                    return
+                why = str(exc) or type(exc).__name__
+            else:
+                self._ws = ws
+                if connected_once:
+                    self.reconnects += 1
+                    log.info("reconnected to %s; resuming %d subscriptions", self.ws_url, len(self.subs))
+                connected_once = True
+                attempt = 0
+                down_since = None
+                for sub in list(self.subs.values()):
+                    await self._send(sub.request())
+                self._connected.set()
+                if not first.done():
+                    first.set_result(None)
+                why = await self._read(ws)
+                self._connected.clear()
+                self._ws = None
+                if self._closing:
+                    return
+                for sub in self.subs.values():
+                    sub._resume()
+            loop = asyncio.get_running_loop()
+            if down_since is None:
+                down_since = loop.time()
+            elif self.give_up_after_s is not None and loop.time() - down_since > self.give_up_after_s:
+                err = LivedataError(f"lost the connection to {self.url} and could not reconnect "
+                                    f"for {self.give_up_after_s:g} s: {why}")
+                for sub in list(self.subs.values()):
+                    sub._end(err)
+                self.subs.clear()
+                return
+            delay = _backoff(attempt, self.reconnect_initial_s, self.reconnect_max_s)
+            attempt += 1
+            log.info("connection to %s lost (%s); reconnecting in %.2f s", self.ws_url, why, delay)
+            await asyncio.sleep(delay)
+
+    def _fail(self, first: asyncio.Future[None], err: LivedataError) -> None:
+        if not first.done():
+            first.set_exception(err)
+        for sub in list(self.subs.values()):
+            sub._end(err)
+        self.subs.clear()
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> str:
+        """Dispatch messages until the socket ends; returns why it ended."""
+        while True:
+            try:
+                msg = await ws.receive(timeout=self._heartbeat_s * 2.5 + 2)
+            except TimeoutError:
+                await ws.close()
+                return "no message or heartbeat from the server"
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                try:
+                    obj = _decode(msg.data)
+                except msgspec.DecodeError:
+                    log.warning("ignoring a malformed message from the server")
+                    continue
+                await self._dispatch(obj)
+            elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+                code = ws.close_code
+                return f"closed by the server (code {code})" if code else "closed"
+            elif msg.type == aiohttp.WSMsgType.ERROR:
+                return f"error: {ws.exception()}"
+
+    async def _dispatch(self, obj: dict[str, Any]) -> None:
+        kind = obj.get("type")
+        sid = obj.get("id")
+        sub = self.subs.get(sid) if isinstance(sid, str) else None
+        if kind == "data":
+            if sub is not None:
+                await sub._deliver(obj)
+        elif kind == "notice":
+            if sub is not None:
+                await sub._notice(obj)
+        elif kind == "complete":
+            if sub is not None:
+                del self.subs[sub.id]
+                sub._end()
+        elif kind == "error":
+            text = str(obj.get("message", "error"))
+            if sub is not None:
+                del self.subs[sub.id]
+                sub._end(LivedataError(f"{sub.channel}: {text}", channel=sub.channel, id=sub.id))
+            else:
+                log.warning("server error: %s", text)
+
+    # --- pushing ----------------------------------------------------------------------------------
+
+    def _raise_pending(self) -> None:
+        err, self._push_error = self._push_error, None
+        if err is not None:
+            raise err
+
+    async def push(self, channel: str, points: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> None:
+        """Buffer points for ``channel``: a list of dicts, one dict, or columns ``{"time": [...], "x": [...]}``.
+
+        Points without ``time`` get the client's clock now. The buffer is sent when it holds
+        ``batch_points`` points (this call then waits for it), or ``batch_ms`` after its first
+        point. An error of a background send is raised by the next push or flush.
+        """
+        self._raise_pending()
+        now = _wall_ms()
+        buf = self._buffers.get(channel)
+        if buf is None:
+            buf = self._buffers[channel] = _Buffer()
+        if _is_columnar(points):
+            buf.add_columns(points, now)  # type: ignore[arg-type]
+        elif isinstance(points, Mapping):
+            buf.add_rows([points], now)
+        else:
+            buf.add_rows(points, now)
+        if len(buf) >= self.batch_points:
+            await self._flush_channel(channel)
+        elif self.batch_ms > 0 and channel not in self._timers and len(buf):
+            self._timers[channel] = asyncio.get_running_loop().call_later(
+                self.batch_ms / 1000, self._timer_flush, channel)
+
+    async def push_point(self, channel: str, time: int | str | None = None, **fields: Value) -> None:
+        """Buffer one point: ``await c.push_point("sensors/kitchen", temp=21.5, door="open")``."""
+        point: dict[str, Any] = dict(fields)
+        if time is not None:
+            point["time"] = time
+        await self.push(channel, [point])
+
+    def _timer_flush(self, channel: str) -> None:
+        self._timers.pop(channel, None)
+        task = asyncio.get_running_loop().create_task(self._background_flush(channel))
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+    async def _background_flush(self, channel: str) -> None:
+        try:
+            await self._flush_channel(channel)
+        except LivedataError as exc:
+            log.warning("push to %s failed: %s", channel, exc)
+            if self._push_error is None:
+                self._push_error = exc
+
+    async def flush(self) -> None:
+        """Send every buffered point now; raises the first error (also of earlier background sends)."""
+        first: LivedataError | None = None
+        for channel in list(self._buffers):
+            try:
+                await self._flush_channel(channel)
+            except LivedataError as exc:
+                first = first or exc
+        if self._bg:
+            await asyncio.gather(*list(self._bg), return_exceptions=True)
+        if first is not None:
+            self._push_error = None
+            raise first
+        self._raise_pending()
+
+    async def _flush_channel(self, channel: str) -> None:
+        handle = self._timers.pop(channel, None)
+        if handle is not None:
+            handle.cancel()
+        async with self._send_lock:  # one batch at a time: per-channel order is kept
+            buf = self._buffers.pop(channel, None)
+            if buf is None or not len(buf):
+                return
+            await self.send(channel, buf.body())
+
+    async def send(self, channel: str, points: Any) -> None:
+        """Send ``points`` now, as one request (no buffering): any shape the push API takes."""
+        await self._post(channel, _encode(points), "application/json")
+
+    async def send_lines(self, channel: str, text: str, precision: str = "ns") -> None:
+        """Send Influx line protocol now, as one request; points go to ``channel/measurement``."""
+        await self._post(channel, text.encode(), "text/plain; charset=utf-8", {"precision": precision})
+
+    async def _post(self, channel: str, body: bytes, content_type: str,
+                    params: Mapping[str, str] | None = None) -> None:
+        await self.open()
+        assert self.session is not None
+        url = f"{self.url}/api/push/{channel}"
+        headers = {"Content-Type": content_type, "Idempotency-Key": uuid.uuid4().hex}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.retry_for_s
+        attempt = 0
+        while True:
+            try:
+                async with self.session.post(url, data=body, headers=headers, params=params,
+                                             timeout=aiohttp.ClientTimeout(total=self.request_timeout_s)) as r:
+                    if 200 <= r.status < 300:
+                        return
+                    raw = await r.read()
+                    try:
+                        info = _decode(raw)
+                        if not isinstance(info, dict):
+                            raise TypeError
+                    except (msgspec.DecodeError, TypeError):
+                        info = {"error": raw[:200].decode(errors="replace") or r.reason}
+                    err = LivedataError(str(info.get("error", r.reason)), status=r.status, line=info.get("line"),
+                                        field=info.get("field"), channel=channel)
+                    if r.status not in (502, 503, 504) or loop.time() >= deadline:
+                        raise err
+                    why = f"{r.status} {err.message}"
+            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                if loop.time() >= deadline:
+                    raise LivedataError(f"cannot push to {url}: {exc or type(exc).__name__}", channel=channel) from None
+                why = str(exc) or type(exc).__name__
+            delay = min(_backoff(attempt, 0.05, 2.0), max(0.0, deadline - loop.time()))
+            attempt += 1
+            log.info("push to %s: %s; retrying in %.2f s (same Idempotency-Key)", channel, why, delay)
+            await asyncio.sleep(delay)
+
+
+async def connect(url: str, token: str | None = None, **kwargs: Any) -> Client:
+    """An opened :class:`Client`; ``async with await connect(url) as c`` or close it yourself."""
+    client = Client(url, token, **kwargs)
+    await client.open()
+    return client
+
+
+# --- synchronous flavour -----------------------------------------------------------------------------
+
+
+class SyncClient:
+    """Push from plain scripts: the same batching and retries, on a loop in a background thread.
+
+    .. code-block:: python
+
+        with SyncClient("http://localhost:8080") as c:
+            c.push_point("sensors/kitchen", temp=21.5)
+    """
+
+    def __init__(self, url: str, token: str | None = None, **kwargs: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="livedata-sync-client", daemon=True)
+        self._thread.start()
+        self._closed = False
+
+        async def make() -> Client:
+            return await connect(url, token, **kwargs)
+
+        self.client = self._call(make())
+
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        if self._closed:
+            coro.close()
+            raise LivedataError("the client is closed")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def push(self, channel: str, points: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> None:
+        self._call(self.client.push(channel, points))
+
+    def push_point(self, channel: str, time: int | str | None = None, **fields: Value) -> None:
+        self._call(self.client.push_point(channel, time, **fields))
+
+    def send(self, channel: str, points: Any) -> None:
+        self._call(self.client.send(channel, points))
+
+    def flush(self) -> None:
+        self._call(self.client.flush())
+
+    def close(self) -> None:
+        """Flush, close, and stop the background thread."""
+        if self._closed:
+            return
+        try:
+            self._call(self.client.close())
+        finally:
+            self._closed = True
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+            if not self._thread.is_alive():
+                self._loop.close()
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = [
+    "Client",
+    "Field",
+    "Frame",
+    "LivedataError",
+    "Notice",
+    "Subscription",
+    "SyncClient",
+    "connect",
+    "to_columns",
+]

@@ -1,0 +1,119 @@
+"""The OpenAPI 3.1 document of the HTTP API, served at ``/api/openapi.json``.
+
+Streaming endpoints (``/``, ``/api/stream``, ``/api/ws``) are described too; their bodies are the
+messages of docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from livedata import __version__
+
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {"type": "string", "description": "What is wrong, as a sentence."},
+        "line": {"type": "integer", "description": "The 1-based line or point the error is about."},
+        "field": {"type": "string"},
+        "allowed": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+
+def _err(description: str) -> dict[str, Any]:
+    schema = {"$ref": "#/components/schemas/Error"}
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_CHANNEL = {
+    "name": "channel", "in": "path", "required": True,
+    "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_\-./=]{1,160}$"},
+    "description": "Channel name; may contain slashes.",
+}
+_VALUE = {"type": ["number", "string", "boolean", "null"]}
+_SOME = {"type": ["number", "string", "boolean"]}
+_TIME = {"oneOf": [{"type": "number", "description": "epoch ms"},
+                   {"type": "string", "description": "RFC 3339, or now-5m style"},
+                   {"type": "null", "description": "absent or null: the server's time"}]}
+_POINT = {"type": "object", "properties": {"time": _TIME}, "additionalProperties": _SOME, "minProperties": 1,
+          "propertyNames": {"minLength": 1, "maxLength": 160},
+          "not": {"required": ["time"], "maxProperties": 1}}
+
+SPEC: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "livedata", "version": __version__,
+             "description": "Live streaming data for Grafana. Streaming messages: see docs/protocol.md."},
+    "components": {"schemas": {"Error": _ERROR}},
+    "paths": {
+        "/api/health": {"get": {
+            "operationId": "health", "summary": "Liveness and version",
+            "responses": {"200": {"description": "Up", "content": {"application/json": {"schema": {
+                "type": "object", "required": ["status", "version", "uptime_s"],
+                "properties": {"status": {"const": "ok"}, "version": {"type": "string"},
+                               "uptime_s": {"type": "number"}}}}}}}}},
+        "/api/channels": {"get": {
+            "operationId": "listChannels", "summary": "Channels with schema, last time and rate",
+            "responses": {
+                "200": {"description": "Channels", "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["channels"],
+                    "properties": {"channels": {"type": "array", "items": {
+                        "type": "object", "required": ["name", "schema", "last_time", "points_per_s", "generated"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "schema": {"type": "array", "items": {"type": "object"}},
+                            "last_time": {"type": ["integer", "null"]},
+                            "points_per_s": {"type": "number"},
+                            "points": {"type": "integer"},
+                            "generated": {"type": "boolean"},
+                            "params": {"type": "object"}}}}}}}}},
+                "401": _err("A read token is required"), "403": _err("The token may not read")}}},
+        "/api/push/{channel}": {"post": {
+            "operationId": "push", "summary": "Store points (JSON or Influx line protocol); all or nothing",
+            "parameters": [_CHANNEL,
+                           {"name": "precision", "in": "query", "required": False,
+                            "schema": {"enum": ["ns", "us", "ms", "s"]}}],
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": {"oneOf": [
+                    _POINT,
+                    {"type": "array", "items": _POINT, "minItems": 1},
+                    {"type": "object", "description": "columnar: {\"time\": [...], \"temp\": [...]}, equal lengths",
+                     "properties": {"time": {"type": "array", "items": _TIME}},
+                     "additionalProperties": {"type": "array", "items": _VALUE, "contains": _SOME}}]}},
+                "text/plain": {"schema": {"type": "string", "description": "Influx line protocol"}}}},
+            "responses": {
+                "204": {"description": "Every point is stored"},
+                "400": _err("Bad input: nothing of the batch was stored"),
+                "401": _err("A write token is required"), "403": _err("The token may not write"),
+                "413": _err("Body or batch too large"), "415": _err("Unsupported Content-Type"),
+                "429": _err("Too many channels"), "503": _err("The broker is unavailable")}}},
+        "/api/channels/{channel}": {"delete": {
+            "operationId": "deleteChannel", "summary": "Remove a channel and its history",
+            "parameters": [_CHANNEL],
+            "responses": {"204": {"description": "Deleted"}, "404": _err("No such channel"),
+                          "400": _err("Invalid channel name"),
+                          "401": _err("A write token is required"), "403": _err("The token may not write")}}},
+        "/api/stream": {"get": {
+            "operationId": "stream", "summary": "One subscription as NDJSON or SSE (see docs/protocol.md)",
+            "parameters": [
+                {"name": k, "in": "query", "required": k == "channel", "schema": {"type": "string"}}
+                for k in ("channel", "id", "from", "to", "since", "fields", "interval")],
+            "responses": {"200": {"description": "A stream of server messages",
+                                  "content": {"application/x-ndjson": {}, "text/event-stream": {}}},
+                          "400": _err("Bad subscription"), "429": _err("Too many connections")}}},
+        "/api/ws": {"get": {"operationId": "websocket", "summary": "WebSocket protocol (see docs/protocol.md)",
+                            "responses": {"101": {"description": "Switching protocols"},
+                                          "403": _err("Origin not allowed")}}},
+        "/": {"get": {
+            "operationId": "reference", "summary": "The original reference stream, or the live view page",
+            "parameters": [{"name": "numSeries", "in": "query", "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
+            "responses": {"200": {"description": "NDJSON lines every tick, or the HTML page",
+                                  "content": {"application/x-ndjson": {}, "text/html": {}}},
+                          "400": _err("Bad numSeries")}}},
+        "/metrics": {"get": {"operationId": "metrics", "summary": "Prometheus metrics",
+                             "responses": {"200": {"description": "Text exposition format",
+                                                   "content": {"text/plain": {}}}}}},
+    },
+}

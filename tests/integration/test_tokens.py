@@ -1,0 +1,129 @@
+"""Tokens against a real server: push, HTTP stream, WebSocket (header and ``auth`` message), delete.
+
+Write tokens may push and read; read tokens may only read; anything else is 401 (none or unknown)
+or 403 (known, but not allowed). Tokens never appear in the server's log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+
+import aiohttp
+import pytest
+
+from livedata.client import Client, LivedataError
+from tests.conftest import LiveServer
+from tests.integration.test_ingest import WS, open_ws, subscribed
+
+WRITE = "write-SECRET-9f3a1c"
+READ = "read-SECRET-77b1d0"
+WRONG = "wrong-SECRET-000000"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[LiveServer]:
+    s = LiveServer(["--write-tokens", WRITE, "--read-tokens", READ, "--log-level", "debug"]).start()
+    yield s
+    s.stop()
+    assert "SECRET" not in s.log_path.read_text(), "a token was logged"
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+def bearer(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+@pytest.mark.parametrize(("token", "status"), [(None, 401), (READ, 403), (WRONG, 401), (WRITE, 204)])
+async def test_push(server: LiveServer, http: aiohttp.ClientSession, token: str | None, status: int) -> None:
+    async with http.post(f"{server.url}/api/push/tok/a", json={"v": 1}, headers=bearer(token)) as r:
+        assert r.status == status
+        if status != 204:
+            text = (await r.json())["error"]
+            assert "SECRET" not in text
+            assert {401: "token", 403: "may not write"}[status] in text
+
+
+@pytest.mark.parametrize(("token", "status"), [(None, 401), (READ, 200), (WRONG, 401), (WRITE, 200)])
+async def test_http_stream(server: LiveServer, http: aiohttp.ClientSession, token: str | None, status: int) -> None:
+    async with http.get(f"{server.url}/api/stream", params={"channel": "tok/a", "from": "now-1m", "to": "now"},
+                        headers=bearer(token)) as r:
+        assert r.status == status
+        body = await r.text()
+    if status == 200:
+        assert json.loads(body.splitlines()[-1])["type"] == "complete"
+
+
+async def test_stream_token_in_query(server: LiveServer, http: aiohttp.ClientSession) -> None:
+    async with http.get(f"{server.url}/api/stream", params={"channel": "tok/a", "to": "now", "token": READ}) as r:
+        assert r.status == 200
+
+
+@pytest.mark.parametrize(("token", "status"), [(None, 401), (READ, 403), (WRONG, 401)])
+async def test_delete_needs_write(server: LiveServer, http: aiohttp.ClientSession, token: str | None,
+                                  status: int) -> None:
+    async with http.delete(f"{server.url}/api/channels/tok/a", headers=bearer(token)) as r:
+        assert r.status == status
+
+
+async def test_channels_list_needs_read(server: LiveServer, http: aiohttp.ClientSession) -> None:
+    async with http.get(f"{server.url}/api/channels") as r:
+        assert r.status == 401
+    async with http.get(f"{server.url}/api/channels", headers=bearer(READ)) as r:
+        assert r.status == 200
+
+
+def errors(w: WS) -> list[str]:
+    return [m["message"] for m in w.other if m["type"] == "error"]
+
+
+async def test_websocket_without_token_then_auth_message(server: LiveServer, http: aiohttp.ClientSession) -> None:
+    w = await open_ws(http, server.url)
+    denied = await subscribed(w, "A", "tok/ws")
+    assert denied.all[0]["type"] == "error" and "token is required" in denied.all[0]["message"]
+    await w.send({"type": "auth", "token": WRONG})
+    await w.until(lambda: len(errors(w)) == 1)
+    assert errors(w) == ["unknown token"]
+    await w.send({"type": "auth", "token": READ})
+    await w.until(lambda: any(m["type"] == "auth" for m in w.other))
+    sub = await subscribed(w, "B", "tok/ws")
+    assert sub.all[0]["type"] == "data"
+    await w.send({"type": "publish", "channel": "tok/ws", "points": {"v": 1}, "ack": "p"})
+    await w.until(lambda: len(errors(w)) == 2)
+    assert "may not write" in errors(w)[1]
+    await w.send({"type": "auth", "token": WRITE})
+    await w.send({"type": "publish", "channel": "tok/ws", "points": {"v": 1}, "ack": "q"})
+    await w.until(lambda: {"type": "ack", "ack": "q"} in w.other)
+    await w.until(lambda: len(sub.rows) == 1)
+    await w.ws.close()
+
+
+@pytest.mark.parametrize(("token", "ok"), [(READ, True), (WRITE, True), (WRONG, False), (None, False)])
+async def test_websocket_authorization_header(server: LiveServer, http: aiohttp.ClientSession,
+                                              token: str | None, ok: bool) -> None:
+    w = await open_ws(http, server.url, headers=bearer(token))
+    sub = await subscribed(w, "A", "tok/hdr")
+    assert (sub.all[0]["type"] == "data") is ok
+    await w.ws.close()
+
+
+async def test_python_client_tokens(server: LiveServer) -> None:
+    async with Client(server.url, WRITE) as c:
+        await c.send("tok/client", {"v": 1})
+        sub = await c.subscribe("tok/client", from_="now-1m")
+        frame = await asyncio.wait_for(sub.__anext__(), 5)
+        assert len(frame) == 1  # type: ignore[arg-type]
+    async with Client(server.url, READ) as c:
+        with pytest.raises(LivedataError) as info:
+            await c.send("tok/client", {"v": 2})
+        assert info.value.status == 403
+    async with Client(server.url) as c:
+        sub = await c.subscribe("tok/client")
+        with pytest.raises(LivedataError, match="token is required"):
+            await sub.__anext__()
