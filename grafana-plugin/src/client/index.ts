@@ -1,0 +1,10 @@
+export * from './protocol';
+export { Backoff } from './backoff';
+export type { BackoffOptions } from './backoff';
+export { LiveClient } from './LiveClient';
+export type { LiveClientOptions, WebSocketCtor, WebSocketLike } from './LiveClient';
+export { HttpStreamClient, httpErrorText } from './HttpStreamClient';
+export type { FetchLike, HttpStreamClientOptions } from './HttpStreamClient';
+export { realTimers } from './timers';
+export type { Timers, TimerHandle } from './timers';
+export { joinUrl, streamUrl, trimSlash, wsUrl } from './url';

@@ -1,0 +1,89 @@
+import { DataMessage, StreamStatus, SubscriptionHandlers, frameLastTime, frameRows } from './protocol';
+import { TimerHandle, Timers } from './timers';
+
+/**
+ * Per-subscription bookkeeping shared by both carriers: the last position (sent back as `since`
+ * on reconnect) and the "resumed, N points recovered" report after a reconnect.
+ *
+ * A resumed subscription has caught up when a data message reaches the server time of the new
+ * connection's `hello`, or when nothing more arrived for `settleMs` (a quiet pushed channel).
+ */
+export class SubState {
+  position?: string;
+  private timeIndex = 0;
+  private resuming?: { recovered: number; since?: string; catchUp: number; timer?: TimerHandle };
+
+  constructor(
+    private readonly handlers: SubscriptionHandlers,
+    private readonly timers: Timers,
+    private readonly settleMs: number
+  ) {}
+
+  status(status: StreamStatus): void {
+    this.handlers.onStatus?.(status);
+  }
+
+  /** Called when the subscription is sent again on a new connection. */
+  startResume(catchUpTime: number): void {
+    this.cancelResume();
+    this.resuming = { recovered: 0, since: this.position, catchUp: catchUpTime };
+    this.armSettle();
+  }
+
+  /** A new connection's hello: its server time is the catch-up mark. */
+  setCatchUp(time: number): void {
+    if (this.resuming) {
+      this.resuming.catchUp = time;
+    }
+  }
+
+  data(msg: DataMessage): void {
+    const schema = msg.frame?.schema;
+    if (schema) {
+      const idx = schema.fields.findIndex((f) => f.type === 'time');
+      this.timeIndex = idx >= 0 ? idx : 0;
+    }
+    if (msg.position) {
+      this.position = msg.position;
+    }
+    this.handlers.onData(msg);
+    const r = this.resuming;
+    if (!r) {
+      return;
+    }
+    r.recovered += frameRows(msg.frame);
+    const last = frameLastTime(msg.frame, this.timeIndex);
+    if (last !== undefined && last >= r.catchUp) {
+      this.finishResume();
+    } else {
+      this.armSettle();
+    }
+  }
+
+  cancelResume(): void {
+    if (this.resuming?.timer !== undefined) {
+      this.timers.clearTimeout(this.resuming.timer);
+    }
+    this.resuming = undefined;
+  }
+
+  private armSettle(): void {
+    const r = this.resuming;
+    if (!r) {
+      return;
+    }
+    if (r.timer !== undefined) {
+      this.timers.clearTimeout(r.timer);
+    }
+    r.timer = this.timers.setTimeout(() => this.finishResume(), this.settleMs);
+  }
+
+  private finishResume(): void {
+    const r = this.resuming;
+    if (!r) {
+      return;
+    }
+    this.cancelResume();
+    this.status({ state: 'resumed', recovered: r.recovered, since: r.since });
+  }
+}
