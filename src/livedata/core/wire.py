@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import struct
 
-
 _CACHE_MAX = 4096
 _chunk_headers: dict[int, bytes] = {}
 

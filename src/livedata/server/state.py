@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
 import time
 
 from aiohttp import web
@@ -72,6 +75,7 @@ class Server:
         """Register the writable end of ``request``'s connection (closed on shutdown)."""
         peer = request.remote or ""
         conn = Conn(request.transport, self.config.buffer_bytes, peer=peer, on_close=self._closed)
+        tune_socket(conn.transport, self.config.heartbeat_s)
         self.conns.add(conn)
         self.per_ip[peer] = self.per_ip.get(peer, 0) + 1
         return conn
@@ -102,6 +106,24 @@ class Server:
                                float(sum(len(t.feeds) for t in self.hub.taps.values()))),
             "livedata_generators_running": ("Generated channels running", float(len(self.hub.generators.running))),
         }
+
+
+def tune_socket(transport: asyncio.BaseTransport, heartbeat_s: float) -> None:
+    """Let the kernel notice a peer that vanished without a FIN within about two heartbeats.
+
+    Unacknowledged data (heartbeats keep some flowing) fails the socket after TCP_USER_TIMEOUT;
+    an idle socket is probed by keepalive. WebSockets also have ping/pong on top.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    hb = max(1, int(heartbeat_s))
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, hb)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, hb // 2))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 2)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(heartbeat_s * 2000))
 
 
 SERVER = web.AppKey("server", Server)
