@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -26,7 +27,9 @@ def free_port() -> int:
 class LiveServer:
     """A ``livedata serve`` subprocess. ``url`` is its base URL, without a trailing slash."""
 
-    def __init__(self, args: Sequence[str] = (), port: int | None = None, env: dict[str, str] | None = None):
+    def __init__(self, args: Sequence[str] = (), port: int | None = None, env: dict[str, str] | None = None,
+                 scheme: str = "http"):
+        self.scheme = scheme
         self.port = port or free_port()
         self.args = list(args)
         self.env = {**os.environ, **(env or {})}
@@ -35,7 +38,7 @@ class LiveServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 15.0) -> LiveServer:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
@@ -49,7 +52,8 @@ class LiveServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"livedata serve exited with {self.proc.returncode}: {self.log()}")
             try:
-                with urllib.request.urlopen(self.url + "/api/health", timeout=1) as r:
+                ctx = ssl._create_unverified_context() if self.scheme == "https" else None  # readiness only
+                with urllib.request.urlopen(self.url + "/api/health", timeout=1, context=ctx) as r:
                     if r.status == 200:
                         return self
             except OSError:
