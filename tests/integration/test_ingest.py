@@ -439,3 +439,16 @@ async def test_reorder_window_publishes_sorted(server: LiveServer, http: aiohttp
     status, body = await post(http, server.url, "reorder/a", {"v": 1}, params={"reorder_ms": "-1"})
     assert status == 400 and "reorder_ms" in body["error"]
     await w.ws.close()
+
+
+async def test_line_protocol_with_curls_default_content_type(shared_server: LiveServer) -> None:
+    """``curl --data-binary`` sends x-www-form-urlencoded: it is line protocol, as in Influx."""
+    import aiohttp as _aiohttp
+
+    async with _aiohttp.ClientSession() as s:
+        async with s.post(f"{shared_server.url}/api/push/curl?precision=s", data=b"m,host=a v=1.5 1700000000",
+                          headers={"Content-Type": "application/x-www-form-urlencoded"}) as r:
+            assert r.status == 204, await r.text()
+        async with s.get(f"{shared_server.url}/api/channels") as r:
+            names = {c["name"]: c for c in (await r.json())["channels"]}
+    assert names["curl/m"]["schema"][0]["labels"] == {"host": "a"}

@@ -243,10 +243,10 @@ def frame_json(fields: Sequence[FieldDef] | None, keys: Sequence[str], rows: Row
     for key in keys:
         col = rows.columns.get(key)
         values.append(_clean(col) if col is not None else [None] * n)
-    frame: dict[str, Any] = {"data": {"values": values}}
-    if fields is not None:
-        frame["schema"] = {"fields": [{"name": "time", "type": "time"}, *(f.to_json() for f in fields)]}
-    return frame
+    if fields is None:
+        return {"data": {"values": values}}
+    schema = {"fields": [{"name": "time", "type": "time"}, *(f.to_json() for f in fields)]}
+    return {"schema": schema, "data": {"values": values}}
 
 
 def data_body(frame: dict[str, Any], position: str | None, late: bool = False) -> bytes:

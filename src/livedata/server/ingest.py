@@ -390,7 +390,8 @@ async def _store(request: web.Request, server: Server, channel: str, body: bytes
             except msgspec.DecodeError as exc:
                 raise IngestError(400, f"malformed JSON: {exc}", "json") from None
         await publish_json(server, channel, points, reorder)
-    elif ctype in ("text/plain", "application/octet-stream", ""):
+    elif ctype in ("text/plain", "application/octet-stream", "application/x-www-form-urlencoded", ""):
+        # curl --data-binary sends x-www-form-urlencoded; Influx and Grafana Live take it as line protocol.
         try:
             text = body.decode()
         except UnicodeDecodeError:
