@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import struct
 import time
 from typing import Any
 
 import aiohttp
 
 from tests.conftest import LiveServer
-from tests.security.test_ws_fuzz import frame, raw_ws
+from tests.rawws import frame, raw_ws, read_until_close
 
 CAP = 65536
 
@@ -20,23 +19,6 @@ CAP = 65536
 def values_of(m: dict[str, Any]) -> list[int]:
     columns = m["frame"]["data"]["values"]
     return list(columns[1]) if len(columns) > 1 else []  # the first packet of an empty channel has no field
-
-
-async def read_frames(reader: asyncio.StreamReader) -> tuple[list[dict[str, Any]], int | None, str]:
-    """Everything the server sent until its close frame: messages, close code and reason."""
-    messages: list[dict[str, Any]] = []
-    while True:
-        b1, b2 = await asyncio.wait_for(reader.readexactly(2), 20)
-        n = b2 & 0x7F
-        if n == 126:
-            n = struct.unpack("!H", await reader.readexactly(2))[0]
-        elif n == 127:
-            n = struct.unpack("!Q", await reader.readexactly(8))[0]
-        payload = await reader.readexactly(n)
-        if b1 & 0x0F == 0x8:
-            return messages, struct.unpack("!H", payload[:2])[0], payload[2:].decode()
-        if b1 & 0x0F == 0x1:
-            messages.append(json.loads(payload))
 
 
 async def test_stalled_ws_reader_is_capped_closed_as_slow_and_resumes() -> None:
@@ -68,7 +50,7 @@ async def test_stalled_ws_reader_is_capped_closed_as_slow_and_resumes() -> None:
             # what the server queued for it stayed within the cap plus one packet (~2,000 points)
             assert max_queue <= CAP + 64 * 1024, f"queued {max_queue} bytes for a stalled reader"
             transport.resume_reading()
-            messages, code, reason = await read_frames(reader)
+            messages, code, reason = await read_until_close(reader)
             writer.close()
             assert (code, reason) == (4000, "slow")
             got = [v for m in messages if m["type"] == "data" for v in values_of(m)]
