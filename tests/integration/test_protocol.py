@@ -250,3 +250,17 @@ async def test_websocket_origin_is_checked(shared_server: LiveServer, origin: st
         assert err.value.status == 403
         async with s.ws_connect(f"{shared_server.url}/api/ws", headers={"Origin": "http://localhost:3000"}) as ws:
             assert (await ws.receive_json())["type"] == "hello"
+
+
+async def test_websocket_accepts_its_own_origin_but_not_a_rebound_dns_name(shared_server: LiveServer) -> None:
+    port = shared_server.port
+    async with aiohttp.ClientSession() as s:
+        own = f"http://localhost:{port}"
+        async with s.ws_connect(f"http://localhost:{port}/api/ws", headers={"Origin": own}) as ws:
+            assert (await ws.receive_json())["type"] == "hello"
+        # DNS rebinding: the page's name resolves to 127.0.0.1, Origin and Host agree, but the name is foreign
+        rebound = f"http://evil.example:{port}"
+        with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+            await s.ws_connect(f"http://127.0.0.1:{port}/api/ws",
+                               headers={"Origin": rebound, "Host": f"evil.example:{port}"})
+        assert err.value.status == 403

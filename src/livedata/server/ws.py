@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from livedata import __version__
+from livedata.config import Config
 from livedata.core.frames import message
 from livedata.core.protocol import ProtocolError, decode_client, parse_subscribe
 from livedata.hub import Subscription, wall_ms
@@ -118,11 +119,30 @@ class Session:
         self.subs.clear()
 
 
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
+
+
+def origin_allowed(request: web.Request, origin: str, config: Config) -> bool:
+    """An allowed origin (``--cors-origin``), or this server's own: the live view page it serves.
+
+    A server bound to loopback only accepts its own origin under a loopback name, so a page on a
+    rebound DNS name (``evil.example`` resolving to 127.0.0.1) cannot pass as "its own origin".
+    """
+    allowed = config.cors_origin
+    if "*" in allowed or origin in allowed:
+        return True
+    if origin != f"{request.scheme}://{request.host}":
+        return False
+    hostname = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
+    bound_to_loopback = config.host in LOOPBACK_NAMES
+    return not bound_to_loopback or hostname in LOOPBACK_NAMES
+
+
 async def websocket(request: web.Request) -> web.StreamResponse:
     server = request.app[SERVER]
     config = server.config
     origin = request.headers.get("Origin")
-    if origin is not None and "*" not in config.cors_origin and origin not in config.cors_origin:
+    if origin is not None and not origin_allowed(request, origin, config):
         # Cross-site WebSocket hijacking: another page cannot open a socket with the user's cookies.
         raise_json(403, f"origin {origin[:100]!r} is not allowed (see --cors-origin)")
     busy = server.over_limit(request)
