@@ -62,11 +62,13 @@ run: install plugin
 	@echo "Grafana plugin built in $(PLUGIN)/dist (see README: Install in Grafana)"
 	$(BIN)/livedata serve --port $(PORT)
 
+# Not part of `make test` (minutes of load on the machine). BENCH_ARGS="--quick" or "--scenario ws-10k --runs 1".
 bench: install
-	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
+# SOAK_ARGS="--minutes 30"
 soak: install
-	$(BIN)/python -m benchmarks.soak
+	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) $(PLUGIN)/node_modules $(PLUGIN)/dist src/livedata/server/static/dist

@@ -174,8 +174,19 @@ def _id(raw: bytes | str) -> IdT:
     return int(a), int(b or 0)
 
 
+_MEMO_MAX = 65_536
+"""Entries per memo below (cleared when full): schemas are small and repeat on every push."""
+_DEF_JSON: dict[FieldDef, str] = {}
+_SCHEMA_ROW: dict[bytes, tuple[int, FieldDef]] = {}
+
+
 def _def_json(f: FieldDef) -> str:
-    return _json([f.key, f.name, f.type, [list(p) for p in f.labels]]).decode()
+    out = _DEF_JSON.get(f)
+    if out is None:
+        if len(_DEF_JSON) >= _MEMO_MAX:
+            _DEF_JSON.clear()
+        out = _DEF_JSON[f] = _json([f.key, f.name, f.type, [list(p) for p in f.labels]]).decode()
+    return out
 
 
 def _def_of(raw: Any) -> FieldDef:
@@ -183,13 +194,20 @@ def _def_of(raw: Any) -> FieldDef:
     return FieldDef(key, name, typ, tuple((str(k), str(v)) for k, v in labels))
 
 
-def _schema(raw: dict[bytes, bytes]) -> list[FieldDef]:
-    rows = []
-    for value in raw.values():
+def _schema_row(value: bytes) -> tuple[int, FieldDef]:
+    row = _SCHEMA_ROW.get(value)
+    if row is None:
         order, _, rest = value.partition(b"|")
         _, _, definition = rest.partition(b"|")
-        rows.append((int(order), _def_of(_json_decode(definition))))
-    rows.sort(key=lambda r: r[0])
+        if len(_SCHEMA_ROW) >= _MEMO_MAX:
+            _SCHEMA_ROW.clear()
+        row = _SCHEMA_ROW[value] = (int(order), _def_of(_json_decode(definition)))
+    return row
+
+
+def _schema(raw: dict[bytes, bytes]) -> list[FieldDef]:
+    """The schema from its hash (every push reads it: rows are parsed once per process)."""
+    rows = sorted(map(_schema_row, raw.values()), key=lambda r: r[0])
     return [f for _, f in rows]
 
 
@@ -318,8 +336,10 @@ class RedisBroker:
         return self._epochs.get(channel)
 
     async def publish(self, channel: str, batch: Batch) -> Pos:
-        batch = batch.sorted()
         times = batch.times
+        if times != sorted(times):  # the check in C: pushes are nearly always in order already
+            batch = batch.sorted()
+            times = batch.times
         args: list[Any] = [
             channel, secrets.token_hex(4), self.max_channels, int(self.wall() * 1000), self.retention_ms,
             self.retention_points, times[0] if times else "", times[-1] if times else "", len(times),
@@ -405,6 +425,7 @@ class RedisBroker:
 
         (epoch_b, late_b, hid_b, n_b), raw_fields, page = await self._run(first)
         if epoch_b is None:
+            self._seen_head(channel, None)  # no channel yet: a waiting subscription gets all of it
             return History("", [], None)
         epoch = epoch_b.decode()
         self._epochs[channel] = epoch
@@ -451,6 +472,7 @@ class RedisBroker:
 
         (epoch_b, hid_b, n_b), raw_fields, oldest = await self._run(first)
         if epoch_b is None:
+            self._seen_head(channel, None)
             return History("", [], None, lost=-1 if epoch else None)
         mine = epoch_b.decode()
         self._epochs[channel] = mine

@@ -70,7 +70,17 @@ class FieldDef:
 
     @classmethod
     def of(cls, name: str, type_: FieldType, labels: Mapping[str, str] | None = None) -> FieldDef:
-        return cls(field_key(name, labels), name, type_, tuple(sorted((labels or {}).items())))
+        # Ingest calls this for every field of every line: FieldDefs are immutable, so share them.
+        key = (name, type_, tuple(labels.items()) if labels else ())
+        fd = _FIELD_DEFS.get(key)
+        if fd is None:
+            if len(_FIELD_DEFS) >= 65_536:
+                _FIELD_DEFS.clear()
+            fd = _FIELD_DEFS[key] = cls(field_key(name, labels), name, type_, tuple(sorted((labels or {}).items())))
+        return fd
+
+
+_FIELD_DEFS: dict[tuple[str, str, tuple[tuple[str, str], ...]], FieldDef] = {}
 
 
 @dataclass(slots=True)

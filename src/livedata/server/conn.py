@@ -53,12 +53,13 @@ class Conn:
         The cap applies to what is still queued from before, so one packet larger than the cap
         still goes to a reader that keeps up.
         """
-        if not self.is_open:
+        transport = self.transport  # the reference stream's hot path: ``is_open`` inlined
+        if self.close_reason or transport.is_closing():
             return False
-        if self.transport.get_write_buffer_size() > self.cap:
+        if transport.get_write_buffer_size() > self.cap:
             self.close("slow")
             return False
-        self.transport.write(data)
+        transport.write(data)
         self.bytes_out += len(data)
         return True
 
