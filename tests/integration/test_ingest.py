@@ -210,8 +210,8 @@ async def test_line_protocol_channels_per_measurement_tags_as_labels(
         {"name": 'usage {host="b"}', "type": "number", "labels": {"host": "b"},
          "config": {"displayNameFromDS": 'usage {host="b"}'}},
     ]
-    assert cpu.rows == [(1_700_000_000_000, {'usage {host="a"}': 1.5}),
-                        (1_700_000_000_000, {'usage {host="b"}': 2})]
+    # Both hosts at one time (one gather): one row of the wide frame, no nulls between them.
+    assert cpu.rows == [(1_700_000_000_000, {'usage {host="a"}': 1.5, 'usage {host="b"}': 2})]
     mem = await history(http, server.url, "lp/mem")
     assert mem.rows == [(1_700_000_001_000, {'free {host="a"}': 10.0, 'swap {host="a"}': False})]
 

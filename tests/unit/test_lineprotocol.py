@@ -796,3 +796,145 @@ def test_fast_value_converter_agrees_with_strict_one(token: str) -> None:
     else:
         assert fast is not None
         assert (type(fast), fast) == (type(strict), strict)
+
+
+# --------------------------------------------------------------------------------------------
+# Column-wise parsing: TableParser / parse_tables must agree with parse() plus the row rule
+
+_KINDS = {float: "number", int: "number", bool: "boolean", str: "string"}
+
+
+def reference_tables(points: list[tuple[int, Line]]) -> list[tuple[str, int, list, dict]]:
+    """The documented rule, written plainly from parse()'s Lines: one table per measurement; a
+    line fills the table's last row when the time is equal and its fields are free there."""
+    tables: dict[str, tuple[str, int, list, dict]] = {}
+    for lineno, p in points:
+        _name, _first, times, cols = tables.setdefault(p.measurement, (p.measurement, lineno, [], {}))
+        row = len(times) - 1
+        free = row >= 0 and times[row] == p.time_ms and all(
+            not cols.get((p.tags, k)) or cols[(p.tags, k)][1][-1] != row for k, _ in p.fields
+        )
+        if not free:
+            times.append(p.time_ms)
+            row += 1
+        for key, value in p.fields:
+            kind, rows, values = cols.setdefault((p.tags, key), (_KINDS[type(value)], [], []))
+            if kind != _KINDS[type(value)]:
+                raise LineProtocolError(f"kind change of {key!r}", lineno, 1)
+            rows.append(row)
+            values.append(value)
+    return list(tables.values())
+
+
+def table_view(tables: list[lp.Table]) -> list[tuple[str, int, list, dict]]:
+    return [
+        (t.measurement, t.first_line, t.times,
+         {k: (c.kind, c.rows, typed_values(c.values)) for k, c in t.columns.items()})
+        for t in tables
+    ]
+
+
+def typed_values(values: list[Value]) -> list[tuple[type, Value]]:
+    return [(type(v), v) for v in values]
+
+
+def expected_view(body: str, precision: str = "ns") -> list[tuple[str, int, list, dict]]:
+    points: list[tuple[int, Line]] = []
+    for lineno, text in enumerate(body.split("\n"), 1):
+        point = parse_line(text, precision, lineno)
+        if point is not None:
+            points.append((lineno, point))
+            reference_tables(points)  # the first problem of any kind, in line order
+    return [(m, f, t, {k: (kind, rows, typed_values(vals)) for k, (kind, rows, vals) in c.items()})
+            for m, f, t, c in reference_tables(points)]
+
+
+def assert_tables_agree(body: str, precision: str = "ns") -> None:
+    failure: LineProtocolError | None = None
+    try:
+        want = expected_view(body, precision)
+    except LineProtocolError as err:
+        failure = err
+    if failure is None:
+        assert table_view(lp.parse_tables(body, precision)) == want
+        return
+    with pytest.raises(LineProtocolError) as info:
+        lp.parse_tables(body, precision)
+    assert info.value.line == failure.line
+    if "kind change" not in failure.reason:  # a grammar error: the very same error as parse()
+        assert (info.value.column, info.value.reason) == (failure.column, failure.reason)
+
+
+def test_tables_group_by_measurement_and_tag_set() -> None:
+    body = "cpu,host=a u=1 1000000\ncpu,host=b u=2 2000000\nmem,host=a free=3i 1000000\ncpu,host=a u=4 3000000\n"
+    cpu, mem = lp.parse_tables(body)
+    assert (cpu.measurement, cpu.first_line, cpu.lines, cpu.times) == ("cpu", 1, 3, [1, 2, 3])
+    a = cpu.columns[((("host", "a"),), "u")]
+    b = cpu.columns[((("host", "b"),), "u")]
+    assert (a.rows, a.values, a.dense(3)) == ([0, 2], [1.0, 4.0], [1.0, None, 4.0])
+    assert (b.rows, b.dense(3)) == ([1], [None, 2.0, None])
+    assert (mem.times, mem.columns[((("host", "a"),), "free")].values) == ([1], [3])
+
+
+def test_one_gather_shares_a_row_and_a_repeated_series_starts_a_new_one() -> None:
+    body = (
+        "cpu,cpu=cpu0 user=1,sys=2 5000000\n"
+        "cpu,cpu=cpu1 user=3,sys=4 5000000\n"  # same time, other series: same row
+        "cpu,cpu=cpu0 user=5 5000000\n"  # same time, same series again: a new row, nothing lost
+        "cpu,cpu=cpu1 user=6 6000000\n"
+    )
+    (cpu,) = lp.parse_tables(body)
+    assert cpu.times == [5, 5, 6] and cpu.lines == 4
+    assert cpu.columns[((("cpu", "cpu0"),), "user")].dense(3) == [1.0, 5.0, None]
+    assert cpu.columns[((("cpu", "cpu1"),), "user")].dense(3) == [3.0, None, 6.0]
+    assert cpu.columns[((("cpu", "cpu1"),), "sys")].dense(3) == [4.0, None, None]
+
+
+def test_tag_order_spellings_share_columns_without_overwriting() -> None:
+    (m,) = lp.parse_tables("m,a=1,b=2 v=1 1000000\nm,b=2,a=1 v=2 1000000\n")
+    col = m.columns[((("a", "1"), ("b", "2")), "v")]
+    assert (m.times, col.rows, col.values) == ([1, 1], [0, 1], [1.0, 2.0])
+
+
+def test_kind_change_in_a_body_names_the_line() -> None:
+    with pytest.raises(LineProtocolError) as info:
+        lp.parse_tables('m v=1 1\nm v=2 2\nm v="x" 3\n')
+    assert info.value.line == 3 and "string here but a number" in info.value.reason
+
+
+def test_untimed_lines_and_slow_path_lines_mix_with_fast_ones() -> None:
+    body = 'm v=1\nm,t=a\\ b v=2\nm s="x y",v=3 7000000\n# comment\n\n'
+    (m,) = lp.parse_tables(body)
+    assert m.untimed and m.times == [None, 7] and m.lines == 3
+    assert m.columns[((), "v")].dense(2) == [1.0, 3.0]
+    assert m.columns[((("t", "a b"),), "v")].dense(2) == [2.0, None]
+
+
+def test_feeding_slices_equals_one_shot() -> None:
+    body = "".join(f"m,h=h{i % 3} v={i} {1_000_000 * (i // 3)}\n" for i in range(100))
+    parser = lp.TableParser("ns")
+    lines_ = body.split("\n")
+    for start in range(0, len(lines_), 7):
+        parser.feed(lines_[start:start + 7], start + 1)
+    assert table_view(parser.tables) == table_view(lp.parse_tables(body)) == expected_view(body)
+    assert parser.lines == 100
+
+
+@SETTINGS
+@given(st.lists(GRAMMARISH, max_size=6), st.sampled_from(list(PRECISIONS)))
+def test_fuzz_tables_agree_with_parse(texts: list[str], precision: str) -> None:
+    assert_tables_agree("\n".join(t.replace("\n", " ") for t in texts), precision)
+
+
+SERIES_LINES = st.tuples(
+    st.sampled_from(["cpu", "mem", "c\\ pu"]),
+    st.lists(st.sampled_from(["host=a", "host=b", "cpu=0", "cpu=1", "z=x\\,y"]), max_size=2, unique=True),
+    st.lists(st.sampled_from(["u=1", "u=2i", "s=3", 'u="x"', "b=t", "s=-1.5e3"]), min_size=1, max_size=3),
+    st.sampled_from(["", " 1000000", " 1000000", " 2000000", " -1000000"]),
+).map(lambda p: p[0] + "".join("," + t for t in p[1]) + " " + ",".join(p[2]) + p[3])
+
+
+@SETTINGS
+@given(st.lists(SERIES_LINES, max_size=12), st.sampled_from(["ns", "ms"]))
+def test_generated_series_bodies_agree_with_parse(texts: list[str], precision: str) -> None:
+    assert_tables_agree("\n".join(texts) + "\n", precision)

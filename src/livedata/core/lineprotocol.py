@@ -31,17 +31,22 @@ from __future__ import annotations
 import math
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, NoReturn, TypeAlias
 
 __all__ = [
     "PRECISIONS",
+    "Column",
     "Line",
     "LineProtocolError",
+    "Table",
+    "TableParser",
     "Value",
     "encode_line",
     "parse",
     "parse_line",
+    "parse_tables",
 ]
 
 Value: TypeAlias = float | int | str | bool
@@ -591,6 +596,218 @@ def parse(body: str, precision: str = "ns") -> list[Line]:
         if point is not None:
             append(point)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Column-wise parsing (the ingest path)
+
+_KIND: Final[dict[type, str]] = {float: "number", int: "number", bool: "boolean", str: "string"}
+
+
+@dataclass(slots=True)
+class Column:
+    """The values of one field of one series (measurement + tag set) in a :class:`Table`.
+
+    ``rows`` are the table rows that have a value, ascending; ``values`` the values, aligned.
+    ``kind`` is ``number`` (floats and integers), ``boolean`` or ``string``.
+    """
+
+    tags: tuple[tuple[str, str], ...]
+    key: str
+    kind: str
+    rows: list[int]
+    values: list[Value]
+
+    def dense(self, height: int) -> list[Value | None]:
+        """The column over all ``height`` rows of its table, ``None`` where it has no value."""
+        if len(self.rows) == height:
+            return self.values  # type: ignore[return-value]
+        out: list[Value | None] = [None] * height
+        for row, value in zip(self.rows, self.values, strict=True):
+            out[row] = value
+        return out
+
+
+@dataclass(slots=True)
+class Table:
+    """The points of one measurement, column-wise, in body order.
+
+    A line becomes a new row, except that a line whose time equals the table's last row's time
+    and whose fields are all still empty in that row fills that row: the lines of one gather
+    (``cpu,cpu=cpu0 ... T``, ``cpu,cpu=cpu1 ... T``) share one row, as in a wide frame.
+    ``times`` holds ``None`` for lines without a timestamp. ``first_line`` is the body line
+    that introduced the measurement; ``lines`` counts its points (lines).
+    """
+
+    measurement: str
+    first_line: int
+    times: list[int | None]
+    columns: dict[tuple[tuple[tuple[str, str], ...], str], Column]
+    lines: int = 0
+    untimed: bool = False
+
+
+class _Series:
+    """Per-body state of one head string: its table, tags and columns by field key."""
+
+    __slots__ = ("columns", "table", "tags")
+
+    def __init__(self, table: Table, tags: tuple[tuple[str, str], ...]) -> None:
+        self.table = table
+        self.tags = tags
+        self.columns: dict[str, Column] = {}
+
+
+class TableParser:
+    """Parses line protocol straight into one :class:`Table` per measurement: the ingest path.
+
+    Accepts and rejects exactly what :func:`parse` does, with the same errors, plus one more:
+    a field of one series whose values change kind within the body (``v=1`` then ``v="x"``)
+    raises :class:`LineProtocolError` naming that line. It is :func:`parse` without a ``Line``
+    per point. Feed a body's lines in slices (a caller on an event loop can yield between
+    them); ``tables`` come in order of first appearance. After an error the parser is spent.
+    """
+
+    def __init__(self, precision: str = "ns") -> None:
+        self.precision_ns = _precision_ns(precision)
+        self.tables: list[Table] = []
+        self._tables: dict[str, Table] = {}
+        self._heads: dict[str, _Series] = {}
+
+    @property
+    def lines(self) -> int:
+        """Points (non-blank, non-comment lines) parsed so far."""
+        return sum(t.lines for t in self.tables)
+
+    def feed(self, lines: Sequence[str], first_lineno: int = 1) -> None:
+        """Parse ``lines`` (without their ``\\n``); the first is body line ``first_lineno``."""
+        precision_ns = self.precision_ns
+        # The timestamp bounds in the request's unit: ns = stamp * precision_ns must fit an int64.
+        lo = -((-_INT64_MIN) // precision_ns)
+        hi = _INT64_MAX // precision_ns
+        tables = self._tables
+        heads = self._heads
+        ordered = self.tables
+        kinds = _KIND
+        head_cache = _HEAD_CACHE
+        for lineno, line in enumerate(lines, first_lineno):
+            fields: dict[str, Value] | None = None
+            series: _Series | None = None
+            t: int | None = None
+            if line and line[-1] not in "\r " and "\\" not in line and '"' not in line:
+                # The fast path, as _parse_fast: leaves ``fields`` None for anything unusual.
+                parts = line.split(" ")
+                n = len(parts)
+                if n == 3:
+                    head, fieldset, stamp = parts
+                    if stamp and not stamp.strip("0123456789-"):
+                        try:
+                            raw = int(stamp)
+                        except ValueError:
+                            raw = hi + 1
+                        if lo <= raw <= hi:
+                            t = raw * precision_ns // 1_000_000
+                            series = heads.get(head)
+                elif n == 2:
+                    head, fieldset = parts
+                    series = heads.get(head)
+                else:
+                    head = fieldset = ""
+                if series is None and head and (n == 2 or t is not None):
+                    parsed = head_cache.get(head) or _cached_head(head)
+                    if parsed is not None:
+                        table = tables.get(parsed[0])
+                        if table is None:
+                            table = tables[parsed[0]] = Table(parsed[0], lineno, [], {})
+                            ordered.append(table)
+                        series = heads[head] = _Series(table, parsed[1])
+                if series is not None and fieldset:
+                    fields = {}
+                    chunks = fieldset.split(",")
+                    for chunk in chunks:
+                        key, _, val = chunk.partition("=")
+                        if not key or not val:
+                            fields = None
+                            break
+                        if not val.strip("0123456789.-+eE"):
+                            if val[0] == "+":
+                                fields = None
+                                break
+                            try:
+                                f = float(val)
+                            except ValueError:
+                                fields = None
+                                break
+                            if f > _FLOAT_MAX or f < _FLOAT_MIN:
+                                fields = None
+                                break
+                            fields[key] = f
+                            continue
+                        value = _value_fast(val)
+                        if value is None:
+                            fields = None
+                            break
+                        fields[key] = value
+                    if fields is not None and len(fields) != len(chunks):
+                        fields = None  # a duplicate field key: the scanner names it
+            if fields is None or series is None:
+                point = _parse_one(line, lineno, precision_ns)
+                if point is None:
+                    continue
+                t = point.time_ms
+                fields = dict(point.fields)
+                head = f"\n{point.measurement}\n{point.tags!r}"  # a key no raw head can equal
+                series = heads.get(head)
+                if series is None:
+                    table = tables.get(point.measurement)
+                    if table is None:
+                        table = tables[point.measurement] = Table(point.measurement, lineno, [], {})
+                        ordered.append(table)
+                    series = heads[head] = _Series(table, point.tags)
+
+            # Commit the line: a new row, or the last row when it has this time and room.
+            table = series.table
+            times = table.times
+            row = len(times) - 1
+            if row < 0 or times[row] != t:
+                times.append(t)
+                row += 1
+            else:
+                cols = series.columns
+                for key in fields:
+                    # Another spelling of this head (tags in another order) shares the columns.
+                    col = cols.get(key) or table.columns.get((series.tags, key))
+                    if col is not None and col.rows[-1] == row:
+                        times.append(t)
+                        row += 1
+                        break
+            if t is None:
+                table.untimed = True
+            table.lines += 1
+            cols = series.columns
+            for key, value in fields.items():
+                col = cols.get(key)
+                if col is None:
+                    kind = kinds[type(value)]
+                    col = table.columns.get((series.tags, key))
+                    if col is None:
+                        col = table.columns[(series.tags, key)] = Column(series.tags, key, kind, [], [])
+                    cols[key] = col
+                if kinds[type(value)] != col.kind:
+                    raise LineProtocolError(
+                        f"field {_show(key)} is a {kinds[type(value)]} here but a {col.kind} earlier in the body",
+                        lineno,
+                        1,
+                    )
+                col.rows.append(row)
+                col.values.append(value)
+
+
+def parse_tables(body: str, precision: str = "ns") -> list[Table]:
+    """Parse a whole body with a :class:`TableParser`: one Table per measurement, all or nothing."""
+    parser = TableParser(precision)
+    parser.feed(body.split("\n"))
+    return parser.tables
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from livedata.core.frames import Batch, FieldDef, PositionError, SchemaError, Value, parse_position, value_type
+from livedata.core.lineprotocol import Table
 from livedata.core.sources import GeneratedChannel, ParamError, resolve_generated
 
 CHANNEL_RE = re.compile(r"[A-Za-z0-9_\-./=]{1,160}")
@@ -300,48 +301,45 @@ def _batch(times: list[int], columns: dict[str, list[Value]], types: Mapping[str
     return Batch(times, columns, fields)
 
 
-def lines_to_batches(
-    lines: Sequence[Any], base: str, now_ms: int
-) -> dict[str, Batch]:
-    """Group parsed line-protocol lines into one Batch per channel ``base/measurement``.
+def tables_to_batches(tables: Sequence[Table], base: str, now_ms: int) -> dict[str, Batch]:
+    """One Batch per parsed line-protocol measurement, on channel ``base/measurement``.
 
-    Tags become field labels; a field's key is ``name {tag="v",...}``.
+    Tags become field labels; a field's key is ``name {tag="v",...}``. Lines without a
+    timestamp get ``now_ms``.
 
     Raises:
-        ProtocolError: with ``line`` set, for a channel name that is invalid or a type conflict
-            within the body.
+        ProtocolError: with ``line`` set, for a measurement that makes an invalid channel name,
+            or a field key that a labelled and an unlabelled field would share.
     """
-    out: dict[str, tuple[list[int], dict[str, list[Value]], dict[str, FieldDef]]] = {}
-    for idx, line in enumerate(lines):
-        lineno = getattr(line, "lineno", idx + 1)
-        channel = f"{base}/{line.measurement}"
+    out: dict[str, Batch] = {}
+    for table in tables:
+        if not table.times:
+            continue
+        channel = f"{base}/{table.measurement}"
         if not CHANNEL_RE.fullmatch(channel):
             raise ProtocolError(
-                f"line {lineno}: measurement {line.measurement!r} makes an invalid channel name {channel[:60]!r}",
-                line=lineno,
+                f"line {table.first_line}: measurement {table.measurement!r} makes an invalid channel "
+                f"name {channel[:60]!r}",
+                line=table.first_line,
             )
-        times, columns, fields = out.setdefault(channel, ([], {}, {}))
-        n = len(times)
-        times.append(now_ms if line.time_ms is None else line.time_ms)
-        labels = dict(line.tags)
-        for name, value in line.fields:
-            fd = FieldDef.of(name, value_type(value) or "number", labels)
-            have = fields.get(fd.key)
-            if have is None:
-                fields[fd.key] = fd
-            elif have.type != fd.type:
+        times = table.times
+        if table.untimed:
+            times = [now_ms if t is None else t for t in times]
+        height = len(times)
+        columns: dict[str, list[Value]] = {}
+        fields: dict[str, FieldDef] = {}
+        for col in table.columns.values():
+            fd = FieldDef.of(col.key, col.kind, dict(col.tags) if col.tags else None)  # type: ignore[arg-type]
+            if fd.key in fields:
                 raise ProtocolError(
-                    f"line {lineno}: field {fd.key!r} is a {fd.type} here but a {have.type} earlier in the body",
-                    line=lineno,
+                    f"line {table.first_line}: field {fd.key!r} of {channel!r} is written both as a "
+                    "field with tags and as a field name that spells them; rename one",
+                    line=table.first_line,
                 )
-            col = columns.get(fd.key)
-            if col is None:
-                col = columns[fd.key] = [None] * n
-            col.append(value)
-        for col in columns.values():
-            if len(col) <= n:
-                col.append(None)
-    return {ch: Batch(t, c, f) for ch, (t, c, f) in out.items()}
+            fields[fd.key] = fd
+            columns[fd.key] = col.dense(height)
+        out[channel] = Batch(times, columns, fields)  # type: ignore[arg-type]
+    return out
 
 
 __all__ = [
@@ -351,8 +349,8 @@ __all__ = [
     "Subscribe",
     "check_channel",
     "decode_client",
-    "lines_to_batches",
     "parse_subscribe",
     "parse_time",
     "points_to_batch",
+    "tables_to_batches",
 ]
