@@ -254,6 +254,25 @@ async def test_all_or_nothing_json_and_line_protocol(server: LiveServer, http: a
     assert "aon/two/b" not in await channel_names(http, server.url)
 
 
+async def test_large_line_protocol_body_parsed_in_slices_is_all_or_nothing(
+        server: LiveServer, http: aiohttp.ClientSession) -> None:
+    # 20,000 lines: several parse slices with yields to the loop in between (ingest.PARSE_SLICE_LINES).
+    lines = [f"big,host=h{i % 4} v={i}i {1_700_000_000_000 + i // 4}" for i in range(20_000)]
+    bad = list(lines)
+    bad[17_000] = "big,host=h0 v=oops 1"
+    status, body = await post(http, server.url, "slices", data="\n".join(bad).encode(),
+                              content_type="text/plain", params={"precision": "ms"})
+    assert status == 400 and body["line"] == 17_001 and "line 17001" in body["error"]
+    assert "slices/big" not in await channel_names(http, server.url)
+    status, _ = await post(http, server.url, "slices", data="\n".join(lines).encode(),
+                           content_type="text/plain", params={"precision": "ms"})
+    assert status == 204
+    got = await history(http, server.url, "slices/big")
+    # Four hosts per millisecond: one row each, every value in place.
+    assert len(got.rows) == 5_000
+    assert [row[1][f'v {{host="h{i % 4}"}}'] for row in got.rows for i in range(4)] == list(range(20_000))
+
+
 async def test_schema_conflict_names_the_field(server: LiveServer, http: aiohttp.ClientSession) -> None:
     assert (await post(http, server.url, "schema/c", {"time": 1, "temp": 20.5}))[0] == 204
     status, body = await post(http, server.url, "schema/c", [{"time": 2, "temp": 21}, {"time": 3, "temp": "hot"}])
