@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import socket
 import time
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -15,6 +16,9 @@ from livedata.hub import Hub
 from livedata.server.compat import ReferenceTicker
 from livedata.server.conn import Conn
 from livedata.server.metrics import Metrics
+
+if TYPE_CHECKING:
+    from livedata.server.ws import Pinger
 
 
 def make_broker(config: Config) -> Broker:
@@ -45,6 +49,10 @@ class Server:
         self.per_ip: dict[str, int] = {}
         self.closed_bytes = 0
         self.metrics.sources.append(self._gauges)
+        from livedata.server.ws import Pinger  # ws imports this module
+
+        self.pinger: Pinger = Pinger(config.heartbeat_s)
+        """WebSocket ping/pong for every socket, from one task."""
 
     async def start(self) -> None:
         await self.broker.start()
@@ -60,6 +68,7 @@ class Server:
         from livedata.server import ingest  # ingest imports this module
 
         await ingest.close(self)  # publish points still held by a reorder window
+        await self.pinger.close()
         await self.hub.close()
         await self.broker.close()
 
