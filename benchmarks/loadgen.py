@@ -1,7 +1,7 @@
 """Load generator: many readers spread over several processes (one Python process is client-bound).
 
-Each worker process runs uvloop and raw ``asyncio.Protocol`` readers (no client library: the
-fewest Python calls per message), over one of three carriers:
+Each worker process runs uvloop and raw readers (non-blocking sockets, ``loop.add_reader`` and
+``recvmsg``; no client library: the fewest Python calls per message), over one of three carriers:
 
 * ``ref``    — the original stream ``GET /?numSeries=N`` (HTTP chunked NDJSON, one chunk per tick)
 * ``ws``     — ``GET /api/ws``, then one ``subscribe`` message (docs/protocol.md)
@@ -10,7 +10,19 @@ fewest Python calls per message), over one of three carriers:
 Every message is counted. A point counts as delivered when its *timestamp* falls in the
 measurement window (so a point that arrives a little after the window still counts; one that
 never arrives within the grace period is missing). Latency is receipt time minus the point's
-timestamp, for every point of every ``sample_every``-th message (the maximum is over all messages).
+timestamp, for every point of every ``sample_every``-th message (the maximum is over all messages),
+with two receipt times:
+
+* **kernel receipt** — the kernel's receive timestamp of the bytes (``SO_TIMESTAMPNS``, read with
+  ``recvmsg``). On loopback the kernel stamps a segment when the *server's* ``send()`` hands it to
+  the loopback device, so this is the server's latency, whatever the reader processes are doing.
+  When one read returns several segments the stamp is the newest one's (an upper bound for the
+  older messages in that read). These are the ``lat_*`` figures.
+* **app receipt** — the time this process handled the bytes (``time.time()`` in the read
+  callback): the kernel receipt plus however late this reader process got to run. On a 2-core
+  machine shared by the server and 2 to 4 reader processes that adds up at 10,000 readers. These are
+  the ``lat_app_*`` figures (the only definition before; kept so the two can be compared), and
+  ``app_delay_*`` is the difference per read.
 
 The parent sets the window only once every reader is connected and subscribed, then samples the
 server's (and the workers') CPU from /proc at the window's edges.
@@ -37,6 +49,9 @@ from benchmarks.common import HOST, CpuMark, cpu_share, mark, percentile, raise_
 
 TICK = b'{"series":0,"timestamp":'
 LINGER0 = struct.pack("ii", 1, 0)
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; SCM_TIMESTAMPNS has the same value
+ANCILLARY = socket.CMSG_SPACE(16)  # one struct timespec
+RECV_BYTES = 1 << 16
 
 
 @dataclass
@@ -60,6 +75,10 @@ class LoadSpec:
     """ws only: readers spread over this many channels, ``subscribe["channel"]`` has ``{i}``."""
     connect_budget: float = 150.0
     """Seconds a worker may spend connecting its readers."""
+    nice: int = 0
+    """Reader processes' niceness (0: as the server). On a shared 2-core machine the readers compete
+    with the server for CPU; a positive value lets the server go first (the kernel-receipt latency is
+    the server's either way; the readers' own lateness then shows in the app-receipt figures)."""
     """Soak mode: send a bucket of stats every this many seconds until told to stop."""
 
 
@@ -87,7 +106,7 @@ def http_get(path: str, port: int) -> bytes:
 # --- the per-process statistics -------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)  # read for every message: slots make the attribute reads cheaper
 class Stats:
     win_start: float = math.inf
     """Window in epoch ms (receipt time and point time)."""
@@ -97,25 +116,39 @@ class Stats:
     msgs: int = 0
     bytes: int = 0
     samples: list[float] = field(default_factory=list)
+    """Latency by kernel receipt (SO_TIMESTAMPNS)."""
+    app_samples: list[float] = field(default_factory=list)
+    """Latency by app receipt (when this process handled the bytes)."""
+    delays: list[float] = field(default_factory=list)
+    """App receipt minus kernel receipt, one per sampled read."""
     lat_max: float = 0.0
+    app_lat_max: float = 0.0
+    reads: int = 0
+    stamped: int = 0
+    """Reads that carried a kernel timestamp (all of them on Linux)."""
     times: set[int] = field(default_factory=set)
     lost: int = 0
     newest: float = 0.0
     closing: bool = False
-    # soak buckets (receipt time only)
+    # soak buckets (app receipt, as soak.py always measured)
     b_msgs: int = 0
     b_points: int = 0
     b_samples: list[float] = field(default_factory=list)
 
-    def account(self, times: Sequence[int], per_time: int, now: float) -> None:
+    def account(self, times: Sequence[int], per_time: int, now: float, kt: float) -> None:
+        """One data message: point ``times``; ``now`` app receipt, ``kt`` kernel receipt (epoch ms)."""
         ws, we = self.win_start, self.win_end
         if ws <= now < we:
             self.msgs += 1
-            lat_max = now - times[0]
-            if lat_max > self.lat_max:
-                self.lat_max = lat_max
+            first = times[0]
+            if kt - first > self.lat_max:
+                self.lat_max = kt - first
+            if now - first > self.app_lat_max:
+                self.app_lat_max = now - first
             if self.msgs % self.stride == 0:
-                self.samples.extend([now - t for t in times])
+                self.samples.extend([kt - t for t in times])
+                self.app_samples.extend([now - t for t in times])
+                self.delays.append(now - kt)
         if times[-1] >= ws and times[0] < we:
             for t in times:
                 if ws <= t < we:
@@ -134,36 +167,71 @@ class Stats:
 ST = Stats()
 
 
-class Reader(asyncio.Protocol):
-    __slots__ = ("buf", "hdr", "kind", "ready", "request", "series", "sub", "transport")
+class Reader:
+    """One reader on a raw non-blocking socket, read with ``recvmsg`` for the kernel timestamp.
 
-    def __init__(self, kind: str, request: bytes, sub: bytes | None, series: int,
+    (asyncio transports do not expose ancillary data, so this is ``loop.add_reader`` + ``recvmsg``:
+    per read, about the cost of a uvloop protocol's ``data_received``.)
+    """
+
+    __slots__ = ("buf", "hdr", "kind", "loop", "ready", "request", "series", "sock", "sub")
+
+    def __init__(self, kind: str, sock: socket.socket, request: bytes, sub: bytes | None, series: int,
                  ready: asyncio.Future[None]) -> None:
         self.kind = kind
+        self.sock = sock
         self.request = request
         self.sub = sub
         self.series = series
         self.ready = ready
+        self.loop = ready.get_loop()
         self.hdr: bytes | None = b""
         self.buf = b""
-        self.transport: asyncio.Transport | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        transport.write(self.request)  # type: ignore[attr-defined]
+    def start(self) -> None:
+        self.loop.add_reader(self.sock.fileno(), self.on_readable)
+        self.write(self.request)
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def write(self, data: bytes) -> None:
+        with contextlib.suppress(OSError):  # a few bytes to an empty socket buffer: never partial here
+            self.sock.send(data)
+
+    def close(self, abort: bool = False) -> None:
+        sock = self.sock
+        if sock.fileno() < 0:
+            return
+        with contextlib.suppress(Exception):
+            self.loop.remove_reader(sock.fileno())
+        if abort:  # RST instead of FIN: no TIME_WAIT piling up between runs
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER0)
+        sock.close()
+
+    def _lost(self, exc: BaseException | None) -> None:
+        self.close()
         if not self.ready.done():
             self.ready.set_exception(ConnectionError(f"closed before ready: {exc}"))
         elif not ST.closing:
             ST.lost += 1
 
-    def _ok(self) -> None:
-        if not self.ready.done():
-            self.ready.set_result(None)
-
-    def data_received(self, data: bytes) -> None:
+    def on_readable(self) -> None:
+        try:
+            data, anc, _flags, _addr = self.sock.recvmsg(RECV_BYTES, ANCILLARY)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lost(exc)
+            return
         now = time.time() * 1000.0
+        if not data:
+            self._lost(None)
+            return
+        kt = now
+        if anc:
+            sec, nsec = struct.unpack_from("qq", anc[0][2])
+            kt = sec * 1000.0 + nsec / 1e6
+            ST.stamped += 1
+        ST.reads += 1
         if ST.win_start <= now < ST.win_end:
             ST.bytes += len(data)
         if self.hdr is not None:
@@ -179,27 +247,25 @@ class Reader(asyncio.Protocol):
             if status != want:
                 if not self.ready.done():
                     self.ready.set_exception(ConnectionError(f"HTTP {status.decode()}: {data[:200]!r}"))
-                assert self.transport is not None
-                self.transport.close()
+                self.close()
                 return
             if self.kind == "ws" and self.sub is not None:
-                assert self.transport is not None
-                self.transport.write(self.sub)
-            if self.kind == "ref":
-                self._ok()
+                self.write(self.sub)
+            if self.kind == "ref" and not self.ready.done():
+                self.ready.set_result(None)
             if not data:
                 return
         kind = self.kind
         if kind == "ref":
-            self._ref(data, now)
+            self._ref(data, now, kt)
         elif kind == "ws":
-            self._ws(data, now)
+            self._ws(data, now, kt)
         else:
-            self._lines(data, now)
+            self._lines(data, now, kt)
 
     # --- carriers ----------------------------------------------------------------------------
 
-    def _ref(self, data: bytes, now: float) -> None:
+    def _ref(self, data: bytes, now: float, kt: float) -> None:
         if self.buf:
             data = self.buf + data
         cut = data.rfind(b"\n") + 1
@@ -211,19 +277,27 @@ class Reader(asyncio.Protocol):
             comma = data.index(b",", pos + n)
             ts = int(data[pos + n:comma])
             lines = data.count(b"}\n", pos, nxt if nxt >= 0 else cut)
-            ST.account((ts,), lines, now)
+            ST.account((ts,), lines, now, kt)
             pos = nxt
 
-    def _lines(self, data: bytes, now: float) -> None:
+    def _lines(self, data: bytes, now: float, kt: float) -> None:
         if self.buf:
             data = self.buf + data
         parts = data.split(b"\n")
         self.buf = parts.pop()
         for line in parts:
             if line[:1] == b"{":
-                self._msg(line, now)
+                self._msg(line, now, kt)
 
-    def _ws(self, data: bytes, now: float) -> None:
+    def _ws(self, data: bytes, now: float, kt: float) -> None:
+        if not self.buf and len(data) > 3 and data[0] == 0x81:  # the usual read: one whole small text frame
+            ln = data[1]
+            if ln < 126 and len(data) == ln + 2:
+                self._msg(data[2:], now, kt)
+                return
+            if ln == 126 and len(data) == int.from_bytes(data[2:4], "big") + 4:
+                self._msg(data[4:], now, kt)
+                return
         buf = self.buf + data if self.buf else data
         i, n = 0, len(buf)
         while n - i >= 2:
@@ -243,15 +317,16 @@ class Reader(asyncio.Protocol):
                 break
             op = buf[i] & 0x0F
             if op == 1:
-                self._msg(buf[i + h:i + h + ln], now)
-            elif op == 9 and self.transport is not None:  # ping: answer, or aiohttp's heartbeat drops us
-                self.transport.write(ws_frame(buf[i + h:i + h + ln], 0xA))
-            elif op == 8 and self.transport is not None:
-                self.transport.close()
+                self._msg(buf[i + h:i + h + ln], now, kt)
+            elif op == 9:  # ping: answer, or aiohttp's heartbeat drops us
+                self.write(ws_frame(buf[i + h:i + h + ln], 0xA))
+            elif op == 8:
+                self._lost(None)
+                return
             i += h + ln
         self.buf = buf[i:]
 
-    def _msg(self, payload: bytes, now: float) -> None:
+    def _msg(self, payload: bytes, now: float, kt: float) -> None:
         if not payload.startswith(b'{"type":"data"'):
             if payload.startswith(b'{"type":"error"') and not self.ready.done():
                 self.ready.set_exception(ConnectionError(payload[:200].decode(errors="replace")))
@@ -266,7 +341,7 @@ class Reader(asyncio.Protocol):
         if j <= i:
             return
         times = [int(t) for t in payload[i:j].split(b",")]
-        ST.account(times, self.series, now)
+        ST.account(times, self.series, now, kt)
 
 
 # --- the worker process ------------------------------------------------------------------------
@@ -274,6 +349,8 @@ class Reader(asyncio.Protocol):
 
 def _worker(spec: LoadSpec, index: int, count: int, q: Any, ctrl: Any) -> None:
     raise_fd_limit()
+    if spec.nice:
+        os.nice(spec.nice)
     with contextlib.suppress(ImportError):
         import uvloop
 
@@ -290,17 +367,23 @@ async def _open(spec: LoadSpec, request: bytes, sub: bytes | None, sem: asyncio.
     async with sem:
         for attempt in range(3):
             ready: asyncio.Future[None] = loop.create_future()
-            transport: asyncio.BaseTransport | None = None
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            reader: Reader | None = None
             try:
-                transport, proto = await asyncio.wait_for(loop.create_connection(
-                    lambda ready=ready: Reader(spec.kind, request, sub, spec.series, ready),  # type: ignore[misc]
-                    HOST, spec.port), 30)
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+                await asyncio.wait_for(loop.sock_connect(sock, (HOST, spec.port)), 30)
+                reader = Reader(spec.kind, sock, request, sub, spec.series, ready)
+                reader.start()
                 await asyncio.wait_for(ready, 30)
-                out.append(proto)
+                out.append(reader)
                 return
             except (OSError, TimeoutError, ConnectionError) as exc:
-                if transport is not None:  # never leave a half-open reader behind
-                    transport.abort()
+                if reader is not None:  # never leave a half-open reader behind
+                    reader.close(abort=True)
+                else:
+                    sock.close()
                 if attempt == 2:
                     errors.append(repr(exc)[:200])
                 else:
@@ -350,18 +433,13 @@ async def _worker_main(spec: LoadSpec, index: int, count: int, q: Any, ctrl: Any
             await asyncio.sleep(0.05)
     q.put(("result", index, {
         "points": ST.points, "msgs": ST.msgs, "bytes": ST.bytes, "samples": ST.samples,
-        "lat_max": ST.lat_max, "times": sorted(ST.times), "lost": ST.lost, "connected": len(readers),
+        "app_samples": ST.app_samples, "delays": ST.delays, "lat_max": ST.lat_max,
+        "app_lat_max": ST.app_lat_max, "reads": ST.reads, "stamped": ST.stamped,
+        "times": sorted(ST.times), "lost": ST.lost, "connected": len(readers),
     }))
     ST.closing = True
     for r in readers:
-        t = r.transport
-        if t is None or t.is_closing():
-            continue
-        sock = t.get_extra_info("socket")
-        if sock is not None:  # RST instead of FIN: no TIME_WAIT piling up between runs
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER0)
-        t.abort()
+        r.close(abort=True)
     await asyncio.sleep(0.1)
 
 
@@ -464,10 +542,15 @@ def _collect(load: Load, kind: str, until: float) -> list[dict[str, Any]]:
 def _aggregate(load: Load, results: list[dict[str, Any]], duration: float, m0: CpuMark, m1: CpuMark,
                w0: CpuMark, w1: CpuMark, rss: int) -> dict[str, Any]:
     samples: list[float] = []
+    app_samples: list[float] = []
+    delays: list[float] = []
     times: set[int] = set()
     for r in results:
         samples += r["samples"]
+        app_samples += r["app_samples"]
+        delays += r["delays"]
         times.update(r["times"])
+    reads = sum(r["reads"] for r in results)
     points = sum(r["points"] for r in results)
     return {
         "readers": load.spec.readers,
@@ -482,10 +565,19 @@ def _aggregate(load: Load, results: list[dict[str, Any]], duration: float, m0: C
         "distinct_times": len(times),
         "points_per_s": points / duration,
         "msgs_per_s": sum(r["msgs"] for r in results) / duration,
+        # latency by kernel receipt (the server's latency) ...
         "lat_p50_ms": percentile(samples, 50),
         "lat_p99_ms": percentile(samples, 99),
         "lat_max_ms": max((r["lat_max"] for r in results), default=None),
         "lat_samples": len(samples),
+        # ... and by app receipt (plus the reader processes' own delay: the old definition)
+        "lat_app_p50_ms": percentile(app_samples, 50),
+        "lat_app_p99_ms": percentile(app_samples, 99),
+        "lat_app_max_ms": max((r["app_lat_max"] for r in results), default=None),
+        "app_delay_p50_ms": percentile(delays, 50),
+        "app_delay_p99_ms": percentile(delays, 99),
+        "app_delay_max_ms": max(delays, default=None),
+        "kernel_stamped_pct": round(100 * sum(r["stamped"] for r in results) / max(1, reads), 2),
         "server_cpu": cpu_share(m0, m1),
         "client_cpu": cpu_share(w0, w1),
         "server_rss": rss,

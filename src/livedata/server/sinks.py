@@ -56,6 +56,29 @@ class BaseSink:
                 self.close_slow()
                 return
 
+    def frame_data(self, prefix: bytes, body: bytes, position: str | None) -> bytes:
+        """``prefix + body`` framed for this carrier, as the bytes that go on the wire.
+
+        The result depends only on the sink's class and the arguments, so the hub frames a packet
+        once per (carrier, prefix) and hands the same bytes to every such subscriber.
+        """
+        raise NotImplementedError
+
+    def write_framed(self, data: bytes) -> bool:
+        """Write one message framed by :meth:`frame_data`, unless the connection is pressured.
+
+        The fan-out hot path (once per subscriber per packet): one buffer-size read that is both
+        the pressure check (more than half the cap queued) and the cap check. False means nothing
+        was written (closed or pressured): the hub then takes its slow path for this reader.
+        """
+        conn = self.conn
+        transport = conn.transport
+        if conn.close_reason or transport.get_write_buffer_size() > conn.cap >> 1 or transport.is_closing():
+            return False
+        transport.write(data)
+        conn.bytes_out += len(data)
+        return True
+
     def _write(self, parts: list[bytes], force: bool) -> bool:
         conn = self.conn
         if force and conn.is_open:
@@ -87,6 +110,9 @@ class WsSink(BaseSink):
     def send_data(self, prefix: bytes, body: bytes, position: str | None, force: bool = False) -> bool:
         return self._write([ws_header(len(prefix) + len(body)), prefix, body], force)
 
+    def frame_data(self, prefix: bytes, body: bytes, position: str | None) -> bytes:
+        return b"".join((ws_header(len(prefix) + len(body)), prefix, body))
+
     def kill(self, reason: str) -> None:
         code = 4000 if reason == "slow" else 1001
         if not self.conn.transport.is_closing():
@@ -107,6 +133,9 @@ class NdjsonSink(BaseSink):
         n = len(prefix) + len(body) + 1
         return self._write([chunk_header(n), prefix, body, b"\n" + CHUNK_TRAILER], force)
 
+    def frame_data(self, prefix: bytes, body: bytes, position: str | None) -> bytes:
+        return b"".join((chunk_header(len(prefix) + len(body) + 1), prefix, body, b"\n" + CHUNK_TRAILER))
+
 
 class SseSink(BaseSink):
     """Server-Sent Events: ``id:`` is the position so ``Last-Event-ID`` resumes."""
@@ -122,3 +151,8 @@ class SseSink(BaseSink):
         head = (b"id: " + position.encode() + b"\n" if position else b"") + b"data: "
         n = len(head) + len(prefix) + len(body) + 2
         return self._write([chunk_header(n), head, prefix, body, b"\n\n" + CHUNK_TRAILER], force)
+
+    def frame_data(self, prefix: bytes, body: bytes, position: str | None) -> bytes:
+        head = (b"id: " + position.encode() + b"\n" if position else b"") + b"data: "
+        n = len(head) + len(prefix) + len(body) + 2
+        return b"".join((chunk_header(n), head, prefix, body, b"\n\n" + CHUNK_TRAILER))
