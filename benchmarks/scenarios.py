@@ -20,6 +20,7 @@ import msgspec
 
 from benchmarks.common import HOST, ServerProc, cpu_seconds, floor_server, http_json, livedata_server, rss_bytes
 from benchmarks.loadgen import LoadSpec, run_readers
+from benchmarks.stalled import stalled_reader
 from benchmarks.wsclient import WsClient, read_rows, rows_in, wait_data
 
 
@@ -524,6 +525,12 @@ SCENARIOS: list[Scenario] = [
              ws_fanout(2000, carrier="ndjson"),
              (Target("100 % delivered", "all_delivered", ">=", 100.0, "%"),
               Target(P99 + " (batch 100 + 100)", "lat_p99_ms", "<=", 200.0, "ms"))),
+    Scenario("stalled-500", "WebSocket, one stalled reader among 500: the others' p99 with and without it",
+             stalled_reader(500),
+             (Target("p99 added by one stalled reader", "p99_delta_ms", "<=", 10.0, "ms"),
+              Target("100 % delivered (healthy readers)", "all_delivered", ">=", 100.0, "%"),
+              Target("stalled reader closed as slow", "slow_closed", ">=", 1.0),
+              Target("stalled reader's queue <= buffer cap", "stalled_queue_max_kib", "<=", 1024.0, "KiB"))),
     Scenario("ws-idle-10k", "10,000 idle WebSocket readers (subscribed, no data)", ws_idle(10_000),
              (Target("RSS per connection", "rss_per_conn_kib", "<=", 16.0, "KiB"),)),
     Scenario("backfill", "backfill 1 h x 20 Hz x 10 series (720,000 points) to one WS reader", backfill,

@@ -43,7 +43,7 @@ def test_floor_serves_the_same_shapes() -> None:
     assert w["connected"] == 3 and w["points"] > 0
 
 
-@pytest.mark.parametrize("name", ["ref-10x2000", "backfill", "ingest-json", "ingest-lp", "ws-idle-10k"])
+@pytest.mark.parametrize("name", ["ref-10x2000", "backfill", "ingest-json", "ingest-lp", "ws-idle-10k", "stalled-500"])
 def test_scenarios_run_tiny(name: str) -> None:
     opts = Options(quick=True, duration=2.0, warmup=0.5, scale=0.002)
     out = by_name(name).fn(opts)
@@ -58,6 +58,9 @@ def test_scenarios_run_tiny(name: str) -> None:
         assert out["points"] > 0 and out["errors"] == 0
     if name == "ref-10x2000":
         assert out["points"] > 0 and out["efficiency_vs_floor_pct"] > 0
+    if name == "stalled-500":  # both windows measured, and the stalled reader was watched
+        assert out["points"] > 0 and out["lat_p99_ms"] is not None and out["base_lat_p99_ms"] is not None
+        assert out["slow_closed"] in (0.0, 1.0) and out["stalled_subs"] > 0
 
 
 def test_run_cli_writes_results(tmp_path: Path) -> None:
