@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--readers", type=int, default=1000)
     p.add_argument("--points-per-s", type=int, default=10_000)
     p.add_argument("--every", type=float, default=10.0, help="sampling period, s")
-    p.add_argument("--warmup", type=float, default=60.0, help="seconds left out of the trend")
+    p.add_argument("--warmup", type=float, default=300.0,
+                   help="seconds left out of the trend (retention fills in the first ~250 s)")
     p.add_argument("--retention-points", type=int, default=2_000,
                    help="per channel; small so retention is full before the trend window (a fill is not a leak)")
     p.add_argument("--out", default=str(RESULTS))
