@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import ssl
@@ -98,6 +99,15 @@ def shared_server() -> Iterator[LiveServer]:
     server = LiveServer().start()
     yield server
     server.stop()
+
+
+async def gauge(s: Any, url: str, name: str) -> float:
+    """The value of one sample on the server's ``/metrics`` (``name`` may carry labels); it must be there."""
+    async with s.get(f"{url}/metrics") as r:
+        text = await r.text()
+    m = re.search(rf"^{name} ([0-9.e+-]+)$", text, re.M)
+    assert m, f"{name} not in /metrics"
+    return float(m.group(1))
 
 
 # --- brokers: every broker test runs on the memory broker and on a real Redis ----------------------

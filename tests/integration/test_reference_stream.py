@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import re
 import signal
 import statistics
 import time
@@ -13,7 +12,7 @@ import time
 import aiohttp
 import pytest
 
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, gauge
 
 
 async def read_ticks(url: str, n_series: int, ticks: int) -> tuple[list[list[dict[str, int]]], list[bytes]]:
@@ -84,19 +83,11 @@ async def test_cors_allows_grafana_by_default(shared_server: LiveServer) -> None
             assert "Access-Control-Allow-Origin" not in r.headers
 
 
-async def metric(s: aiohttp.ClientSession, url: str, name: str) -> float:
-    async with s.get(f"{url}/metrics") as r:
-        text = await r.text()
-    m = re.search(rf"^{name} ([0-9.e+-]+)$", text, re.M)
-    assert m, f"{name} not in /metrics"
-    return float(m.group(1))
-
-
 async def test_disconnect_releases_everything(live_server: LiveServer) -> None:
     url = live_server.url
     async with aiohttp.ClientSession() as s:
-        base_tasks = await metric(s, url, "livedata_asyncio_tasks")
-        assert await metric(s, url, "livedata_reference_ticker_running") == 0
+        base_tasks = await gauge(s, url, "livedata_asyncio_tasks")
+        assert await gauge(s, url, "livedata_reference_ticker_running") == 0
 
         async def one(i: int) -> None:
             async with aiohttp.ClientSession() as c, c.get(f"{url}/?numSeries={1 + i % 7}") as r:
@@ -105,16 +96,16 @@ async def test_disconnect_releases_everything(live_server: LiveServer) -> None:
         await asyncio.gather(*(one(i) for i in range(200)))
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            tasks = await metric(s, url, "livedata_asyncio_tasks")
-            listeners = await metric(s, url, "livedata_reference_listeners")
-            running = await metric(s, url, "livedata_reference_ticker_running")
+            tasks = await gauge(s, url, "livedata_asyncio_tasks")
+            listeners = await gauge(s, url, "livedata_reference_listeners")
+            running = await gauge(s, url, "livedata_reference_ticker_running")
             if tasks <= base_tasks and listeners == 0 and running == 0:
                 break
             await asyncio.sleep(0.1)
         assert listeners == 0
         assert running == 0
         assert tasks <= base_tasks
-        assert await metric(s, url, "livedata_connections_open") == 0
+        assert await gauge(s, url, "livedata_connections_open") == 0
 
 
 def test_sigterm_closes_streams_and_exits_within_a_second() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, gauge
 
 
 def rss_kib(pid: int) -> int:
@@ -18,14 +18,6 @@ def rss_kib(pid: int) -> int:
     m = re.search(r"^VmRSS:\s+(\d+) kB", text, re.M)
     assert m
     return int(m.group(1))
-
-
-async def gauge(s: aiohttp.ClientSession, url: str, name: str) -> float:
-    async with s.get(f"{url}/metrics") as r:
-        text = await r.text()
-    m = re.search(rf"^{name} ([0-9.e+-]+)$", text, re.M)
-    assert m, name
-    return float(m.group(1))
 
 
 async def cycles(url: str, n: int, concurrency: int = 16) -> None:

@@ -8,23 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import struct
 
 import aiohttp
 
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, gauge
 from tests.rawws import frame, raw_ws
 
 HEARTBEAT = 0.4
-
-
-async def gauge(s: aiohttp.ClientSession, url: str, name: str) -> float:
-    async with s.get(f"{url}/metrics") as r:
-        text = await r.text()
-    m = re.search(rf"^{name} ([0-9.e+-]+)$", text, re.M)
-    assert m, name
-    return float(m.group(1))
 
 
 async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:

@@ -56,13 +56,21 @@ class BaseSink:
                 self.close_slow()
                 return
 
+    def data_parts(self, prefix: bytes, body: bytes, position: str | None) -> list[bytes]:
+        """``prefix + body`` framed for this carrier: the buffers that go on the wire, in order."""
+        raise NotImplementedError
+
+    def send_data(self, prefix: bytes, body: bytes, position: str | None, force: bool = False) -> bool:
+        """One data message: the shared body is written as it is, next to its small framing."""
+        return self._write(self.data_parts(prefix, body, position), force)
+
     def frame_data(self, prefix: bytes, body: bytes, position: str | None) -> bytes:
-        """``prefix + body`` framed for this carrier, as the bytes that go on the wire.
+        """:meth:`data_parts` joined into one buffer.
 
         The result depends only on the sink's class and the arguments, so the hub frames a packet
         once per (carrier, prefix) and hands the same bytes to every such subscriber.
         """
-        raise NotImplementedError
+        return b"".join(self.data_parts(prefix, body, position))
 
     def write_framed(self, data: bytes) -> bool:
         """Write one message framed by :meth:`frame_data`, unless the connection is pressured.
@@ -107,11 +115,8 @@ class WsSink(BaseSink):
     def send(self, msg: bytes, position: str | None = None, force: bool = False) -> bool:
         return self._write([ws_header(len(msg)), msg], force)
 
-    def send_data(self, prefix: bytes, body: bytes, position: str | None, force: bool = False) -> bool:
-        return self._write([ws_header(len(prefix) + len(body)), prefix, body], force)
-
-    def frame_data(self, prefix: bytes, body: bytes, position: str | None) -> bytes:
-        return b"".join((ws_header(len(prefix) + len(body)), prefix, body))
+    def data_parts(self, prefix: bytes, body: bytes, position: str | None) -> list[bytes]:
+        return [ws_header(len(prefix) + len(body)), prefix, body]
 
     def kill(self, reason: str) -> None:
         code = 4000 if reason == "slow" else 1001
@@ -129,12 +134,8 @@ class NdjsonSink(BaseSink):
     def send(self, msg: bytes, position: str | None = None, force: bool = False) -> bool:
         return self._write([chunk_header(len(msg) + 1), msg, b"\n" + CHUNK_TRAILER], force)
 
-    def send_data(self, prefix: bytes, body: bytes, position: str | None, force: bool = False) -> bool:
-        n = len(prefix) + len(body) + 1
-        return self._write([chunk_header(n), prefix, body, b"\n" + CHUNK_TRAILER], force)
-
-    def frame_data(self, prefix: bytes, body: bytes, position: str | None) -> bytes:
-        return b"".join((chunk_header(len(prefix) + len(body) + 1), prefix, body, b"\n" + CHUNK_TRAILER))
+    def data_parts(self, prefix: bytes, body: bytes, position: str | None) -> list[bytes]:
+        return [chunk_header(len(prefix) + len(body) + 1), prefix, body, b"\n" + CHUNK_TRAILER]
 
 
 class SseSink(BaseSink):
@@ -147,12 +148,7 @@ class SseSink(BaseSink):
         event = sse_event(msg, position)
         return self._write([chunk_header(len(event)), event, CHUNK_TRAILER], force)
 
-    def send_data(self, prefix: bytes, body: bytes, position: str | None, force: bool = False) -> bool:
+    def data_parts(self, prefix: bytes, body: bytes, position: str | None) -> list[bytes]:
         head = (b"id: " + position.encode() + b"\n" if position else b"") + b"data: "
         n = len(head) + len(prefix) + len(body) + 2
-        return self._write([chunk_header(n), head, prefix, body, b"\n\n" + CHUNK_TRAILER], force)
-
-    def frame_data(self, prefix: bytes, body: bytes, position: str | None) -> bytes:
-        head = (b"id: " + position.encode() + b"\n" if position else b"") + b"data: "
-        n = len(head) + len(prefix) + len(body) + 2
-        return b"".join((chunk_header(n), head, prefix, body, b"\n\n" + CHUNK_TRAILER))
+        return [chunk_header(n), head, prefix, body, b"\n\n" + CHUNK_TRAILER]
