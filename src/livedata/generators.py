@@ -19,7 +19,7 @@ import time
 from typing import TYPE_CHECKING
 
 from livedata.core.frames import Batch, FieldDef
-from livedata.core.sources import GeneratedChannel, Generator, TickSchedule
+from livedata.core.sources import GeneratedChannel, Generator, grid_delay
 
 if TYPE_CHECKING:
     from livedata.hub import Hub
@@ -110,7 +110,7 @@ class Generators:
         ready = self.ready[name]
         period = self.lease_ttl_s / 3
         loop = asyncio.get_running_loop()
-        schedule = TickSchedule(loop.time(), gen.interval_ms / 1000)
+        interval_s = gen.interval_ms / 1000
         tick_at = loop.time()
         g: Generator | None = None
         warned = False
@@ -149,7 +149,7 @@ class Generators:
                                                          {k: FieldDef(k, k, "number") for k in g.fields}))
                     except Exception:  # the broker comes back: keep ticking, the next rows follow
                         log.warning("generator %s: publish failed", name, exc_info=True)
-                tick_at = schedule.next_deadline(loop.time())
+                tick_at = loop.time() + grid_delay(time.time(), interval_s)  # rows go out as they are due
             await asyncio.sleep(max(0.0, until - loop.time()))
 
     async def _resume(self, gen: GeneratedChannel) -> Generator:

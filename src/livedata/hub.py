@@ -27,6 +27,7 @@ from typing import Protocol
 from livedata.brokers.base import Broker, History, Unsubscribe
 from livedata.core.frames import Chunk, FieldDef, Pos, Rows, data_body, data_prefix, frame_json, message
 from livedata.core.frames import parse_position as _parse_position
+from livedata.core.pacing import Pacer
 from livedata.core.protocol import Subscribe
 from livedata.generators import Generators
 from livedata.server.metrics import Metrics
@@ -37,9 +38,7 @@ RING = 512
 """Chunks a feed remembers, to close the seam without asking the broker."""
 FLUSH_GRACE = 0.2
 MAX_GRACE_S = 0.02
-"""A batching feed's grace: this share of its interval, at most this many s. A chunk arriving this
-close before the interval is up goes out at the boundary; the fallback timer fires this long after
-it, so a chunk arriving on the boundary still joins the packet that is due (see :class:`Feed`)."""
+"""A batching feed's grace: this share of its interval, at most this many s (see ``core/pacing.py``)."""
 HISTORY_POINTS_PER_PACKET = 250_000
 BYTES_PER_CELL = 12
 """Rough encoded size of one value, to bound what a lagging subscription may hold back."""
@@ -87,6 +86,38 @@ class Sink(Protocol):
         ...
 
 
+class Outlet(Protocol):
+    """What the fast path reads and counts on a connection (``server.conn.Conn``)."""
+
+    close_reason: str
+    bytes_out: int
+
+
+Framer = Callable[[bytes, bytes, str | None], bytes]
+Lane = tuple[Outlet, Callable[[], int], Callable[[bytes], object], int, Framer, object]
+"""A sink's fast path, from its optional ``lane()``: (outlet, the transport's
+``get_write_buffer_size``, its ``write``, the pressure threshold in bytes, the framer
+``(prefix, body, position) -> bytes`` and the framing key). Subscribers whose lanes have equal
+framing keys and id prefixes get the very same framed bytes."""
+
+
+_Member = tuple["Subscription", Outlet, Callable[[], int], Callable[[bytes], object], int]
+
+
+class _Group:
+    """A feed's subscribers on the fast path that share one framing: one framed packet for all."""
+
+    __slots__ = ("framer", "key", "members", "prefix", "snap")
+
+    def __init__(self, key: tuple[object, bytes], framer: Framer, prefix: bytes) -> None:
+        self.key = key
+        self.framer = framer
+        self.prefix = prefix
+        self.members: dict[Subscription, _Member] = {}
+        self.snap: list[_Member] | None = None
+        """``members`` as a list, made again at the first packet after a change."""
+
+
 @dataclass(eq=False, slots=True)  # one per subscribed reader: no per-instance dict
 class Subscription:
     req: Subscribe
@@ -99,16 +130,14 @@ class Subscription:
     task: asyncio.Task[None] | None = None
     timer: asyncio.TimerHandle | None = None
     closed: bool = False
-    delivered: int = 0
     backlog: list[Chunk] | None = None
     backlog_cells: int = 0
     """Values held in ``backlog``, kept as it grows (a stall must not cost O(held) per flush)."""
     backlog_schema: bool = False
-    write: Callable[[bytes], bool] | None = None
-    """The sink's ``write_framed`` once live, if its carrier takes pre-framed bytes (the fast path)."""
-    framer: Callable[[bytes, bytes, str | None], bytes] | None = None
-    fkey: object = None
-    """(carrier, prefix): subscribers with equal keys get the very same framed bytes."""
+    lane: Lane | None = None
+    """Set once live when the sink takes pre-framed bytes (see :class:`Lane`): the fast path."""
+    group: _Group | None = None
+    """The feed's fast-path group this subscription is in right now (None: the slow path)."""
 
     def __post_init__(self) -> None:
         self.prefix = data_prefix(self.req.id)
@@ -163,17 +192,11 @@ def encode_chunks(
 class Feed:
     """One channel at one batching interval with one field filter: encodes once, writes to all.
 
-    Batching (``interval_ms > 0``): at most one packet per interval, and the packets' phase follows
-    the data. A chunk that arrives at (or within a grace before) ``last + interval`` goes out at
-    that boundary, or at once if it is past (on the next loop iteration, with whatever else
-    arrived in this one); a chunk that arrives sooner waits for a fallback timer at
-    ``last + interval + grace``, unless a chunk arriving about the boundary sends it first. A fixed
-    clock would instead add up to one interval of latency to a steady source whose phase falls just
-    after the clock's ticks (measured: random-walk at 50 ms behind a 100 ms clock, the oldest point
-    was 117 ms old at a flush instead of about 65). When one flush takes longer than the interval
-    (many thousands of readers on a busy machine), the next packet covers more than one interval:
-    counted in ``Hub.overruns``, exported as ``livedata_feed_overruns`` and logged (at most once a
-    minute per feed).
+    Batching (``interval_ms > 0``): at most one packet per interval, in phase with the data
+    (:class:`~livedata.core.pacing.Pacer` decides when). When one flush takes longer than the
+    interval (many thousands of readers on a busy machine), the next packet covers more than one
+    interval: counted in ``Hub.overruns``, exported as ``livedata_feed_overruns`` and logged (at
+    most once a minute per feed).
     """
 
     def __init__(self, hub: Hub, channel: str, interval_ms: int, wanted: tuple[str, ...] | None,
@@ -185,6 +208,9 @@ class Feed:
         self.fields: dict[str, FieldDef] = {f.key: f for f in fields}
         self.keys: list[str] = _select(self.fields, self.fields, wanted)
         self.subs: set[Subscription] = set()
+        """Every subscription of this feed, on the fast path (in ``groups``) or not (in ``cold``)."""
+        self.groups: dict[tuple[object, bytes], _Group] = {}
+        self.cold: set[Subscription] = set()
         self.joining = 0
         self.pending: list[Chunk] = []
         self.schema_changed = False
@@ -192,14 +218,8 @@ class Feed:
         self.last_pos: Pos | None = None
         self.loop = asyncio.get_running_loop()
         self.interval_s = interval_ms / 1000
-        self.grace_s = min(FLUSH_GRACE * self.interval_s, MAX_GRACE_S)
-        self.last_flush = -math.inf
-        """Loop time the last batched packet started going out."""
+        self.pacer = Pacer(self.interval_s, min(FLUSH_GRACE * self.interval_s, MAX_GRACE_S))
         self.timer: asyncio.TimerHandle | None = None
-        self.due = math.inf
-        """Loop time ``timer`` fires."""
-        self.anchor = -math.inf
-        """What ``last_flush`` becomes if the flush runs on time (see ``_arm``)."""
         self.overruns = 0
         self._warned_at = -math.inf
 
@@ -224,31 +244,18 @@ class Feed:
         self._arm()
 
     def _arm(self) -> None:
-        """Make sure a flush is due: at the interval boundary for a chunk arriving about then, else
-        on the fallback timer (the boundary plus a grace)."""
-        now = self.loop.time()
-        boundary = self.last_flush + self.interval_s
-        if now >= boundary - self.grace_s:  # on (or just before) the boundary: send at the boundary,
-            due, anchor = max(now, boundary), now  # and count the next interval from this arrival
-        else:  # sooner: the fallback timer
-            due = anchor = boundary + self.grace_s
-        if self.timer is not None:
-            if self.due <= due:
-                return
-            self.timer.cancel()
-        self.due, self.anchor = due, anchor
-        self.timer = self.loop.call_at(due, self._run)  # a due time in the past runs on the next iteration
+        due = self.pacer.arrive(self.loop.time())
+        if due is not None:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = self.loop.call_at(due, self._run)  # a due time in the past runs on the next iteration
 
     def _run(self) -> None:
-        due = self.due
-        self.timer, self.due = None, math.inf
+        self.timer = None
         if not (self.pending or self.schema_changed):
+            self.pacer.disarm()
             return
-        now = self.loop.time()
-        # A flush that ran on time counts from the arrival that set it (or from its fallback time),
-        # not from when the loop got to it: a steady source's packets then lock onto its phase
-        # instead of drifting a little later every interval.
-        self.last_flush = self.anchor if now - due < self.grace_s else now
+        self.pacer.fire(self.loop.time())
         chunks, self.pending = self.pending, []
         t0 = time.monotonic()
         self.flush(chunks)
@@ -269,35 +276,83 @@ class Feed:
             return
         epoch = self.hub.broker.epoch_of(self.channel) or ""
         position = chunks[-1].pos.encode(epoch) if chunks else None
-        keys = self.keys
-        keys_t = tuple(keys)
-        shared = encode_chunks(chunks, keys, self.fields, with_schema, position or "")
+        shared = encode_chunks(chunks, self.keys, self.fields, with_schema, position or "")
         points = sum(map(len, chunks))
-        # Encode once, frame once per (carrier, prefix): a subscriber costs one write of shared bytes.
-        # Its slow cases (seam, lag, a second body, a sink without framing) take _flush_one.
-        framed: dict[object, bytes] = {}
-        single = len(shared) == 1
-        for sub in list(subs):
-            write = sub.write
-            if write is None or not single or sub.after is not None or sub.backlog is not None:
-                self._flush_one(sub, chunks, shared, position, epoch, with_schema, points)
-                continue
-            data = framed.get(sub.fkey)
-            if data is None:  # once per packet per distinct (carrier, prefix)
-                framer = sub.framer
-                assert framer is not None
-                data = framed[sub.fkey] = framer(sub.prefix, shared[0], position)
-            if not write(data):  # pressured or closed: the slow path decides
-                self._flush_one(sub, chunks, shared, position, epoch, with_schema, points)
-                continue
-            sub.keys = keys_t
-            sub.delivered += points
+        if len(shared) != 1:  # a late and an on-time body, or nothing to send: everyone the slow way
+            for sub in list(subs):
+                self._flush_one(sub, chunks, shared, position, epoch, with_schema)
+        else:
+            # Taken first: a fast subscriber that falls back below joins ``cold`` for the next packet.
+            cold = list(self.cold) if self.cold else ()
+            body = shared[0]
+            # Encode once, frame once per group: a fast subscriber costs one write of the same
+            # bytes, after a look at its queue (pressure) and its close reason, and nothing else.
+            for group in list(self.groups.values()):
+                snap = group.snap
+                if snap is None:
+                    snap = group.snap = list(group.members.values())
+                data = group.framer(group.prefix, body, position)
+                n = len(data)
+                for sub, outlet, queued, write, pressure in snap:
+                    if outlet.close_reason or queued() > pressure:
+                        self._flush_one(sub, chunks, shared, position, epoch, with_schema)
+                        continue
+                    try:
+                        write(data)
+                    except RuntimeError:  # the transport closed under us: the slow path sees it
+                        self._flush_one(sub, chunks, shared, position, epoch, with_schema)
+                        continue
+                    outlet.bytes_out += n
+            for sub in cold:
+                self._flush_one(sub, chunks, shared, position, epoch, with_schema)
         if points:
             self.hub.metrics.points_delivered.labels(self.channel).inc(points * len(subs))
 
+    def _place(self, sub: Subscription) -> None:
+        """Put ``sub`` on the fast path (its lane's group) or the slow one (``cold``), as its state says."""
+        live = not sub.closed and sub.feed is self
+        hot = live and sub.lane is not None and sub.after is None and sub.backlog is None
+        if sub.group is not None and not hot:
+            self._ungroup(sub)
+        if hot:
+            if sub.group is None:
+                assert sub.lane is not None
+                outlet, queued, write, pressure, framer, fkey = sub.lane
+                key = (fkey, sub.prefix)
+                group = self.groups.get(key)
+                if group is None:
+                    group = self.groups[key] = _Group(key, framer, sub.prefix)
+                group.members[sub] = (sub, outlet, queued, write, pressure)
+                group.snap, sub.group = None, group
+            self.cold.discard(sub)
+        elif live:
+            self.cold.add(sub)
+        else:
+            self.cold.discard(sub)
+
+    def _ungroup(self, sub: Subscription) -> None:
+        group = sub.group
+        assert group is not None
+        del group.members[sub]
+        group.snap, sub.group = None, None
+        if not group.members and self.groups.get(group.key) is group:
+            del self.groups[group.key]
+
+    def remove(self, sub: Subscription) -> None:
+        """Stop writing to ``sub`` (it is closed)."""
+        self.subs.discard(sub)
+        self.cold.discard(sub)
+        if sub.group is not None:
+            self._ungroup(sub)
+
     def _flush_one(self, sub: Subscription, chunks: list[Chunk], shared: list[bytes], position: str | None,
-                   epoch: str, with_schema: bool, points: int) -> None:
-        """One subscriber off the fast path: at the seam, lagging, or with several bodies."""
+                   epoch: str, with_schema: bool) -> None:
+        """One subscriber off the fast path: at the seam, lagging, pressured, or with several bodies."""
+        self._send_one(sub, chunks, shared, position, epoch, with_schema)
+        self._place(sub)
+
+    def _send_one(self, sub: Subscription, chunks: list[Chunk], shared: list[bytes], position: str | None,
+                  epoch: str, with_schema: bool) -> None:
         keys = self.keys
         mine = chunks
         if sub.after is not None and chunks and chunks[0].pos <= sub.after:
@@ -330,7 +385,6 @@ class Feed:
             if not sub.send_data(body, position_sent):
                 break
         sub.keys = tuple(keys)
-        sub.delivered += points
 
     def join(self, sub: Subscription, after: Pos | None) -> None:
         """Start sending live packets to ``sub``, skipping chunks at or before ``after``."""
@@ -341,16 +395,16 @@ class Feed:
             body = data_body(frame_json([self.fields[k] for k in self.keys], self.keys, Rows()), None)
             sub.send_data(body, None, force=True)
             sub.keys = tuple(self.keys)
-        write = getattr(sub.sink, "write_framed", None)
-        framer = getattr(sub.sink, "frame_data", None)
-        if write is not None and framer is not None:  # the carrier takes pre-framed bytes: the fast path
-            sub.write, sub.framer, sub.fkey = write, framer, (type(sub.sink), sub.prefix)
+        lane = getattr(sub.sink, "lane", None)
+        sub.lane = lane() if lane is not None else None  # the carrier takes pre-framed bytes: the fast path
         self.subs.add(sub)
+        self._place(sub)
 
     def close(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
-            self.timer, self.due = None, math.inf
+            self.timer = None
+            self.pacer.disarm()
 
 
 class Tap:
@@ -441,7 +495,7 @@ class Hub:
             sub.timer.cancel()
         feed = sub.feed
         if feed is not None:
-            feed.subs.discard(sub)
+            feed.remove(sub)
             self._maybe_drop(feed)
         if sub.req.generated is not None:
             self.generators.release(sub.req.generated)
@@ -562,7 +616,6 @@ class Hub:
             await sub.sink.drain()
             body = data_body(frame_json(schema if lo == 0 else None, keys, part), head_pos if last else None)
             sub.send_data(body, head_pos if last else None, force=True)
-        sub.delivered += n
         return hist.head
 
     def _send_schema(self, sub: Subscription, fields: list[FieldDef], keys: list[str], position: str | None) -> None:
@@ -581,7 +634,6 @@ class Hub:
             await sub.sink.drain()
             for body in encode_chunks(part, keys, fields, False, position):
                 sub.send_data(body, position, force=True)
-            sub.delivered += sum(map(len, part))
 
     async def _join(self, sub: Subscription, feed: Feed, after: Pos | None) -> None:
         """Close the seam between what ``sub`` has (up to ``after``) and the feed's stream."""

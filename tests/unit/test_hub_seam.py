@@ -1,24 +1,31 @@
 """The hub's seam, in process: every point exactly once, in order, across subscribe/cut/resume.
 
 The hub and the memory broker run on a real event loop but with no sockets: a recording sink
-stands in for a connection. Hypothesis drives random interleavings.
+stands in for a connection. Each scenario runs twice: with a sink that only has ``send_data`` (the
+hub's slow path for every packet) and with the real WebSocket sink on a fake transport, whose
+``lane()`` puts subscribers on the fast path (one shared framed write). Hypothesis drives random
+interleavings.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from livedata.brokers.memory import MemoryBroker
 from livedata.core.frames import Batch, FieldDef
 from livedata.core.protocol import parse_subscribe
-from livedata.hub import Hub, Subscription
+from livedata.hub import Hub, Sink, Subscription
+from livedata.server.conn import Conn
 from livedata.server.metrics import Metrics
+from livedata.server.sinks import WsSink
 
 V = {"v": FieldDef.of("v", "number")}
 
@@ -53,6 +60,79 @@ class RecordingSink:
     def close_slow(self) -> None:
         self.open = False
 
+    def take_messages(self) -> list[dict[str, Any]]:
+        out, self.messages = self.messages, []
+        return out
+
+    def shut(self) -> None:
+        self.open = False
+
+
+class FakeTransport:
+    """What the sinks use of an asyncio transport; ``queued`` plays the unsent bytes."""
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self.queued = 0
+        self.closing = False
+        self.dead = False
+
+    def write(self, data: bytes) -> None:
+        if self.dead:
+            raise RuntimeError("unable to perform operation: the handler is closed")  # as uvloop does
+        if not self.closing:
+            self.out += data
+
+    def writelines(self, parts: list[bytes]) -> None:
+        for part in parts:
+            self.write(part)
+
+    def get_write_buffer_size(self) -> int:
+        return self.queued
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = self.dead = True
+
+
+class FramedSink(WsSink):
+    """The real WebSocket sink on a :class:`FakeTransport`: subscribers take the fast path."""
+
+    def __init__(self, cap: int = 1 << 20) -> None:
+        self.transport = FakeTransport()
+        super().__init__(Conn(self.transport, cap))
+
+    def take_messages(self) -> list[dict[str, Any]]:
+        out, buf = [], self.transport.out
+        while buf:
+            assert buf[0] == 0x81, "one unfragmented text frame per message"
+            n, at = buf[1], 2
+            if n == 126:
+                n, at = int.from_bytes(buf[2:4], "big"), 4
+            elif n == 127:
+                n, at = int.from_bytes(buf[2:10], "big"), 10
+            out.append(msgspec.json.decode(bytes(buf[at:at + n])))
+            del buf[:at + n]
+        return out
+
+    def shut(self) -> None:
+        self.conn.close("gone")
+        self.transport.abort()
+
+
+class ProbeSink(Sink, Protocol):
+    def take_messages(self) -> list[dict[str, Any]]: ...
+
+    def shut(self) -> None: ...
+
+
+SINKS: dict[str, Callable[[], ProbeSink]] = {"send_data": RecordingSink, "lane": FramedSink}
+
 
 @dataclass
 class Reader:
@@ -63,8 +143,8 @@ class Reader:
     last_time: int | None = None
     schema_seen: bool = False
 
-    def take(self, sink: RecordingSink) -> None:
-        for m in sink.messages:
+    def take(self, sink: ProbeSink) -> None:
+        for m in sink.take_messages():
             if m["type"] != "data":
                 continue
             frame = m["frame"]
@@ -78,7 +158,6 @@ class Reader:
             self.points.extend(zip(times, values, strict=True))
             if m.get("position"):
                 self.position = m["position"]
-        sink.messages.clear()
 
 
 ops = st.lists(
@@ -92,7 +171,7 @@ ops = st.lists(
 )
 
 
-async def scenario(steps: list[tuple[str, Any]], interval: int) -> None:
+async def scenario(steps: list[tuple[str, Any]], interval: int, make_sink: Callable[[], ProbeSink]) -> None:
     broker = MemoryBroker(retention_s=3600, retention_points=10**9, wall=lambda: 20.0)
     hub = Hub(broker, Metrics(), heartbeat_s=3600)
     now = 10_000
@@ -110,7 +189,7 @@ async def scenario(steps: list[tuple[str, Any]], interval: int) -> None:
 
     await publish([0])  # history exists before anyone subscribes
     readers = [Reader() for _ in range(3)]
-    sinks: list[RecordingSink | None] = [None, None, None]
+    sinks: list[ProbeSink | None] = [None, None, None]
     subs: list[Subscription | None] = [None, None, None]
 
     def subscribe(i: int) -> None:
@@ -119,7 +198,7 @@ async def scenario(steps: list[tuple[str, Any]], interval: int) -> None:
             msg["from"] = 0
         else:
             msg["since"] = readers[i].position
-        sink = RecordingSink()
+        sink = make_sink()
         sinks[i] = sink
         subs[i] = hub.subscribe(parse_subscribe(msg, 10**13), sink, lambda s: None)
 
@@ -128,7 +207,7 @@ async def scenario(steps: list[tuple[str, Any]], interval: int) -> None:
         if sink is None or sub is None:
             return
         readers[i].take(sink)
-        sink.open = False
+        sink.shut()
         hub.unsubscribe(sub)
         sinks[i] = subs[i] = None
 
@@ -154,16 +233,18 @@ async def scenario(steps: list[tuple[str, Any]], interval: int) -> None:
     await hub.close()
 
 
+@pytest.mark.parametrize("sink", SINKS)
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops)
-def test_every_point_exactly_once_in_order_unbatched(steps: list[tuple[str, Any]]) -> None:
-    asyncio.run(scenario(steps, 0))
+def test_every_point_exactly_once_in_order_unbatched(sink: str, steps: list[tuple[str, Any]]) -> None:
+    asyncio.run(scenario(steps, 0, SINKS[sink]))
 
 
+@pytest.mark.parametrize("sink", SINKS)
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops)
-def test_every_point_exactly_once_in_order_batched(steps: list[tuple[str, Any]]) -> None:
-    asyncio.run(scenario(steps, 5))
+def test_every_point_exactly_once_in_order_batched(sink: str, steps: list[tuple[str, Any]]) -> None:
+    asyncio.run(scenario(steps, 5, SINKS[sink]))
 
 
 async def test_a_lagging_reader_gets_one_coalesced_packet_then_is_closed_past_the_cap() -> None:
@@ -190,4 +271,55 @@ async def test_a_lagging_reader_gets_one_coalesced_packet_then_is_closed_past_th
         await broker.publish("c", Batch([10_010 + i], {"v": [i]}, V))
     assert not slow.open
     assert len([m for m in fast.messages if m["type"] == "data"]) == 27
+    await hub.close()
+
+
+def data_of(sink: ProbeSink) -> list[dict[str, Any]]:
+    return [m for m in sink.take_messages() if m["type"] == "data"]
+
+
+async def test_fast_path_falls_back_when_pressured_and_returns_when_drained() -> None:
+    """The lane path: a pressured reader's packets are held and coalesced, a drained one rejoins
+    the shared write, and a reader whose transport died under the hub costs the others nothing."""
+    broker = MemoryBroker(wall=lambda: 20.0)
+    hub = Hub(broker, Metrics(), heartbeat_s=3600)
+    slow, fast, dead = FramedSink(cap=1000), FramedSink(), FramedSink()
+    subs = {}
+    for sid, sink in (("s", slow), ("f", fast), ("d", dead)):
+        subs[sid] = hub.subscribe(parse_subscribe({"type": "subscribe", "id": sid, "channel": "c"}, 10**13), sink,
+                                  lambda s: None)
+    await asyncio.sleep(0.01)
+    await broker.publish("c", Batch([10_000], {"v": [0]}, V))
+    feed = subs["f"].feed
+    assert feed is not None
+    assert {s.req.id for g in feed.groups.values() for s in g.members} == {"s", "f", "d"}
+    assert not feed.cold
+    assert len(data_of(fast)) == 2  # schema + 1
+    assert len(data_of(slow)) == 2
+    dead.transport.abort()  # closed under the hub (peer gone): write raises, as uvloop's does
+    slow.transport.queued = 600  # more than half its cap: pressured
+    for i in range(1, 4):
+        await broker.publish("c", Batch([10_000 + i], {"v": [i]}, V))
+    assert [m["frame"]["data"]["values"][1] for m in data_of(fast)] == [[1], [2], [3]]
+    assert data_of(slow) == []
+    assert subs["s"] in feed.cold and subs["s"].group is None
+    slow.transport.queued = 0  # drained: one coalesced packet, then back on the fast path
+    await broker.publish("c", Batch([10_004], {"v": [4]}, V))
+    coalesced = data_of(slow)
+    assert [m["frame"]["data"]["values"] for m in coalesced] == [[[10_001, 10_002, 10_003, 10_004], [1, 2, 3, 4]]]
+    assert subs["s"].group is not None and subs["s"] not in feed.cold
+    await broker.publish("c", Batch([10_005], {"v": [5]}, V))
+    assert [m["frame"]["data"]["values"][1] for m in data_of(slow)] == [[5]]
+    assert [m["frame"]["data"]["values"][1] for m in data_of(fast)] == [[4], [5]]
+    assert fast.conn.bytes_out > 0 and slow.conn.bytes_out > 0
+    # past the cap while pressured: closed as slow, its close frame is the last thing written
+    slow.transport.queued = 2000
+    for i in range(6, 200):
+        await broker.publish("c", Batch([10_000 + i], {"v": [i]}, V))
+    assert slow.conn.close_reason == "slow"
+    hub.unsubscribe(subs["s"])
+    hub.unsubscribe(subs["d"])
+    assert {s.req.id for g in feed.groups.values() for s in g.members} == {"f"}
+    assert not feed.cold
+    assert len(data_of(fast)) == 194
     await hub.close()

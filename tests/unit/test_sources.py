@@ -11,6 +11,7 @@ from livedata.core.sources import (
     ParamError,
     TickSchedule,
     chunked,
+    grid_delay,
     parse_num_series,
     reference_lines,
     resolve_generated,
@@ -35,6 +36,24 @@ def test_tick_schedule_skips_missed_ticks_instead_of_bursting() -> None:
     assert s.next_deadline(5.5) == 5.0  # stalled 4.5 s: fire the current slot once
     assert s.next_deadline(5.6) == 6.0
     assert s.next_deadline(6.0) == 7.0
+
+
+@given(st.integers(1_600_000_000_000, 2_000_000_000_000), st.sampled_from([1, 10, 50, 100, 1000, 60_000]),
+       st.integers(0, 999))
+def test_generator_ticks_land_just_after_their_grid_point(now_ms: int, interval_ms: int, micros: int) -> None:
+    now = now_ms / 1000 + micros / 1e6
+    interval = interval_ms / 1000
+    d = grid_delay(now, interval)
+    assert 0 < d <= interval + 1e-6
+    wake_ms = (now + d) * 1000
+    phase = (wake_ms - 1.0) % interval_ms  # 1 ms lead past a multiple of the interval
+    assert min(phase, interval_ms - phase) < 1e-3
+
+
+def test_a_generator_tick_waits_for_its_grid_point_when_it_wakes_early() -> None:
+    assert grid_delay(1000.0495, 0.05) == pytest.approx(0.0015)  # 0.5 ms before grid + 1 ms
+    assert grid_delay(1000.051, 0.05) == pytest.approx(0.05)  # on time: the next one
+    assert grid_delay(1000.052, 0.05) == pytest.approx(0.049)
 
 
 @given(st.integers(1, 1000), st.integers(0, 2**41), st.integers(0, 2**32))

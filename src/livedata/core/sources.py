@@ -49,6 +49,21 @@ class TickSchedule:
         return self.start + k * self.interval
 
 
+GRID_LEAD_S = 0.001
+"""How long after a row's (grid) time its generator tick runs: see :func:`grid_delay`."""
+
+
+def grid_delay(now_s: float, interval_s: float, lead_s: float = GRID_LEAD_S) -> float:
+    """Seconds from wall time ``now_s`` to ``lead_s`` past the next multiple of ``interval_s``.
+
+    Generators stamp rows on the wall-clock grid of their interval. Ticking on that grid (instead
+    of every interval from whenever the generator started) publishes each row ``lead_s`` after its
+    time rather than up to a whole interval later, which every reader's latency would carry.
+    Always in ``(0, interval_s]``: a tick that wakes a little early waits for its grid point.
+    """
+    return interval_s - (now_s - lead_s) % interval_s
+
+
 # --- the original reference stream -------------------------------------------------------------
 
 

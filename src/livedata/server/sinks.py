@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from livedata.core.wire import CHUNK_TRAILER, chunk_header, sse_event, ws_close_frame, ws_header
 from livedata.server.conn import Conn
+
+if TYPE_CHECKING:
+    from livedata.hub import Lane
 
 
 class BaseSink:
@@ -56,7 +60,8 @@ class BaseSink:
                 self.close_slow()
                 return
 
-    def data_parts(self, prefix: bytes, body: bytes, position: str | None) -> list[bytes]:
+    @classmethod
+    def data_parts(cls, prefix: bytes, body: bytes, position: str | None) -> list[bytes]:
         """``prefix + body`` framed for this carrier: the buffers that go on the wire, in order."""
         raise NotImplementedError
 
@@ -64,28 +69,27 @@ class BaseSink:
         """One data message: the shared body is written as it is, next to its small framing."""
         return self._write(self.data_parts(prefix, body, position), force)
 
-    def frame_data(self, prefix: bytes, body: bytes, position: str | None) -> bytes:
+    @classmethod
+    def frame_data(cls, prefix: bytes, body: bytes, position: str | None) -> bytes:
         """:meth:`data_parts` joined into one buffer.
 
         The result depends only on the sink's class and the arguments, so the hub frames a packet
         once per (carrier, prefix) and hands the same bytes to every such subscriber.
         """
-        return b"".join(self.data_parts(prefix, body, position))
+        return b"".join(cls.data_parts(prefix, body, position))
 
-    def write_framed(self, data: bytes) -> bool:
-        """Write one message framed by :meth:`frame_data`, unless the connection is pressured.
+    def lane(self) -> Lane:
+        """This connection's fast path for the hub (see ``hub.Lane``).
 
-        The fan-out hot path (once per subscriber per packet): one buffer-size read that is both
-        the pressure check (more than half the cap queued) and the cap check. False means nothing
-        was written (closed or pressured): the hub then takes its slow path for this reader.
+        Per subscriber per packet the hub then reads the close reason and the transport's queued
+        bytes (more than half the cap: pressured, the slow path decides), and writes the framed
+        packet it shares with every subscriber of the same carrier and id prefix: one
+        ``transport.write`` of shared bytes, no call into this class.
         """
         conn = self.conn
         transport = conn.transport
-        if conn.close_reason or transport.get_write_buffer_size() > conn.cap >> 1 or transport.is_closing():
-            return False
-        transport.write(data)
-        conn.bytes_out += len(data)
-        return True
+        return (conn, transport.get_write_buffer_size, transport.write, conn.cap >> 1, type(self).frame_data,
+                type(self))
 
     def _write(self, parts: list[bytes], force: bool) -> bool:
         conn = self.conn
@@ -115,7 +119,8 @@ class WsSink(BaseSink):
     def send(self, msg: bytes, position: str | None = None, force: bool = False) -> bool:
         return self._write([ws_header(len(msg)), msg], force)
 
-    def data_parts(self, prefix: bytes, body: bytes, position: str | None) -> list[bytes]:
+    @classmethod
+    def data_parts(cls, prefix: bytes, body: bytes, position: str | None) -> list[bytes]:
         return [ws_header(len(prefix) + len(body)), prefix, body]
 
     def kill(self, reason: str) -> None:
@@ -134,7 +139,8 @@ class NdjsonSink(BaseSink):
     def send(self, msg: bytes, position: str | None = None, force: bool = False) -> bool:
         return self._write([chunk_header(len(msg) + 1), msg, b"\n" + CHUNK_TRAILER], force)
 
-    def data_parts(self, prefix: bytes, body: bytes, position: str | None) -> list[bytes]:
+    @classmethod
+    def data_parts(cls, prefix: bytes, body: bytes, position: str | None) -> list[bytes]:
         return [chunk_header(len(prefix) + len(body) + 1), prefix, body, b"\n" + CHUNK_TRAILER]
 
 
@@ -148,7 +154,8 @@ class SseSink(BaseSink):
         event = sse_event(msg, position)
         return self._write([chunk_header(len(event)), event, CHUNK_TRAILER], force)
 
-    def data_parts(self, prefix: bytes, body: bytes, position: str | None) -> list[bytes]:
+    @classmethod
+    def data_parts(cls, prefix: bytes, body: bytes, position: str | None) -> list[bytes]:
         head = (b"id: " + position.encode() + b"\n" if position else b"") + b"data: "
         n = len(head) + len(prefix) + len(body) + 2
         return [chunk_header(n), head, prefix, body, b"\n\n" + CHUNK_TRAILER]
