@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from livedata.brokers.memory import MemoryBroker
 from livedata.core.frames import Batch, FieldDef
 from livedata.core.protocol import parse_subscribe
+from livedata import hub as hub_module
 from livedata.hub import Hub, Sink, Subscription
 from livedata.server.conn import Conn
 from livedata.server.metrics import Metrics
@@ -131,7 +132,8 @@ class ProbeSink(Sink, Protocol):
     def shut(self) -> None: ...
 
 
-SINKS: dict[str, Callable[[], ProbeSink]] = {"send_data": RecordingSink, "lane": FramedSink}
+SINKS: dict[str, Callable[[], ProbeSink]] = {"send_data": RecordingSink, "lane": FramedSink, "lane-step1": FramedSink}
+"""``lane-step1``: rounds let the loop run after every subscriber, so chunks join running rounds."""
 
 
 @dataclass
@@ -237,14 +239,20 @@ async def scenario(steps: list[tuple[str, Any]], interval: int, make_sink: Calla
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops)
 def test_every_point_exactly_once_in_order_unbatched(sink: str, steps: list[tuple[str, Any]]) -> None:
-    asyncio.run(scenario(steps, 0, SINKS[sink]))
+    with pytest.MonkeyPatch.context() as mp:
+        if sink == "lane-step1":
+            mp.setattr(hub_module, "STEP_SUBS", 1)
+        asyncio.run(scenario(steps, 0, SINKS[sink]))
 
 
 @pytest.mark.parametrize("sink", SINKS)
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops)
 def test_every_point_exactly_once_in_order_batched(sink: str, steps: list[tuple[str, Any]]) -> None:
-    asyncio.run(scenario(steps, 5, SINKS[sink]))
+    with pytest.MonkeyPatch.context() as mp:
+        if sink == "lane-step1":
+            mp.setattr(hub_module, "STEP_SUBS", 1)
+        asyncio.run(scenario(steps, 5, SINKS[sink]))
 
 
 async def test_a_lagging_reader_gets_one_coalesced_packet_then_is_closed_past_the_cap() -> None:
@@ -322,4 +330,29 @@ async def test_fast_path_falls_back_when_pressured_and_returns_when_drained() ->
     assert {s.req.id for g in feed.groups.values() for s in g.members} == {"f"}
     assert not feed.cold
     assert len(data_of(fast)) == 194
+    await hub.close()
+
+
+async def test_a_round_lets_the_loop_run_and_takes_chunks_that_arrive_meanwhile(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Six readers, two per step: a chunk published while the round is under way goes to the four
+    it has not reached in the same packet, and to the two it had passed in the next round."""
+    monkeypatch.setattr(hub_module, "STEP_SUBS", 2)
+    broker = MemoryBroker(wall=lambda: 20.0)
+    hub = Hub(broker, Metrics(), heartbeat_s=3600)
+    sinks = [FramedSink() for _ in range(6)]
+    subs = [hub.subscribe(parse_subscribe({"type": "subscribe", "id": "A", "channel": "c"}, 10**13), s,
+                          lambda s: None) for s in sinks]
+    await asyncio.sleep(0.01)
+    for s in sinks:
+        s.take_messages()  # the schema packets
+    feed = subs[0].feed
+    assert feed is not None and len(feed.groups) == 1  # one carrier, one id: one framing for all six
+    await broker.publish("c", Batch([10_000], {"v": [0]}, V))  # the round starts, reaches two, yields
+    assert feed.rnd is not None
+    await broker.publish("c", Batch([10_001], {"v": [1]}, V))  # arrives during the round
+    await asyncio.sleep(0.01)
+    packets = [[m["frame"]["data"]["values"][0] for m in data_of(s)] for s in sinks]
+    assert packets[:2] == [[[10_000], [10_001]]] * 2
+    assert packets[2:] == [[[10_000, 10_001]]] * 4
+    assert feed.rnd is None and feed.log == [] and feed.base == feed.head == 2
     await hub.close()
