@@ -1,8 +1,10 @@
 """One place that owns a connection's outgoing side: direct writes, the byte cap, and closing.
 
-Writers never await: the hub hands every connection the same encoded bytes and each ``send``
-is a synchronous ``transport.write``. A connection whose unsent bytes pass its cap is closed with
-the reason ``slow`` instead of holding up the hub or anyone else (see docs/guarantees.md).
+Writers never await: the hub hands every connection the same encoded bytes and each write is a
+synchronous ``transport.write`` (``send_parts`` here; the hub's and the reference ticker's fast
+paths read ``close_reason``, the queue and ``cap`` themselves and write to the transport). A
+connection whose unsent bytes pass its cap is closed with the reason ``slow`` instead of holding
+up the hub or anyone else (see docs/guarantees.md).
 """
 
 from __future__ import annotations
@@ -46,22 +48,6 @@ class Conn:
     def buffered(self) -> int:
         """Bytes written but not yet taken by the kernel."""
         return self.transport.get_write_buffer_size()
-
-    def send(self, data: bytes) -> bool:
-        """Write ``data`` now. Returns False (and closes as ``slow``) when the backlog is over the cap.
-
-        The cap applies to what is still queued from before, so one packet larger than the cap
-        still goes to a reader that keeps up.
-        """
-        transport = self.transport  # the reference stream's hot path: ``is_open`` inlined
-        if self.close_reason or transport.is_closing():
-            return False
-        if transport.get_write_buffer_size() > self.cap:
-            self.close("slow")
-            return False
-        transport.write(data)
-        self.bytes_out += len(data)
-        return True
 
     def send_parts(self, parts: Sequence[bytes]) -> bool:
         """Write several buffers as one (a per-connection header and a shared body)."""
