@@ -526,7 +526,7 @@ SCENARIOS: list[Scenario] = [
              (Target("100 % delivered", "all_delivered", ">=", 100.0, "%"),
               Target(P99, "lat_p99_ms", "<=", 100.0, "ms"),
               Target(">= 70 % of floor at equal CPU", "efficiency_vs_floor_pct", ">=", 70.0, "%")), heavy=True),
-    Scenario("ref-1x2000", "original stream, numSeries=1, 2,000 readers", reference(1, 2000),
+    Scenario("ref-1x2000", "original stream, numSeries=1, 2,000 readers (+ floor)", reference(1, 2000, floor=True),
              (Target("server CPU", "server_cpu_pct", "<=", 25.0, "% of a core"),)),
     Scenario("ws-1k", "WebSocket, random-walk interval=100, 1,000 readers", ws_fanout(1000),
              (Target("100 % delivered", "all_delivered", ">=", 100.0, "%"),
