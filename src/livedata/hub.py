@@ -398,6 +398,8 @@ class Feed:
                 break
         if delivered:
             self.hub.metrics.points_delivered.labels(self.channel).inc(delivered)
+        if self.rnd is not rnd:  # the feed closed under this step (its last subscriber left)
+            return
         if rnd.gi < len(snap):
             self.step = self.loop.call_soon(self._step)
             return

@@ -19,10 +19,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from livedata import hub as hub_module
 from livedata.brokers.memory import MemoryBroker
 from livedata.core.frames import Batch, FieldDef
 from livedata.core.protocol import parse_subscribe
-from livedata import hub as hub_module
 from livedata.hub import Hub, Sink, Subscription
 from livedata.server.conn import Conn
 from livedata.server.metrics import Metrics
@@ -333,7 +333,8 @@ async def test_fast_path_falls_back_when_pressured_and_returns_when_drained() ->
     await hub.close()
 
 
-async def test_a_round_lets_the_loop_run_and_takes_chunks_that_arrive_meanwhile(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_round_lets_the_loop_run_and_takes_chunks_that_arrive_meanwhile(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Six readers, two per step: a chunk published while the round is under way goes to the four
     it has not reached in the same packet, and to the two it had passed in the next round."""
     monkeypatch.setattr(hub_module, "STEP_SUBS", 2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -58,7 +59,7 @@ def test_packets_are_at_least_the_interval_less_the_grace_apart() -> None:
             packets = simulate(period, 0.1, flush_s, ticks=int(20 / period) if period < 0.01 else 400,
                                jitter=0.004)
             starts = [s for s, _ in packets[:-1]]
-            gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+            gaps = [b - a for a, b in itertools.pairwise(starts)]
             assert min(gaps) >= 0.1 - 0.02 - 1e-9, (period, flush_s)  # the grace is the only slack
             assert len(starts) <= (starts[-1] - starts[0]) / (0.1 - 0.02) + 2
 
@@ -80,7 +81,7 @@ def test_a_fast_source_is_batched_into_one_packet_per_interval() -> None:
     packets = simulate(0.01, 0.1, 0.005, ticks=2000)[3:-1]
     assert all(len(rows) == 10 for _, rows in packets)
     starts = [s for s, _ in packets]
-    assert all(abs(b - a - 0.1) <= BOUNDARY_WAIT_S + 1e-9 for a, b in zip(starts, starts[1:], strict=False))
+    assert all(abs(b - a - 0.1) <= BOUNDARY_WAIT_S + 1e-9 for a, b in itertools.pairwise(starts))
 
 
 def test_a_packet_that_goes_out_late_counts_the_next_interval_from_when_it_went() -> None:
