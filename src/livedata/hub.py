@@ -147,7 +147,7 @@ class Subscription:
     closed: bool = False
     backlog: list[Chunk] | None = None
     backlog_cells: int = 0
-    """Values held in ``backlog``, kept as it grows (a stall must not cost O(held) per flush)."""
+    """Values held in ``backlog``, kept as it grows (a stall must not cost O(held) per round)."""
     backlog_schema: bool = False
     lane: Lane | None = None
     """Set once live when the sink takes pre-framed bytes (see :class:`Lane`): the fast path."""
@@ -411,6 +411,7 @@ class Feed:
         del self.log[:rnd.start_head - self.base]
         self.base = rnd.start_head
         took = time.monotonic() - rnd.t0
+        self.hub.metrics.round_seconds.observe(took)
         if self.interval_ms == 0:
             if self.pending or self.folded:
                 self.step = self.loop.call_soon(self._start_round)
@@ -575,9 +576,9 @@ class Hub:
         self.heartbeat_s = heartbeat_s
         self._heartbeat: asyncio.Task[None] | None = None
         self.overruns = 0
-        """Batched flushes that took longer than their interval (the next packet covers more)."""
+        """Batched rounds that took longer than their interval (the next packet covers more)."""
         metrics.sources.append(lambda: {"livedata_feed_overruns": (
-            "Batched flushes that took longer than the batching interval (total)", float(self.overruns))})
+            "Batched delivery rounds that took longer than the batching interval (total)", float(self.overruns))})
 
     # --- lifetime -------------------------------------------------------------------------------
 

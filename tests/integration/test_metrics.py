@@ -64,6 +64,9 @@ async def test_points_published_and_delivered(server: LiveServer, http: aiohttp.
     assert after[key] - before.get(key, 0) == 3
     key = 'livedata_points_delivered_total{channel="met/a"}'
     assert after[key] - before.get(key, 0) == 6  # two subscribers
+    rounds = after["livedata_round_seconds_count"] - before.get("livedata_round_seconds_count", 0)
+    assert rounds >= 1  # the push went out in (at least) one delivery round of the feed
+    assert after['livedata_round_seconds_bucket{le="+Inf"}'] == after["livedata_round_seconds_count"]
     assert after["livedata_subscriptions"] >= 2
     await w1.ws.close()
     await w2.ws.close()

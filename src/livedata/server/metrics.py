@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -37,6 +37,9 @@ class Metrics:
         self.connections_total = Counter("livedata_connections", "Connections accepted", ["carrier"],
                                          registry=r)
         self.subscriptions = Gauge("livedata_subscriptions", "Open subscriptions", registry=r)
+        self.round_seconds = Histogram(
+            "livedata_round_seconds", "Wall time of one delivery round of a feed (every subscriber visited once)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5), registry=r)
         self.sources: list[Callable[[], dict[str, tuple[str, float]]]] = []
         r.register(_Live(self._live))
 
