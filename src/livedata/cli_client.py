@@ -20,6 +20,7 @@ from typing import Any, BinaryIO, TextIO
 import msgspec
 
 from livedata.client import Client, Frame, LivedataError, Notice, Value, to_columns
+from livedata.tasks import cancel_and_wait
 
 FLUSH_S = 0.2
 """A streamed input (stdin pipe, ``--follow``) is sent at most this long after a line arrives."""
@@ -398,9 +399,7 @@ async def push(ns: argparse.Namespace, src: BinaryIO) -> int:
             await pusher.end()
         finally:
             stop.set()
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            await cancel_and_wait(reader)
             if progress is not None:
                 progress.stop()
     print(pusher.stats.summary(), flush=True)

@@ -9,7 +9,6 @@ server takes over within about ``LEASE_TTL_S`` when the holder dies.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from livedata.core.frames import Batch, FieldDef
 from livedata.core.sources import GeneratedChannel, Generator, grid_delay
+from livedata.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from livedata.hub import Hub
@@ -92,11 +92,7 @@ class Generators:
         self.stoppers.clear()
         tasks = list(self.running.values())
         self.running.clear()
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        await cancel_and_wait(*tasks)
 
     async def _run(self, gen: GeneratedChannel) -> None:
         """Publish ``gen`` while this process holds its lease: once per cluster sharing a broker.

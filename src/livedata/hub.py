@@ -14,7 +14,6 @@ duplicate, whatever was published during the handover.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import random
@@ -31,6 +30,7 @@ from livedata.core.pacing import Pacer
 from livedata.core.protocol import Subscribe
 from livedata.generators import Generators
 from livedata.server.metrics import Metrics
+from livedata.tasks import cancel_and_wait
 
 log = logging.getLogger("livedata.hub")
 
@@ -586,10 +586,8 @@ class Hub:
         self._heartbeat = asyncio.get_running_loop().create_task(self._beat(), name="heartbeat")
 
     async def close(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
+        heartbeat, self._heartbeat = self._heartbeat, None
+        await cancel_and_wait(heartbeat)
         for sub in list(self.subs):
             self.unsubscribe(sub)
         await self.generators.close()

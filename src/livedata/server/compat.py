@@ -18,6 +18,7 @@ from aiohttp import web
 from livedata.core.sources import ParamError, TickSchedule, chunked, parse_num_series, reference_lines
 from livedata.server.conn import Conn
 from livedata.server.http import json_error
+from livedata.tasks import cancel_and_wait
 
 _Entry = tuple[Conn, Callable[[], int], Callable[[bytes], object]]
 
@@ -65,10 +66,7 @@ class ReferenceTicker:
 
     async def stop(self) -> None:
         task, self.task = self.task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -30,6 +30,7 @@ from livedata.core.window import MAX_REORDER_MS, ReorderBuffer, monotonic_ms
 from livedata.server import auth
 from livedata.server.http import json_error
 from livedata.server.state import SERVER, Server
+from livedata.tasks import cancel_and_wait
 
 log = logging.getLogger("livedata.ingest")
 
@@ -204,11 +205,8 @@ class IngestState:
 
     async def close(self) -> None:
         """Publish what is still held, then stop the flusher."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         for channel, buf in list(self.held.items()):
             rows = buf.pop_all()
             if rows:

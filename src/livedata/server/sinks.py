@@ -88,7 +88,7 @@ class BaseSink:
         """
         conn = self.conn
         transport = conn.transport
-        return (conn, transport.get_write_buffer_size, transport.write, conn.cap >> 1, type(self).frame_data,
+        return (conn, transport.get_write_buffer_size, transport.write, conn.cap // 2, type(self).frame_data,
                 type(self))
 
     def _write(self, parts: list[bytes], force: bool) -> bool:

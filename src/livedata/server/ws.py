@@ -20,6 +20,7 @@ from livedata.server.http import HTTPJSONError, json_error
 from livedata.server.ingest import IngestError, publish_json
 from livedata.server.sinks import WsSink
 from livedata.server.state import SERVER, Server
+from livedata.tasks import cancel_and_wait
 
 log = logging.getLogger("livedata.ws")
 
@@ -200,11 +201,8 @@ class Pinger:
                 transport.abort()
 
     async def close(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-            self.task = None
+        task, self.task = self.task, None
+        await cancel_and_wait(task)
 
 
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
