@@ -96,11 +96,11 @@ class Outlet(Protocol):
 
 
 Framer = Callable[[bytes, bytes, str | None], bytes]
-Lane = tuple[Outlet, Callable[[], int], Callable[[bytes], object], int, Framer, object]
+Lane = tuple[Outlet, Callable[[], int], Callable[[bytes], object], int, Framer]
 """A sink's fast path, from its optional ``lane()``: (outlet, the transport's
-``get_write_buffer_size``, its ``write``, the pressure threshold in bytes, the framer
-``(prefix, body, position) -> bytes`` and the framing key). Subscribers whose lanes have equal
-framing keys and id prefixes get the very same framed bytes."""
+``get_write_buffer_size``, its ``write``, the pressure threshold in bytes, and the framer
+``(prefix, body, position) -> bytes``, which depends only on the carrier). Subscribers whose
+lanes have equal framers and id prefixes get the very same framed bytes."""
 
 
 _Member = tuple["Subscription", Outlet, Callable[[], int], Callable[[bytes], object], int]
@@ -124,7 +124,7 @@ class _Group:
 
     __slots__ = ("framer", "key", "members", "prefix", "snap")
 
-    def __init__(self, key: tuple[object, bytes], framer: Framer, prefix: bytes) -> None:
+    def __init__(self, key: tuple[Framer, bytes], framer: Framer, prefix: bytes) -> None:
         self.key = key
         self.framer = framer
         self.prefix = prefix
@@ -238,7 +238,7 @@ class Feed:
         self.keys: list[str] = _select(self.fields, self.fields, wanted)
         self.subs: set[Subscription] = set()
         """Every subscription of this feed, on the fast path (in ``groups``) or not (in ``cold``)."""
-        self.groups: dict[tuple[object, bytes], _Group] = {}
+        self.groups: dict[tuple[Framer, bytes], _Group] = {}
         self.cold: set[Subscription] = set()
         self.joining = 0
         self.pending: list[Chunk] = []
@@ -441,8 +441,8 @@ class Feed:
         if hot:
             if sub.group is None:
                 assert sub.lane is not None
-                outlet, queued, write, pressure, framer, fkey = sub.lane
-                key = (fkey, sub.prefix)
+                outlet, queued, write, pressure, framer = sub.lane
+                key = (framer, sub.prefix)
                 group = self.groups.get(key)
                 if group is None:
                     group = self.groups[key] = _Group(key, framer, sub.prefix)

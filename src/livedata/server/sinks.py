@@ -88,8 +88,7 @@ class BaseSink:
         """
         conn = self.conn
         transport = conn.transport
-        return (conn, transport.get_write_buffer_size, transport.write, conn.cap // 2, type(self).frame_data,
-                type(self))
+        return conn, transport.get_write_buffer_size, transport.write, conn.cap // 2, type(self).frame_data
 
     def _write(self, parts: list[bytes], force: bool) -> bool:
         conn = self.conn
