@@ -1,6 +1,8 @@
 import { DataQuery, DataSourceJsonData } from '@grafana/schema';
 
-export type ParamValue = string | number;
+import type { ParamValue } from './client/protocol';
+
+export type { ParamValue };
 
 export interface LiveQuery extends DataQuery {
   /** Channel name, e.g. `random-walk` or `sensors/kitchen`. Template variables allowed. */

@@ -1,7 +1,8 @@
-import { Backoff } from './backoff';
-import { ServerMessage, StreamTransport, SubscribeRequest, SubscriptionHandlers, parseServerMessage } from './protocol';
+import { parseServerMessage, unknownTypeNotice } from './parse';
+import { ServerMessage, StreamTransport, SubscribeRequest, SubscriptionHandlers } from './protocol';
+import { ReconnectCore } from './reconnect';
 import { SubState } from './resume';
-import { TimerHandle, Timers, realTimers } from './timers';
+import { Timers, realTimers } from './timers';
 import { streamUrl } from './url';
 
 export type FetchLike = (input: string, init?: RequestInit) => Promise<Response>;
@@ -24,7 +25,8 @@ export interface HttpStreamClientOptions {
 
 /**
  * NDJSON over fetch: one `GET /api/stream` per subscription, read with a ReadableStream. Same
- * handlers, same reconnect-and-resume-with-`since` behaviour as the WebSocket client.
+ * handlers, and the same reconnect core (reconnect.ts) and resume bookkeeping (resume.ts) as the
+ * WebSocket client, one of each per subscription.
  */
 export class HttpStreamClient implements StreamTransport {
   private readonly timers: Timers;
@@ -48,23 +50,22 @@ export class HttpStreamClient implements StreamTransport {
 
 class HttpSubscription {
   private readonly state: SubState;
-  private readonly backoff: Backoff;
+  private readonly core: ReconnectCore;
   private abort: AbortController | null = null;
-  private retryTimer: TimerHandle | null = null;
-  private deadTimer: TimerHandle | null = null;
-  private heartbeatMs = 15_000;
   private stopped = false;
-  private reconnecting = false;
 
   constructor(
-    private readonly req: SubscribeRequest,
+    req: SubscribeRequest,
     private readonly handlers: SubscriptionHandlers,
     private readonly opts: HttpStreamClientOptions,
     private readonly timers: Timers,
     private readonly fetchImpl: FetchLike
   ) {
-    this.state = new SubState(handlers, timers, opts.resumeSettleMs ?? 500);
-    this.backoff = new Backoff({ baseMs: opts.backoffBaseMs, capMs: opts.backoffCapMs, random: opts.random });
+    this.state = new SubState(req, handlers, timers, opts.resumeSettleMs ?? 500);
+    this.core = new ReconnectCore(
+      { ...opts, timers },
+      { connect: () => void this.run(), lost: (reason) => this.dropped(reason) }
+    );
   }
 
   start(): void {
@@ -74,7 +75,7 @@ class HttpSubscription {
   stop(): void {
     this.stopped = true;
     this.state.cancelResume();
-    this.clearTimers();
+    this.core.stop();
     this.abort?.abort();
     this.abort = null;
   }
@@ -83,8 +84,7 @@ class HttpSubscription {
     if (this.stopped) {
       return;
     }
-    const since = this.state.position ?? this.req.since;
-    const url = streamUrl(this.opts.url, { ...this.req, since });
+    const url = streamUrl(this.opts.url, this.state.subscribeMessage('A'));
     const controller = new AbortController();
     this.abort = controller;
     const headers: Record<string, string> = { Accept: 'application/x-ndjson' };
@@ -114,8 +114,7 @@ class HttpSubscription {
       }
       return;
     }
-    if (this.reconnecting) {
-      this.reconnecting = false;
+    if (this.core.opened()) {
       this.state.startResume(this.timers.now());
     }
     if (!resp.body) {
@@ -125,7 +124,6 @@ class HttpSubscription {
     const reader = resp.body.getReader();
     const decoder = new TextDecoder();
     let buffer = '';
-    this.armDeadTimer();
     try {
       for (;;) {
         const { done, value } = await reader.read();
@@ -135,18 +133,15 @@ class HttpSubscription {
         if (done) {
           break;
         }
-        this.armDeadTimer();
+        this.core.alive();
         buffer += decoder.decode(value, { stream: true });
         let nl: number;
         while ((nl = buffer.indexOf('\n')) >= 0) {
           const line = buffer.slice(0, nl).trim();
           buffer = buffer.slice(nl + 1);
-          if (line) {
-            const msg = parseServerMessage(line);
-            if (msg && this.handle(msg)) {
-              controller.abort();
-              return;
-            }
+          if (line && this.line(line)) {
+            controller.abort();
+            return;
           }
         }
       }
@@ -160,16 +155,30 @@ class HttpSubscription {
     this.dropped('the stream ended');
   }
 
+  /** One NDJSON line; returns true when the subscription is over. */
+  private line(text: string): boolean {
+    const parsed = parseServerMessage(text);
+    if (parsed.ok) {
+      return this.handle(parsed.msg);
+    }
+    if (parsed.unknownType) {
+      this.handlers.onNotice?.(unknownTypeNotice(parsed.error, parsed.id));
+      return false;
+    }
+    // The stream carries this subscription only: a message it cannot read ends it.
+    this.fail(parsed.error);
+    return true;
+  }
+
   /** Returns true when the subscription is over. */
   private handle(msg: ServerMessage): boolean {
     switch (msg.type) {
       case 'hello':
-        this.heartbeatMs = msg.heartbeat_ms || this.heartbeatMs;
+        this.core.hello(msg.heartbeat_ms);
         this.state.setCatchUp(msg.time);
-        this.armDeadTimer();
         return false;
       case 'data':
-        this.backoff.reset();
+        this.core.progress();
         this.state.data(msg);
         return false;
       case 'complete':
@@ -199,38 +208,10 @@ class HttpSubscription {
     if (this.stopped) {
       return;
     }
-    this.clearTimers();
     this.state.cancelResume();
     this.abort?.abort();
     this.abort = null;
-    const delayMs = this.backoff.next();
-    this.reconnecting = true;
-    this.state.status({ state: 'reconnecting', attempt: this.backoff.attempt, delayMs, reason });
-    this.retryTimer = this.timers.setTimeout(() => {
-      this.retryTimer = null;
-      void this.run();
-    }, delayMs);
-  }
-
-  private armDeadTimer(): void {
-    if (this.deadTimer !== null) {
-      this.timers.clearTimeout(this.deadTimer);
-    }
-    this.deadTimer = this.timers.setTimeout(() => {
-      this.deadTimer = null;
-      this.dropped('no message within the heartbeat interval');
-    }, this.opts.deadAfterMs ?? this.heartbeatMs * 2 + 2000);
-  }
-
-  private clearTimers(): void {
-    if (this.retryTimer !== null) {
-      this.timers.clearTimeout(this.retryTimer);
-      this.retryTimer = null;
-    }
-    if (this.deadTimer !== null) {
-      this.timers.clearTimeout(this.deadTimer);
-      this.deadTimer = null;
-    }
+    this.state.status(this.core.dropped(reason));
   }
 }
 

@@ -222,4 +222,57 @@ describe('LiveClient (fake socket)', () => {
     expect(ws.closedWith?.code).toBe(4002);
     expect(r.statuses[0]).toMatchObject({ state: 'reconnecting' });
   });
+
+  test('a malformed message ends the subscription it names with a clear error; others go on', () => {
+    const socketErrors: string[] = [];
+    const { client } = setup({ onSocketError: (m) => socketErrors.push(m) });
+    const a = recorder();
+    const b = recorder();
+    client.subscribe({ channel: 'a' }, a.handlers);
+    client.subscribe({ channel: 'b' }, b.handlers);
+    const ws = FakeWebSocket.last();
+    ws.accept();
+    ws.receive({ type: 'data', id: 's1', position: 'p', frame: { data: { values: [[1, 2], [3]] } } });
+    expect(a.errors).toHaveLength(1);
+    expect(a.errors[0]).toMatch(/columns differ in length/);
+    expect(a.data).toEqual([]);
+    expect(ws.sent.filter((m) => m.type === 'unsubscribe')).toEqual([{ type: 'unsubscribe', id: 's1' }]);
+    ws.receive(dataMsg('s2', 'q', [1], [1], true));
+    expect(b.data).toHaveLength(1);
+    expect(client.size).toBe(1);
+    // Not JSON, no type, a malformed hello: the socket's, not a subscription's.
+    ws.onmessage?.({ data: 'not json' });
+    ws.receive({ kind: 'data' });
+    ws.receive({ type: 'hello', time: 'soon' });
+    expect(socketErrors).toHaveLength(3);
+    expect(socketErrors[0]).toMatch(/not JSON/);
+    expect(b.errors).toEqual([]);
+  });
+
+  test('a message of an unknown type is a warning, not an end', () => {
+    const socketErrors: string[] = [];
+    const { client } = setup({ onSocketError: (m) => socketErrors.push(m) });
+    const a = recorder();
+    client.subscribe({ channel: 'a' }, a.handlers);
+    const ws = FakeWebSocket.last();
+    ws.accept();
+    ws.receive({ type: 'sparkle', id: 's1' });
+    ws.receive({ type: 'sparkle' });
+    expect(a.notices).toEqual([expect.stringMatching(/unknown type "sparkle"/)]);
+    expect(socketErrors).toEqual([expect.stringMatching(/unknown type "sparkle"/)]);
+    expect(a.errors).toEqual([]);
+    expect(client.size).toBe(1);
+  });
+
+  test('when the last subscription ends no timer is left behind', () => {
+    const { client, timers } = setup();
+    const stop = client.subscribe({ channel: 'a' }, recorder().handlers);
+    FakeWebSocket.last().accept();
+    FakeWebSocket.last().drop();
+    timers.advance(250);
+    FakeWebSocket.last().accept();
+    stop();
+    expect(timers.pending()).toBe(0);
+    expect(client.connected).toBe(false);
+  });
 });

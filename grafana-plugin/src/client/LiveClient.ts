@@ -1,12 +1,6 @@
-import { Backoff } from './backoff';
-import {
-  NoticeMessage,
-  ServerMessage,
-  StreamTransport,
-  SubscribeRequest,
-  SubscriptionHandlers,
-  parseServerMessage,
-} from './protocol';
+import { Parsed, parseServerMessage, unknownTypeNotice } from './parse';
+import { ClientMessage, ServerMessage, StreamTransport, SubscribeRequest, SubscriptionHandlers } from './protocol';
+import { ReconnectCore } from './reconnect';
 import { SubState } from './resume';
 import { TimerHandle, Timers, realTimers } from './timers';
 import { wsUrl } from './url';
@@ -44,14 +38,12 @@ export interface LiveClientOptions {
   resumeSettleMs?: number;
   /** Declare the server dead after this long without any message (default 2×heartbeat + 2 s). */
   deadAfterMs?: number;
-  /** Errors that concern the socket rather than a subscription. */
+  /** Errors that concern the socket rather than a subscription (and messages it could not read). */
   onSocketError?: (message: string) => void;
 }
 
 interface Sub {
   id: string;
-  req: SubscribeRequest;
-  handlers: SubscriptionHandlers;
   state: SubState;
   /** Sent on the current socket. */
   sent: boolean;
@@ -61,23 +53,20 @@ interface Sub {
  * One WebSocket to one livedata server, shared by reference-counted subscriptions.
  *
  * The socket opens with the first subscription and closes when the last one ends. When it drops,
- * it reconnects with exponential backoff and jitter (capped at 10 s) and sends every live
- * subscription again with `since` = the last position it received, so only missing points travel.
+ * the reconnect core (reconnect.ts) schedules the next attempt with backoff and jitter (capped at
+ * 10 s), and every live subscription is sent again with `since` = the last position it received
+ * (resume.ts), so only missing points travel.
  */
 export class LiveClient implements StreamTransport {
   readonly url: string;
   private readonly opts: LiveClientOptions;
   private readonly timers: Timers;
   private readonly Ctor: WebSocketCtor;
-  private readonly backoff: Backoff;
+  private readonly core: ReconnectCore;
   private readonly subs = new Map<string, Sub>();
   private nextId = 0;
   private socket: WebSocketLike | null = null;
-  private reconnectTimer: TimerHandle | null = null;
   private idleTimer: TimerHandle | null = null;
-  private deadTimer: TimerHandle | null = null;
-  private heartbeatMs = 15_000;
-  private reconnecting = false;
   private opened = 0;
 
   constructor(opts: LiveClientOptions) {
@@ -89,7 +78,28 @@ export class LiveClient implements StreamTransport {
       throw new Error('no WebSocket implementation: pass options.WebSocket (e.g. the "ws" package in Node)');
     }
     this.Ctor = ctor;
-    this.backoff = new Backoff({ baseMs: opts.backoffBaseMs, capMs: opts.backoffCapMs, random: opts.random });
+    this.core = new ReconnectCore(
+      { ...opts, timers: this.timers },
+      {
+        connect: () => {
+          if (this.subs.size > 0 && !this.socket) {
+            this.open();
+          }
+        },
+        lost: (reason) => {
+          const ws = this.socket;
+          if (ws) {
+            detach(ws);
+            try {
+              ws.close(4002, 'no heartbeat');
+            } catch {
+              // already closing
+            }
+            this.dropped(4002, reason);
+          }
+        },
+      }
+    );
   }
 
   /** Live subscriptions on this client. */
@@ -109,18 +119,12 @@ export class LiveClient implements StreamTransport {
 
   subscribe(req: SubscribeRequest, handlers: SubscriptionHandlers): () => void {
     const id = `s${++this.nextId}`;
-    const sub: Sub = {
-      id,
-      req,
-      handlers,
-      state: new SubState(handlers, this.timers, this.opts.resumeSettleMs ?? 500),
-      sent: false,
-    };
+    const sub: Sub = { id, state: new SubState(req, handlers, this.timers, this.opts.resumeSettleMs ?? 500), sent: false };
     this.subs.set(id, sub);
     this.cancelIdleClose();
     if (this.socket && this.socket.readyState === OPEN) {
       this.sendSubscribe(sub);
-    } else if (!this.socket && this.reconnectTimer === null) {
+    } else if (!this.socket && !this.core.waiting) {
       this.open();
     }
     let active = true;
@@ -157,7 +161,6 @@ export class LiveClient implements StreamTransport {
   }
 
   private open(): void {
-    this.reconnectTimer = null;
     const ws = new this.Ctor(this.url);
     this.opened++;
     this.socket = ws;
@@ -168,25 +171,24 @@ export class LiveClient implements StreamTransport {
       if (this.opts.token) {
         this.send({ type: 'auth', token: this.opts.token });
       }
-      const resumed = this.reconnecting;
-      this.reconnecting = false;
+      const resumed = this.core.opened();
       for (const sub of this.subs.values()) {
         if (resumed) {
           sub.state.startResume(this.timers.now());
         }
         this.sendSubscribe(sub);
       }
-      this.armDeadTimer();
     };
     ws.onmessage = (ev) => {
       if (this.socket !== ws) {
         return;
       }
-      this.armDeadTimer();
-      const text = typeof ev.data === 'string' ? ev.data : String(ev.data);
-      const msg = parseServerMessage(text);
-      if (msg) {
-        this.handle(msg);
+      this.core.alive();
+      const parsed = parseServerMessage(typeof ev.data === 'string' ? ev.data : String(ev.data));
+      if (parsed.ok) {
+        this.handle(parsed.msg);
+      } else {
+        this.invalid(parsed);
       }
     };
     ws.onerror = () => {
@@ -203,16 +205,15 @@ export class LiveClient implements StreamTransport {
   private handle(msg: ServerMessage): void {
     switch (msg.type) {
       case 'hello':
-        this.heartbeatMs = msg.heartbeat_ms || this.heartbeatMs;
+        this.core.hello(msg.heartbeat_ms);
         for (const sub of this.subs.values()) {
           sub.state.setCatchUp(msg.time);
         }
-        this.armDeadTimer();
         return;
       case 'data': {
         const sub = this.subs.get(msg.id);
         if (sub) {
-          this.backoff.reset();
+          this.core.progress();
           sub.state.data(msg);
         }
         return;
@@ -221,7 +222,7 @@ export class LiveClient implements StreamTransport {
         const sub = this.subs.get(msg.id);
         if (sub) {
           this.end(sub, false);
-          sub.handlers.onComplete?.();
+          sub.state.handlers.onComplete?.();
         }
         return;
       }
@@ -229,7 +230,7 @@ export class LiveClient implements StreamTransport {
         const sub = msg.id !== undefined ? this.subs.get(msg.id) : undefined;
         if (sub) {
           this.end(sub, false);
-          sub.handlers.onError?.(msg.message);
+          sub.state.handlers.onError?.(msg.message);
         } else if (msg.id === undefined) {
           this.opts.onSocketError?.(msg.message);
         }
@@ -238,10 +239,10 @@ export class LiveClient implements StreamTransport {
       case 'notice': {
         const sub = msg.id !== undefined ? this.subs.get(msg.id) : undefined;
         if (sub) {
-          sub.handlers.onNotice?.(msg as NoticeMessage);
+          sub.state.handlers.onNotice?.(msg);
         } else if (msg.id === undefined) {
           for (const s of this.subs.values()) {
-            s.handlers.onNotice?.(msg as NoticeMessage);
+            s.state.handlers.onNotice?.(msg);
           }
         }
         return;
@@ -252,89 +253,53 @@ export class LiveClient implements StreamTransport {
     }
   }
 
-  private sendSubscribe(sub: Sub): void {
-    const { req } = sub;
-    const since = sub.state.position ?? req.since;
-    const msg: Record<string, unknown> = { type: 'subscribe', id: sub.id, channel: req.channel };
-    if (req.params && Object.keys(req.params).length) {
-      msg.params = req.params;
+  /**
+   * A message that failed its check (parse.ts): an unknown type is a warning; a malformed message
+   * ends the subscription it names (its data could no longer be trusted), else it is a socket error.
+   */
+  private invalid(p: Extract<Parsed, { ok: false }>): void {
+    const sub = p.id !== undefined ? this.subs.get(p.id) : undefined;
+    if (p.unknownType && sub) {
+      sub.state.handlers.onNotice?.(unknownTypeNotice(p.error, p.id));
+    } else if (!p.unknownType && sub) {
+      this.end(sub, true);
+      sub.state.handlers.onError?.(p.error);
+    } else {
+      this.opts.onSocketError?.(p.error);
     }
-    if (since) {
-      msg.since = since;
-    } else if (req.from !== undefined) {
-      msg.from = req.from;
-    }
-    if (req.to !== undefined) {
-      msg.to = req.to;
-    }
-    if (req.fields && req.fields.length) {
-      msg.fields = req.fields;
-    }
-    if (req.interval !== undefined) {
-      msg.interval = req.interval;
-    }
-    sub.sent = true;
-    this.send(msg);
   }
 
-  private send(obj: unknown): void {
+  private sendSubscribe(sub: Sub): void {
+    sub.sent = true;
+    this.send(sub.state.subscribeMessage(sub.id));
+  }
+
+  private send(obj: ClientMessage): void {
     this.socket?.send(JSON.stringify(obj));
   }
 
   private dropped(code: number, reason: string): void {
-    this.clearDeadTimer();
     this.socket = null;
     for (const sub of this.subs.values()) {
       sub.sent = false;
       sub.state.cancelResume();
     }
     if (this.subs.size === 0) {
+      this.core.stop();
       return;
     }
     if (code === 4001) {
+      this.core.stop();
       const text = `unauthorized: ${reason || 'the server needs a read token'} (set the token in the data source settings)`;
       for (const sub of [...this.subs.values()]) {
         this.end(sub, false);
-        sub.handlers.onError?.(text);
+        sub.state.handlers.onError?.(text);
       }
       return;
     }
-    const delayMs = this.backoff.next();
-    const why = describeClose(code, reason);
-    this.reconnecting = true;
+    const status = this.core.dropped(describeClose(code, reason));
     for (const sub of this.subs.values()) {
-      sub.state.status({ state: 'reconnecting', attempt: this.backoff.attempt, delayMs, reason: why });
-    }
-    this.reconnectTimer = this.timers.setTimeout(() => {
-      this.reconnectTimer = null;
-      if (this.subs.size > 0 && !this.socket) {
-        this.open();
-      }
-    }, delayMs);
-  }
-
-  private armDeadTimer(): void {
-    this.clearDeadTimer();
-    const ms = this.opts.deadAfterMs ?? this.heartbeatMs * 2 + 2000;
-    const ws = this.socket;
-    this.deadTimer = this.timers.setTimeout(() => {
-      this.deadTimer = null;
-      if (this.socket === ws && ws) {
-        detach(ws);
-        try {
-          ws.close(4002, 'no heartbeat');
-        } catch {
-          // already closing
-        }
-        this.dropped(4002, 'no message within the heartbeat interval');
-      }
-    }, ms);
-  }
-
-  private clearDeadTimer(): void {
-    if (this.deadTimer !== null) {
-      this.timers.clearTimeout(this.deadTimer);
-      this.deadTimer = null;
+      sub.state.status(status);
     }
   }
 
@@ -362,13 +327,7 @@ export class LiveClient implements StreamTransport {
 
   private closeSocket(): void {
     this.cancelIdleClose();
-    this.clearDeadTimer();
-    if (this.reconnectTimer !== null) {
-      this.timers.clearTimeout(this.reconnectTimer);
-      this.reconnectTimer = null;
-    }
-    this.reconnecting = false;
-    this.backoff.reset();
+    this.core.stop();
     const ws = this.socket;
     this.socket = null;
     if (ws) {

@@ -1,6 +1,11 @@
 export * from './protocol';
+export { checkServerMessage, parseChannelList, parseServerMessage } from './parse';
+export type { Parsed } from './parse';
+export { nextPosition } from './position';
 export { Backoff } from './backoff';
 export type { BackoffOptions } from './backoff';
+export { ReconnectCore } from './reconnect';
+export type { Connector, ReconnectOptions } from './reconnect';
 export { LiveClient } from './LiveClient';
 export type { LiveClientOptions, WebSocketCtor, WebSocketLike } from './LiveClient';
 export { HttpStreamClient, httpErrorText } from './HttpStreamClient';

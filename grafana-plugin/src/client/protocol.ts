@@ -1,9 +1,17 @@
 /**
- * Message shapes of the livedata wire protocol (docs/protocol.md). Framework-free: no Grafana
- * imports, so the live view page can reuse this client.
+ * The livedata wire protocol (docs/protocol.md): the one definition of every message and value
+ * type, used by the Grafana plugin, the live view page and the tests. Framework-free: no Grafana
+ * imports, so the live view page can reuse this client. Messages from the server are checked by
+ * `parseServerMessage` (parse.ts) before anything reads them.
  */
 
-/** Grafana `DataFrameJSON`, as much of it as the protocol uses. */
+/** A param of a generated channel (`series`, `interval`, `spread`, `period`). */
+export type ParamValue = string | number | boolean;
+
+/** Epoch milliseconds or a Grafana relative time (`now-5m`). */
+export type TimeSpec = number | string;
+
+/** One field of a channel's schema (a frame's `schema.fields` entry). */
 export interface FrameFieldSchema {
   name: string;
   type?: string;
@@ -11,15 +19,33 @@ export interface FrameFieldSchema {
   config?: Record<string, unknown>;
 }
 
-export interface FrameJSON {
-  schema?: { refId?: string; name?: string; fields: FrameFieldSchema[]; meta?: Record<string, unknown> };
-  data?: { values: unknown[][] };
+/** Replaced cells of one column (DataFrameJSON `entities`): row indexes per special value. */
+export interface FieldValueEntities {
+  NaN?: number[];
+  Inf?: number[];
+  NegInf?: number[];
+  Undef?: number[];
 }
 
-/** Epoch milliseconds or a Grafana relative time (`now-5m`). */
-export type TimeSpec = number | string;
+/** Grafana `DataFrameJSON`, as much of it as the protocol uses. */
+export interface FrameJSON {
+  schema?: { refId?: string; name?: string; fields: FrameFieldSchema[]; meta?: Record<string, unknown> };
+  data?: { values: unknown[][]; entities?: Array<FieldValueEntities | null> };
+}
 
-export type ParamValue = string | number | boolean;
+/** `GET /api/channels`: one entry per channel. */
+export interface ChannelInfo {
+  name: string;
+  schema?: FrameFieldSchema[];
+  last_time?: number | null;
+  points_per_s?: number;
+  points?: number;
+  generated?: boolean;
+  /** Default params of a generated channel not started yet. */
+  params?: Record<string, ParamValue>;
+}
+
+// --- client → server ------------------------------------------------------------------------------
 
 /** What a subscription asks for; the client adds `type` and `id`. */
 export interface SubscribeRequest {
@@ -32,6 +58,62 @@ export interface SubscribeRequest {
   /** Coalesce into one message per interval, ms (0..60000). */
   interval?: number;
 }
+
+export interface SubscribeMessage extends SubscribeRequest {
+  type: 'subscribe';
+  id: string;
+}
+
+export interface UnsubscribeMessage {
+  type: 'unsubscribe';
+  id: string;
+}
+
+export interface PublishMessage {
+  type: 'publish';
+  channel: string;
+  points: unknown;
+  ack?: string;
+}
+
+export interface AuthMessage {
+  type: 'auth';
+  token: string;
+}
+
+export interface PingMessage {
+  type: 'ping';
+}
+
+export type ClientMessage = SubscribeMessage | UnsubscribeMessage | PublishMessage | AuthMessage | PingMessage;
+
+/**
+ * The `subscribe` message for a request, resuming after `since` when given: `since` takes
+ * precedence over `from` (both carriers send only one of them); empty params and fields are left out.
+ */
+export function subscribeMessage(id: string, req: SubscribeRequest, since = req.since): SubscribeMessage {
+  const msg: SubscribeMessage = { type: 'subscribe', id, channel: req.channel };
+  if (req.params && Object.keys(req.params).length) {
+    msg.params = req.params;
+  }
+  if (since) {
+    msg.since = since;
+  } else if (req.from !== undefined) {
+    msg.from = req.from;
+  }
+  if (req.to !== undefined) {
+    msg.to = req.to;
+  }
+  if (req.fields && req.fields.length) {
+    msg.fields = req.fields;
+  }
+  if (req.interval !== undefined) {
+    msg.interval = req.interval;
+  }
+  return msg;
+}
+
+// --- server → client ------------------------------------------------------------------------------
 
 export interface HelloMessage {
   type: 'hello';
@@ -99,6 +181,8 @@ export type ServerMessage =
   | AckMessage
   | AuthOkMessage;
 
+// --- what a subscriber sees -----------------------------------------------------------------------
+
 /** Connection state of one subscription, as its handlers see it. */
 export type StreamStatus =
   | { state: 'connecting' }
@@ -112,7 +196,7 @@ export interface SubscriptionHandlers {
   onData(msg: DataMessage): void;
   /** A finite subscription reached its `to`. */
   onComplete?(): void;
-  /** The subscription ended with an error (bad request, unauthorized, ...). */
+  /** The subscription ended with an error (bad request, unauthorized, a malformed message, ...). */
   onError?(message: string): void;
   /** A server `notice` (e.g. points lost beyond retention). */
   onNotice?(notice: NoticeMessage): void;
@@ -123,19 +207,6 @@ export interface SubscriptionHandlers {
 /** Both carriers (WebSocket, NDJSON over fetch) implement this. */
 export interface StreamTransport {
   subscribe(req: SubscribeRequest, handlers: SubscriptionHandlers): () => void;
-}
-
-export function parseServerMessage(text: string): ServerMessage | undefined {
-  let obj: unknown;
-  try {
-    obj = JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-  if (!obj || typeof obj !== 'object' || typeof (obj as { type?: unknown }).type !== 'string') {
-    return undefined;
-  }
-  return obj as ServerMessage;
 }
 
 /** Number of rows in a frame message. */

@@ -1,9 +1,19 @@
-import { DataMessage, StreamStatus, SubscriptionHandlers, frameLastTime, frameRows } from './protocol';
+import { nextPosition } from './position';
+import {
+  DataMessage,
+  StreamStatus,
+  SubscribeMessage,
+  SubscribeRequest,
+  SubscriptionHandlers,
+  frameLastTime,
+  frameRows,
+  subscribeMessage,
+} from './protocol';
 import { TimerHandle, Timers } from './timers';
 
 /**
  * Per-subscription bookkeeping shared by both carriers: the last position (sent back as `since`
- * on reconnect) and the "resumed, N points recovered" report after a reconnect.
+ * on reconnect, see position.ts) and the "resumed, N points recovered" report after a reconnect.
  *
  * A resumed subscription has caught up when a data message reaches the server time of the new
  * connection's `hello`, or when nothing more arrived for `settleMs` (a quiet pushed channel).
@@ -14,10 +24,16 @@ export class SubState {
   private resuming?: { recovered: number; since?: string; catchUp: number; timer?: TimerHandle };
 
   constructor(
-    private readonly handlers: SubscriptionHandlers,
+    readonly req: SubscribeRequest,
+    readonly handlers: SubscriptionHandlers,
     private readonly timers: Timers,
     private readonly settleMs: number
   ) {}
+
+  /** The `subscribe` message to send now: after the last position received, else as requested. */
+  subscribeMessage(id: string): SubscribeMessage {
+    return subscribeMessage(id, this.req, this.position ?? this.req.since);
+  }
 
   status(status: StreamStatus): void {
     this.handlers.onStatus?.(status);
@@ -43,9 +59,7 @@ export class SubState {
       const idx = schema.fields.findIndex((f) => f.type === 'time');
       this.timeIndex = idx >= 0 ? idx : 0;
     }
-    if (msg.position) {
-      this.position = msg.position;
-    }
+    this.position = nextPosition(this.position, msg);
     this.handlers.onData(msg);
     const r = this.resuming;
     if (!r) {

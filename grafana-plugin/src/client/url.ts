@@ -1,4 +1,4 @@
-import { SubscribeRequest } from './protocol';
+import { SubscribeMessage } from './protocol';
 
 /** `http://host:8080/x/` + `/api/ws` → `ws://host:8080/x/api/ws`. */
 export function wsUrl(baseUrl: string): string {
@@ -25,11 +25,11 @@ export function trimSlash(url: string): string {
   return url.replace(/\/+$/, '');
 }
 
-/** `GET /api/stream?...` for one subscription (protocol.md, "HTTP stream"). */
-export function streamUrl(baseUrl: string, req: SubscribeRequest, id = 'A'): string {
+/** `GET /api/stream?...` carrying one `subscribe` message (protocol.md, "HTTP stream"). */
+export function streamUrl(baseUrl: string, req: SubscribeMessage): string {
   const q = new URLSearchParams();
   q.set('channel', req.channel);
-  q.set('id', id);
+  q.set('id', req.id);
   if (req.since) {
     q.set('since', req.since);
   } else if (req.from !== undefined) {
