@@ -232,11 +232,12 @@ const harness = {
     return sockets.map((s) => ({ url: s.url, readyState: s.readyState }));
   },
   cache(ds: number): Array<{ key: string; rows: number; position: string | null; active: boolean }> {
-    const cache = state.sources[ds]?.cache as Map<string, { frame: { length: number }; position?: string; active: boolean }>;
+    type Entry = { store: { length: number; position?: string }; active: boolean };
+    const cache = state.sources[ds]?.cache as { entries(): IterableIterator<[string, Entry]> } | undefined;
     return [...(cache?.entries() ?? [])].map(([key, e]) => ({
       key,
-      rows: e.frame.length,
-      position: e.position ?? null,
+      rows: e.store.length,
+      position: e.store.position ?? null,
       active: e.active,
     }));
   },

@@ -2,7 +2,8 @@ jest.mock('@grafana/runtime', () => jest.requireActual('./testing/runtime'));
 
 import { DataQueryResponse, LoadingState, StreamingDataFrame } from '@grafana/data';
 
-import { DataSource, cacheKey, isLiveEnd } from './datasource';
+import { cacheKey } from './cache';
+import { DataSource, isLiveEnd } from './datasource';
 import { FakeWebSocket, ManualTimers, dataMsg } from './testing/fakes';
 import { collect, instanceSettings, makeRequest } from './testing/harness';
 

@@ -1,38 +1,34 @@
 import {
   CoreApp,
   DataQueryRequest,
-  DataFrameJSON,
   DataQueryResponse,
   DataSourceApi,
   DataSourceInstanceSettings,
-  FieldType,
   LoadingState,
   MetricFindValue,
-  QueryResultMetaNotice,
   ScopedVars,
-  StreamingDataFrame,
   TestDataSourceResponse,
 } from '@grafana/data';
 import { getBackendSrv, getTemplateSrv } from '@grafana/runtime';
-import { Observable, asyncScheduler, lastValueFrom, merge, of } from 'rxjs';
-import { throttleTime } from 'rxjs/operators';
+import { Observable, SchedulerLike, lastValueFrom, merge, of } from 'rxjs';
 
+import { FrameCache } from './cache';
 import {
+  ChannelInfo,
   FetchLike,
   HttpStreamClient,
   LiveClient,
   LiveClientOptions,
-  NoticeMessage,
-  StreamStatus,
+  ParamValue,
   StreamTransport,
-  SubscribeRequest,
   Timers,
   WebSocketCtor,
   joinUrl,
+  parseChannelList,
   trimSlash,
 } from './client';
-import { cloneFrame, firstTimeOf, insertRows, lastTime, rowCount, rowsAfter, timeIndex, trimBefore } from './frames';
-import { DEFAULT_QUERY, LiveOptions, LiveQuery, ParamValue, withDefaults } from './types';
+import { QueryStream } from './QueryStream';
+import { DEFAULT_QUERY, LiveOptions, LiveQuery, withDefaults } from './types';
 
 /** What tests (or the live view page) can inject instead of the browser's globals. */
 export interface DataSourceDeps {
@@ -42,36 +38,18 @@ export interface DataSourceDeps {
   client?: Partial<LiveClientOptions>;
   /** Origin this Grafana is served from, for the CORS hint (default: window.location.origin). */
   origin?: string;
+  /** The clock of the emission throttle (default: rxjs's asyncScheduler). */
+  scheduler?: SchedulerLike;
 }
 
-export interface ChannelInfo {
-  name: string;
-  schema?: Array<{ name: string; type: string; labels?: Record<string, string> }>;
-  last_time?: number | null;
-  points_per_s?: number;
-  generated?: boolean;
-  params?: Record<string, unknown>;
-}
-
-/** The last frame of a query and where it ended, so a refresh resumes instead of starting over. */
-export interface CacheEntry {
-  frame: StreamingDataFrame;
-  /** Last position received: the next subscription sends it as `since`. */
-  position?: string;
-  /** The frame has every point of the channel from this time on. */
-  coveredFrom: number;
-  /** A stream is writing into this frame now. */
-  active: boolean;
-}
-
-const CACHE_LIMIT = 64;
+export type { ChannelInfo };
 
 export class DataSource extends DataSourceApi<LiveQuery, LiveOptions> {
   readonly options: LiveOptions;
   /** Base URL of HTTP calls: the server, or Grafana's proxy route to it. */
   readonly baseUrl: string;
   /** Per-datasource cache keyed by the interpolated query (channel + params + fields). */
-  readonly cache = new Map<string, CacheEntry>();
+  readonly cache = new FrameCache();
   private transport?: StreamTransport;
 
   constructor(
@@ -104,6 +82,7 @@ export class DataSource extends DataSourceApi<LiveQuery, LiveOptions> {
           WebSocket: this.deps.WebSocket,
           timers,
           idleCloseMs: 1000,
+          onSocketError: (message) => console.warn(`livedata: ${message}`),
           ...this.deps.client,
         });
       }
@@ -143,194 +122,32 @@ export class DataSource extends DataSourceApi<LiveQuery, LiveOptions> {
     };
   }
 
+  /** One QueryStream per target, merged; see QueryStream.ts. */
   query(request: DataQueryRequest<LiveQuery>): Observable<DataQueryResponse> {
-    const streams = request.targets
+    const targets = request.targets
       .filter((t) => this.filterQuery(t))
       .map((t) => this.applyTemplateVariables(t, request.scopedVars))
-      .filter((t) => t.channel)
-      .map((t) => this.stream(t, request));
-    if (!streams.length) {
+      .filter((t) => t.channel);
+    if (!targets.length) {
       return of({ data: [], state: LoadingState.Done });
     }
-    return merge(...streams);
-  }
-
-  /** One target: a streaming frame fed by one subscription, emissions throttled (trailing kept). */
-  stream(query: LiveQuery, request: DataQueryRequest<LiveQuery>): Observable<DataQueryResponse> {
-    const throttleMs = this.options.throttleMs;
-    return new Observable<DataQueryResponse>((subscriber) => {
-      const fromMs = request.range.from.valueOf();
-      const toMs = request.range.to.valueOf();
-      const live = isLiveEnd(request.rangeRaw?.to, toMs);
-      const span = Math.max(1, toMs - fromMs);
-      const maxLength = Math.max(request.maxDataPoints ?? 0, this.options.maxPoints);
-      const key = cacheKey(query);
-      const refId = query.refId;
-
-      let entry: CacheEntry | undefined;
-      const cached = live ? this.cache.get(key) : undefined;
-      if (cached && cached.coveredFrom <= fromMs && cached.position) {
-        entry = cached.active
-          ? { frame: cloneFrame(cached.frame), position: cached.position, coveredFrom: cached.coveredFrom, active: true }
-          : cached;
-        entry.active = true;
-        entry.frame.options = { ...entry.frame.options, maxDelta: span, maxLength };
-        trimBefore(entry.frame, fromMs);
-        entry.coveredFrom = fromMs;
-        this.remember(key, entry);
-      }
-
-      const statusNotice: { current?: QueryResultMetaNotice } = {};
-      const serverNotices: QueryResultMetaNotice[] = [];
-      let lossFloor: number | undefined;
-      let addedSinceReconnect = 0;
-      let counting = false;
-
-      const emit = (state: LoadingState) => {
-        const frame = entry?.frame;
-        if (!frame) {
-          return;
-        }
-        frame.refId = refId;
-        applyAlias(frame, query.alias);
-        const notices = [...serverNotices];
-        if (statusNotice.current) {
-          notices.push(statusNotice.current);
-        }
-        frame.meta = { ...frame.meta, notices: notices.length ? notices : undefined };
-        subscriber.next({ data: [frame], key: refId, state });
-      };
-
-      if (entry) {
-        emit(LoadingState.Streaming);
-      }
-
-      const req: SubscribeRequest = {
-        channel: query.channel,
-        params: Object.keys(query.params ?? {}).length ? query.params : undefined,
-        fields: query.fields?.length ? query.fields : undefined,
-        interval: Math.min(60_000, Math.max(0, query.interval ?? throttleMs)),
-      };
-      if (entry?.position) {
-        req.since = entry.position;
-      } else {
-        req.from = fromMs;
-      }
-      if (!live) {
-        req.to = toMs;
-      }
-
-      const unsubscribe = this.getTransport().subscribe(req, {
-        onData: (msg) => {
-          const json = msg.frame ?? {};
-          if (!entry) {
-            const frame = StreamingDataFrame.fromDataFrameJSON(json as DataFrameJSON, { maxLength, maxDelta: span });
-            entry = { frame, position: msg.position ?? undefined, coveredFrom: fromMs, active: true };
-            if (counting) {
-              addedSinceReconnect += frame.length;
-            }
-          } else {
-            const frame = entry.frame;
-            let body = json;
-            if (lossFloor !== undefined && !msg.late) {
-              // After a loss the server resumes from its oldest retained point: keep what we have.
-              const cut = rowsAfter(body, lossFloor, timeIndex(frame));
-              body = cut.json;
-              if (rowCount(body) > 0 && cut.dropped === 0) {
-                lossFloor = undefined;
-              }
-            }
-            const before = frame.length;
-            const n = rowCount(body);
-            const last = lastTime(frame);
-            const first = firstTimeOf(body, timeIndex(frame));
-            if (msg.late || (last !== undefined && first !== undefined && first < last)) {
-              insertRows(frame, body);
-            } else {
-              frame.push(body as DataFrameJSON);
-            }
-            if (frame.length < before + n) {
-              // Trimmed by maxDelta/maxLength: the frame now starts later.
-              const ti = timeIndex(frame);
-              const start = ti >= 0 && frame.length ? (frame.fields[ti].values[0] as number) : undefined;
-              if (start !== undefined) {
-                entry.coveredFrom = Math.max(entry.coveredFrom, start);
-              }
-            }
-            if (counting) {
-              addedSinceReconnect += n;
-            }
-          }
-          if (msg.position) {
-            entry.position = msg.position;
-          }
-          if (live) {
-            this.remember(key, entry);
-          }
-          emit(LoadingState.Streaming);
-        },
-        onComplete: () => {
-          emit(LoadingState.Done);
-          subscriber.complete();
-        },
-        onError: (message) => {
-          subscriber.next({
-            data: entry ? [entry.frame] : [],
-            key: refId,
-            state: LoadingState.Error,
-            error: { message: `${query.channel}: ${message}`, refId },
-            errors: [{ message: `${query.channel}: ${message}`, refId }],
-          });
-          subscriber.complete();
-        },
-        onNotice: (notice: NoticeMessage) => {
-          serverNotices.push({ severity: notice.level === 'warning' ? 'warning' : 'info', text: notice.text });
-          serverNotices.splice(0, Math.max(0, serverNotices.length - 3));
-          if (notice.lost !== undefined && entry) {
-            lossFloor = lastTime(entry.frame);
-          }
-          emit(LoadingState.Streaming);
-        },
-        onStatus: (status: StreamStatus) => {
-          if (status.state === 'reconnecting') {
-            statusNotice.current = {
-              severity: 'warning',
-              text: `reconnecting… (${status.reason}; attempt ${status.attempt}, next in ${(status.delayMs / 1000).toFixed(1)} s)`,
-            };
-            counting = true;
-            addedSinceReconnect = 0;
-          } else if (status.state === 'resumed') {
-            statusNotice.current = { severity: 'info', text: `resumed, ${addedSinceReconnect} points recovered` };
-            counting = false;
-          }
-          emit(LoadingState.Streaming);
-        },
-      });
-
-      return () => {
-        unsubscribe();
-        if (entry) {
-          entry.active = false;
-          if (live && entry.position) {
-            this.remember(key, entry);
-          }
-        }
-      };
-    }).pipe(throttleTime(throttleMs, asyncScheduler, { leading: true, trailing: true }));
-  }
-
-  private remember(key: string, entry: CacheEntry): void {
-    this.cache.delete(key);
-    this.cache.set(key, entry);
-    while (this.cache.size > CACHE_LIMIT) {
-      const oldest = this.cache.keys().next().value as string;
-      this.cache.delete(oldest);
-    }
+    const from = request.range.from.valueOf();
+    const to = request.range.to.valueOf();
+    const common = {
+      from,
+      to,
+      live: isLiveEnd(request.rangeRaw?.to, to),
+      maxLength: Math.max(request.maxDataPoints ?? 0, this.options.maxPoints),
+      throttleMs: this.options.throttleMs,
+      transport: this.getTransport(),
+      cache: this.cache,
+      scheduler: this.deps.scheduler,
+    };
+    return merge(...targets.map((query) => new QueryStream({ ...common, query }).observable()));
   }
 
   async getChannels(): Promise<ChannelInfo[]> {
-    const body = await this.getJson<{ channels?: ChannelInfo[] }>('/api/channels');
-    return body?.channels ?? [];
+    return parseChannelList(await this.getJson<unknown>('/api/channels'));
   }
 
   override async metricFindQuery(query?: unknown): Promise<MetricFindValue[]> {
@@ -443,37 +260,4 @@ export class DataSource extends DataSourceApi<LiveQuery, LiveOptions> {
 export function isLiveEnd(rawTo: unknown, toMs: number, now = Date.now()): boolean {
   const relative = typeof rawTo === 'string' && rawTo.trim().startsWith('now');
   return relative && toMs >= now - 1000;
-}
-
-export function cacheKey(q: Pick<LiveQuery, 'channel' | 'params' | 'fields'>): string {
-  const params = Object.entries(q.params ?? {})
-    .map(([k, v]) => [k, String(v)])
-    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  return JSON.stringify([q.channel, params, [...(q.fields ?? [])]]);
-}
-
-/**
- * Alias: with `{{...}}` it is a legend format per field (`{{__name__}}` or `{{field}}` is the field
- * name, any other key a label); plain text names the only value field, or prefixes each field.
- */
-export function applyAlias(frame: StreamingDataFrame, alias: string | undefined): void {
-  const valueFields = frame.fields.filter((f) => f.type !== FieldType.time);
-  for (const f of valueFields) {
-    let name: string | undefined;
-    if (!alias) {
-      name = undefined;
-    } else if (alias.includes('{{')) {
-      const labels: Record<string, string> = { __name__: f.name, field: f.name, ...(f.labels ?? {}) };
-      name = alias.replace(/\{\{\s*([^}\s]+)\s*\}\}/g, (_m, k: string) => labels[k] ?? '');
-    } else {
-      name = valueFields.length === 1 ? alias : `${alias} ${f.name}`;
-    }
-    if (name === undefined) {
-      if (f.config.displayNameFromDS !== undefined) {
-        f.config = { ...f.config, displayNameFromDS: undefined };
-      }
-    } else if (f.config.displayNameFromDS !== name) {
-      f.config = { ...f.config, displayNameFromDS: name };
-    }
-  }
 }

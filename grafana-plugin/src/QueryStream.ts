@@ -1,0 +1,241 @@
+/**
+ * One query of a `query()` call as an Observable of Grafana responses: a subscription on the
+ * shared carrier, its `data` messages merged into a FrameStore, emitted as frames (throttled,
+ * the trailing emission kept), with the connection's state and the server's notices on the frame.
+ *
+ * Testable without Grafana's runtime: give it a transport (a fake socket under a LiveClient, or a
+ * real one) and, for the throttle, a scheduler. `DataSource.query()` only builds these.
+ */
+import { DataFrame, DataQueryResponse, LoadingState, QueryResultMetaNotice } from '@grafana/data';
+import { Observable, SchedulerLike, Subscriber, asyncScheduler } from 'rxjs';
+import { throttleTime } from 'rxjs/operators';
+
+import { CacheEntry, FrameCache, cacheKey, covers } from './cache';
+import { DataMessage, NoticeMessage, StreamStatus, StreamTransport, SubscribeRequest } from './client';
+import { FrameView, applyAlias } from './frames';
+import { FrameError, FrameStore, MergeResult } from './store/FrameStore';
+import { LiveQuery } from './types';
+
+export interface QueryStreamOptions {
+  /** The query, template variables already replaced. */
+  query: LiveQuery;
+  /** The time range, epoch ms. */
+  from: number;
+  to: number;
+  /** The range ends at "now": stream on (else load the range and complete). */
+  live: boolean;
+  /** Rows kept (the newest). */
+  maxLength: number;
+  /** At most one emission per this many ms; also the default server-side batching interval. */
+  throttleMs: number;
+  /** The carrier the subscription runs on. */
+  transport: StreamTransport;
+  /** Where a live query leaves its rows for the next run of the same query (a refresh). */
+  cache?: FrameCache;
+  /** The throttle's clock (default: rxjs's asyncScheduler). */
+  scheduler?: SchedulerLike;
+}
+
+/** Server notices shown on a frame (the newest). */
+const MAX_SERVER_NOTICES = 3;
+
+export class QueryStream {
+  constructor(readonly opts: QueryStreamOptions) {}
+
+  /** Each subscription runs the query once; unsubscribing ends its server subscription. */
+  observable(): Observable<DataQueryResponse> {
+    const { throttleMs, scheduler } = this.opts;
+    return new Observable<DataQueryResponse>((subscriber) => {
+      const run = new QueryRun(this.opts, subscriber);
+      run.start();
+      return () => run.stop();
+    }).pipe(throttleTime(throttleMs, scheduler ?? asyncScheduler, { leading: true, trailing: true }));
+  }
+}
+
+/** One run of a query, from subscribe to teardown. */
+class QueryRun {
+  private readonly key: string;
+  /** The rows (from the cache, or created by the first data message). */
+  private entry?: CacheEntry;
+  private view?: FrameView;
+  private serverNotices: QueryResultMetaNotice[] = [];
+  /** "reconnecting…" / "resumed, N points recovered". */
+  private statusNotice?: QueryResultMetaNotice;
+  /** Rows taken since the connection dropped; undefined while it is up. */
+  private recovered?: number;
+  private unsubscribe?: () => void;
+  private ended = false;
+
+  constructor(
+    private readonly opts: QueryStreamOptions,
+    private readonly subscriber: Subscriber<DataQueryResponse>
+  ) {
+    this.key = cacheKey(opts.query);
+  }
+
+  start(): void {
+    this.entry = this.fromCache();
+    if (this.entry) {
+      // A refresh shows what it has at once, before the server answers.
+      this.emit(LoadingState.Streaming);
+    }
+    const unsubscribe = this.opts.transport.subscribe(this.request(), {
+      onData: (msg) => this.onData(msg),
+      onComplete: () => this.onComplete(),
+      onError: (message) => this.onError(message),
+      onNotice: (notice) => this.onNotice(notice),
+      onStatus: (status) => this.onStatus(status),
+    });
+    if (this.ended) {
+      unsubscribe();
+    } else {
+      this.unsubscribe = unsubscribe;
+    }
+  }
+
+  /** The teardown: end the server subscription; a live query leaves its rows in the cache. */
+  stop(): void {
+    this.ended = true;
+    this.unsubscribe?.();
+    this.unsubscribe = undefined;
+    const entry = this.entry;
+    if (entry) {
+      entry.active = false;
+      if (this.opts.live && entry.store.position) {
+        this.opts.cache?.remember(this.key, entry);
+      }
+    }
+  }
+
+  /** A cached store that covers the range, when the query is live: trimmed to the range, reused. */
+  private fromCache(): CacheEntry | undefined {
+    const { cache, live, from, to, maxLength } = this.opts;
+    const cached = live ? cache?.get(this.key) : undefined;
+    if (!cache || !cached || !covers(cached, from)) {
+      return undefined;
+    }
+    // Another panel streams into it: take a copy.
+    const entry = cached.active ? { store: cached.store.clone(), coveredFrom: cached.coveredFrom, active: true } : cached;
+    entry.active = true;
+    entry.store.setLimits({ maxRows: maxLength, maxDelta: Math.max(1, to - from) });
+    entry.store.trimBefore(from);
+    cache.remember(this.key, entry);
+    return entry;
+  }
+
+  private request(): SubscribeRequest {
+    const { query, from, to, live, throttleMs } = this.opts;
+    const req: SubscribeRequest = {
+      channel: query.channel,
+      params: Object.keys(query.params ?? {}).length ? query.params : undefined,
+      fields: query.fields?.length ? query.fields : undefined,
+      interval: Math.min(60_000, Math.max(0, query.interval ?? throttleMs)),
+    };
+    const position = this.entry?.store.position;
+    if (position) {
+      req.since = position;
+    } else {
+      req.from = from;
+    }
+    if (!live) {
+      req.to = to;
+    }
+    return req;
+  }
+
+  private onData(msg: DataMessage): void {
+    const entry = this.entry ?? this.create();
+    let merged: MergeResult;
+    try {
+      merged = entry.store.merge(msg);
+    } catch (err) {
+      if (err instanceof FrameError) {
+        this.onError(`the server sent data this plugin cannot use: ${err.message}`);
+        return;
+      }
+      throw err;
+    }
+    if (this.recovered !== undefined) {
+      this.recovered += merged.rows;
+    }
+    if (this.opts.live) {
+      this.opts.cache?.remember(this.key, entry);
+    }
+    this.emit(LoadingState.Streaming);
+  }
+
+  private create(): CacheEntry {
+    const { from, to, maxLength } = this.opts;
+    const store = new FrameStore({ maxRows: maxLength, maxDelta: Math.max(1, to - from), missing: undefined });
+    this.entry = { store, coveredFrom: from, active: true };
+    return this.entry;
+  }
+
+  private onNotice(notice: NoticeMessage): void {
+    this.serverNotices.push({ severity: notice.level === 'warning' ? 'warning' : 'info', text: notice.text });
+    this.serverNotices.splice(0, Math.max(0, this.serverNotices.length - MAX_SERVER_NOTICES));
+    if (notice.lost !== undefined) {
+      this.entry?.store.noteLoss();
+    }
+    this.emit(LoadingState.Streaming);
+  }
+
+  private onStatus(status: StreamStatus): void {
+    if (status.state === 'reconnecting') {
+      const next = (status.delayMs / 1000).toFixed(1);
+      this.statusNotice = {
+        severity: 'warning',
+        text: `reconnecting… (${status.reason}; attempt ${status.attempt}, next in ${next} s)`,
+      };
+      this.recovered = 0;
+    } else if (status.state === 'resumed') {
+      this.statusNotice = { severity: 'info', text: `resumed, ${this.recovered ?? 0} points recovered` };
+      this.recovered = undefined;
+    }
+    this.emit(LoadingState.Streaming);
+  }
+
+  private onComplete(): void {
+    this.emit(LoadingState.Done);
+    this.subscriber.complete();
+  }
+
+  private onError(message: string): void {
+    const { channel, refId } = this.opts.query;
+    const text = `${channel}: ${message}`;
+    this.subscriber.next({
+      data: this.frames(),
+      key: refId,
+      state: LoadingState.Error,
+      error: { message: text, refId },
+      errors: [{ message: text, refId }],
+    });
+    this.subscriber.complete();
+  }
+
+  private emit(state: LoadingState): void {
+    if (this.entry) {
+      this.subscriber.next({ data: this.frames(), key: this.opts.query.refId, state });
+    }
+  }
+
+  /** The frames as of now: named, aliased, with the notices. */
+  private frames(): DataFrame[] {
+    if (!this.entry) {
+      return [];
+    }
+    this.view ??= new FrameView(this.entry.store);
+    const notices = [...this.serverNotices];
+    if (this.statusNotice) {
+      notices.push(this.statusNotice);
+    }
+    const frames = this.view.frames();
+    for (const frame of frames) {
+      frame.refId = this.opts.query.refId;
+      applyAlias(frame, this.opts.query.alias);
+      frame.meta = { ...frame.meta, notices: notices.length ? notices : undefined };
+    }
+    return frames;
+  }
+}
