@@ -4,9 +4,9 @@
  * state. It talks to the server through the same protocol client as the Grafana plugin
  * (`src/client`), so the page and the plugin exercise one implementation.
  */
-import { LiveClient, NoticeMessage, StreamStatus } from '../src/client';
+import { ChannelInfo, LiveClient, NoticeMessage, StreamStatus, parseChannelList } from '../src/client';
+import { FrameError, FrameStore } from '../src/store/FrameStore';
 import { Panel, el } from './panel';
-import { ChannelStore } from './store';
 
 export const WINDOWS: Record<string, number> = { '1m': 60_000, '5m': 300_000, '1h': 3_600_000 };
 const DEFAULT_CHANNELS = ['random-walk'];
@@ -15,16 +15,11 @@ const RESUMED_SHOW_MS = 5000;
 
 type ConnState = 'connecting' | 'connected' | 'reconnecting' | 'resumed' | 'idle';
 
-interface ChannelInfo {
-  name: string;
-  schema?: Array<{ name: string; type: string }>;
-  last_time?: number | null;
-  points_per_s?: number;
-  generated?: boolean;
-}
+/** Rows kept per channel at most (the window trims long before, unless paused). */
+const MAX_ROWS = 400_000;
 
 interface Live {
-  store: ChannelStore;
+  store: FrameStore;
   panel: Panel;
   unsubscribe: () => void;
   error?: string;
@@ -123,7 +118,7 @@ class LiveView {
     if (this.live.has(name)) {
       return;
     }
-    const store = new ChannelStore();
+    const store = new FrameStore({ maxRows: MAX_ROWS });
     const panel = new Panel(name, store, this.panelsEl);
     const entry: Live = { store, panel, unsubscribe: () => undefined, notices: [] };
     this.live.set(name, entry);
@@ -138,10 +133,20 @@ class LiveView {
       { channel: name, from: `now-${this.windowKey}`, interval: 100 },
       {
         onData: (msg) => {
-          if (this.live.get(name) !== entry) {
+          if (this.live.get(name) !== entry || entry.error) {
             return;
           }
-          entry.store.push(msg);
+          try {
+            entry.store.merge(msg);
+          } catch (err) {
+            if (!(err instanceof FrameError)) {
+              throw err;
+            }
+            entry.error = `the server sent data this page cannot use: ${err.message}`;
+            entry.panel.notice(entry.error, 'error');
+            entry.unsubscribe();
+            return;
+          }
           if (this.state === 'connecting' || this.state === 'idle') {
             this.setStatus('connected');
           }
@@ -361,8 +366,7 @@ class LiveView {
       if (!resp.ok) {
         throw new Error(`HTTP ${resp.status}`);
       }
-      const body = (await resp.json()) as { channels?: ChannelInfo[] };
-      this.channels = body.channels ?? [];
+      this.channels = parseChannelList(await resp.json());
       this.channelsError = null;
     } catch (err) {
       this.channelsError = `cannot list channels (${err instanceof Error ? err.message : String(err)})`;
@@ -456,8 +460,8 @@ class LiveView {
       firstTime: s.firstTime ?? null,
       lastTime: s.lastTime ?? null,
       span: s.times.length ? s.times[s.times.length - 1] - s.times[0] : 0,
-      messages: s.messages,
-      received: s.received,
+      messages: s.stats.messages,
+      received: s.stats.received,
       position: s.position ?? null,
       draws: e.panel.draws,
       drawnRows: e.panel.drawnRows,

@@ -1,7 +1,7 @@
 /** One channel on screen: a title bar, a uPlot chart of its number fields and a legend. */
 import uPlot from 'uplot';
 
-import { Cell, ChannelStore } from './store';
+import { Cell, FrameStore } from '../src/store/FrameStore';
 
 export const PALETTE = [
   '#73bf69',
@@ -75,7 +75,7 @@ export class Panel {
 
   constructor(
     readonly channel: string,
-    readonly store: ChannelStore,
+    readonly store: FrameStore,
     host: HTMLElement
   ) {
     this.el = el('section', 'panel');
