@@ -199,6 +199,27 @@ describe('QueryStream (fake transport, no Grafana runtime)', () => {
     expect(r.out).toHaveLength(2);
     expect(r.times[1]).toHaveLength(6);
   });
+
+  test('a field gained in a throttled-away message still reaches Grafana as a schema change', () => {
+    const { transport, opts } = setup({ throttleMs: 100 });
+    const schemas: boolean[] = [];
+    new QueryStream(opts).observable().subscribe((r) => schemas.push((r.data[0] as StreamingDataFrame).packetInfo.schemaChanged));
+    const h = transport.last().handlers;
+    h.onData(dataMsg('s1', 'p1', [NOW - 5000], [1], true) as never);
+    h.onData({
+      type: 'data',
+      id: 's1',
+      frame: {
+        schema: { fields: [{ name: 'time', type: 'time' }, { name: 'v', type: 'number' }, { name: 'w', type: 'number' }] },
+        data: { values: [[NOW - 4000], [2], [3]] },
+      },
+    });
+    h.onData({ type: 'data', id: 's1', frame: { data: { values: [[NOW - 3000], [4], [5]] } } });
+    flush();
+    h.onData({ type: 'data', id: 's1', frame: { data: { values: [[NOW - 2000], [6], [7]] } } });
+    flush();
+    expect(schemas).toEqual([true, true, false]);
+  });
 });
 
 describe('FrameView', () => {

@@ -8,7 +8,7 @@
  */
 import { DataFrame, DataQueryResponse, LoadingState, QueryResultMetaNotice } from '@grafana/data';
 import { Observable, SchedulerLike, Subscriber, asyncScheduler } from 'rxjs';
-import { throttleTime } from 'rxjs/operators';
+import { map, throttleTime } from 'rxjs/operators';
 
 import { CacheEntry, FrameCache, cacheKey, covers } from './cache';
 import { DataMessage, NoticeMessage, StreamStatus, StreamTransport, SubscribeRequest } from './client';
@@ -42,16 +42,26 @@ const MAX_SERVER_NOTICES = 3;
 export class QueryStream {
   constructor(readonly opts: QueryStreamOptions) {}
 
-  /** Each subscription runs the query once; unsubscribing ends its server subscription. */
+  /**
+   * Each subscription runs the query once; unsubscribing ends its server subscription. Every
+   * change is throttled first and only the emissions that pass are turned into frames, so a burst
+   * of messages costs one frame update per throttle interval, not one per message.
+   */
   observable(): Observable<DataQueryResponse> {
     const { throttleMs, scheduler } = this.opts;
-    return new Observable<DataQueryResponse>((subscriber) => {
+    return new Observable<Emission>((subscriber) => {
       const run = new QueryRun(this.opts, subscriber);
       run.start();
       return () => run.stop();
-    }).pipe(throttleTime(throttleMs, scheduler ?? asyncScheduler, { leading: true, trailing: true }));
+    }).pipe(
+      throttleTime(throttleMs, scheduler ?? asyncScheduler, { leading: true, trailing: true }),
+      map((emission) => emission())
+    );
   }
 }
+
+/** A response to build when (if) the throttle lets it through: it shows the rows as of then. */
+type Emission = () => DataQueryResponse;
 
 /** One run of a query, from subscribe to teardown. */
 class QueryRun {
@@ -69,7 +79,7 @@ class QueryRun {
 
   constructor(
     private readonly opts: QueryStreamOptions,
-    private readonly subscriber: Subscriber<DataQueryResponse>
+    private readonly subscriber: Subscriber<Emission>
   ) {
     this.key = cacheKey(opts.query);
   }
@@ -204,19 +214,19 @@ class QueryRun {
   private onError(message: string): void {
     const { channel, refId } = this.opts.query;
     const text = `${channel}: ${message}`;
-    this.subscriber.next({
+    this.subscriber.next(() => ({
       data: this.frames(),
       key: refId,
       state: LoadingState.Error,
       error: { message: text, refId },
       errors: [{ message: text, refId }],
-    });
+    }));
     this.subscriber.complete();
   }
 
   private emit(state: LoadingState): void {
     if (this.entry) {
-      this.subscriber.next({ data: this.frames(), key: this.opts.query.refId, state });
+      this.subscriber.next(() => ({ data: this.frames(), key: this.opts.query.refId, state }));
     }
   }
 

@@ -19,7 +19,7 @@
 import { nextPosition } from '../client/position';
 import type { DataMessage, FrameFieldSchema } from '../client/protocol';
 import { lowerBound, upperBound } from './bisect';
-import { Cell, cell, decodeEntities } from './cells';
+import { Cell, decodeEntities } from './cells';
 
 export type { Cell };
 
@@ -346,19 +346,22 @@ export class FrameStore {
   }
 
   private append(values: unknown[][], times: number[], rows: number[] | null, k: number): void {
-    for (let j = 0; j < k; j++) {
-      this.times.push(times[rows ? rows[j] : j]);
-    }
     const missing = this.missing;
+    const targets: Array<[Cell[], unknown[]]> = [[this.times, times]];
     for (let c = 0; c < this.map.length; c++) {
-      const fi = this.map[c];
-      if (fi < 0) {
-        continue;
+      if (this.map[c] >= 0) {
+        targets.push([this.columns[this.map[c]], values[c]]);
       }
-      const src = values[c];
-      const col = this.columns[fi];
-      for (let j = 0; j < k; j++) {
-        col.push(cell(src[rows ? rows[j] : j], missing));
+    }
+    for (const [col, src] of targets) {
+      if (rows) {
+        for (let j = 0; j < k; j++) {
+          col.push(asCell(src[rows[j]], missing));
+        }
+      } else {
+        for (let j = 0; j < k; j++) {
+          col.push(asCell(src[j], missing));
+        }
       }
     }
     // Fields the message did not carry.
@@ -399,7 +402,7 @@ export class FrameStore {
         this.times.push(times[r]);
         for (let f = 0; f < nf; f++) {
           const s = src[f];
-          this.columns[f].push(s ? cell(s[r], missing) : missing);
+          this.columns[f].push(s ? asCell(s[r], missing) : missing);
         }
         j++;
       }
@@ -445,6 +448,11 @@ function storeField(f: FrameFieldSchema): StoreField {
 function fieldKey(f: { name: string; labels?: Record<string, string> }): string {
   const labels = f.labels ? Object.keys(f.labels).sort().map((k) => [k, f.labels![k]]) : [];
   return `${f.name}\u0000${JSON.stringify(labels)}`;
+}
+
+/** A value as a cell: the protocol's kinds are kept, anything else is `missing` (times are numbers). */
+function asCell(v: unknown, missing: null | undefined): Cell {
+  return typeof v === 'number' || v === null || typeof v === 'string' || typeof v === 'boolean' ? v : missing;
 }
 
 function isSorted(times: number[], rows: number[] | null): boolean {

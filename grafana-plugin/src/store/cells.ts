@@ -4,11 +4,6 @@ import type { FieldValueEntities } from '../client/protocol';
 /** A cell: the protocol's values (`null` is a missing value on the wire), or `undefined`. */
 export type Cell = number | string | boolean | null | undefined;
 
-/** A value as a cell: the protocol's kinds are kept, anything else is `missing`. */
-export function cell(v: unknown, missing: null | undefined): Cell {
-  return typeof v === 'number' || typeof v === 'string' || typeof v === 'boolean' || v === null ? v : missing;
-}
-
 /** DataFrameJSON `entities`: the cells a JSON number cannot say (NaN, ±Infinity, undefined). */
 export function decodeEntities(values: unknown[][], entities: Array<FieldValueEntities | null>): unknown[][] {
   const out = values.slice();
