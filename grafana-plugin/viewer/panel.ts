@@ -132,6 +132,12 @@ export class Panel {
     if (same && !force && this.plot) {
       return;
     }
+    if (!this.plot && !this.store.fields.length) {
+      // No schema yet: an empty chart made now would be replaced, canvas and all, a moment later.
+      this.updateLegend();
+      this.updateMeta();
+      return;
+    }
     this.view = view;
     if (!this.plot || numeric.join(',') !== this.plotted.join(',')) {
       this.create(numeric);
