@@ -101,7 +101,14 @@ describe('HttpStreamClient (scripted server)', () => {
     expect(t.statuses).toEqual([]);
     t.timers.advance(1);
     expect(t.server.last().aborted).toBe(true);
-    expect(t.statuses[0]).toMatchObject({ state: 'reconnecting', reason: 'no message within the heartbeat interval' });
+    await tick();
+    // The aborted read that follows is not a second drop.
+    expect(t.statuses).toEqual([
+      { state: 'reconnecting', attempt: 1, delayMs: 250, reason: 'no message within the heartbeat interval' },
+    ]);
+    t.timers.advance(250);
+    await tick();
+    expect(t.server.calls).toHaveLength(2);
   });
 
   test('a line it cannot read ends the subscription with the reason, and no retry', async () => {

@@ -87,6 +87,8 @@ class HttpSubscription {
     const url = streamUrl(this.opts.url, this.state.subscribeMessage('A'));
     const controller = new AbortController();
     this.abort = controller;
+    // Stopped, or this connection was given up (dropped, dead): what it says next is not news.
+    const gone = () => this.stopped || this.abort !== controller;
     const headers: Record<string, string> = { Accept: 'application/x-ndjson' };
     if (this.opts.token) {
       headers.Authorization = `Bearer ${this.opts.token}`;
@@ -95,10 +97,12 @@ class HttpSubscription {
     try {
       resp = await this.fetchImpl(url, { headers, signal: controller.signal, credentials: this.opts.credentials });
     } catch (err) {
-      this.dropped(errorText(err));
+      if (!gone()) {
+        this.dropped(errorText(err));
+      }
       return;
     }
-    if (this.stopped) {
+    if (gone()) {
       controller.abort();
       return;
     }
@@ -107,6 +111,9 @@ class HttpSubscription {
         .json()
         .then((b: { error?: string; message?: string }) => b.error ?? b.message ?? '')
         .catch(() => '');
+      if (gone()) {
+        return;
+      }
       if (resp.status >= 400 && resp.status < 500 && resp.status !== 408 && resp.status !== 429) {
         this.fail(httpErrorText(resp.status, detail));
       } else {
@@ -127,7 +134,7 @@ class HttpSubscription {
     try {
       for (;;) {
         const { done, value } = await reader.read();
-        if (this.stopped) {
+        if (gone()) {
           return;
         }
         if (done) {
@@ -146,13 +153,14 @@ class HttpSubscription {
         }
       }
     } catch (err) {
-      if (this.stopped) {
-        return;
+      if (!gone()) {
+        this.dropped(errorText(err));
       }
-      this.dropped(errorText(err));
       return;
     }
-    this.dropped('the stream ended');
+    if (!gone()) {
+      this.dropped('the stream ended');
+    }
   }
 
   /** One NDJSON line; returns true when the subscription is over. */
