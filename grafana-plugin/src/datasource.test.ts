@@ -1,6 +1,8 @@
 jest.mock('@grafana/runtime', () => jest.requireActual('./testing/runtime'));
 
 import { DataQueryResponse, LoadingState, StreamingDataFrame } from '@grafana/data';
+import { AddressInfo } from 'net';
+import http from 'http';
 
 import { cacheKey } from './cache';
 import { DataSource, isLiveEnd } from './datasource';
@@ -120,5 +122,23 @@ describe('DataSource (fake socket)', () => {
     );
     expect(ds.baseUrl).toBe('/api/datasources/proxy/uid/abc/livedata');
     expect(ds.getTransport().constructor.name).toBe('HttpStreamClient');
+  });
+
+  test('a server that answers /api/channels unlike livedata gets a sentence, not "0 channels"', async () => {
+    const server = http.createServer((req, res) => {
+      res.setHeader('Content-Type', 'application/json');
+      res.end(req.url === '/api/health' ? '{"status":"ok","version":"x"}' : '{"items":[]}');
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const ds = new DataSource(instanceSettings({ url }));
+      const result = await ds.testDatasource();
+      expect(result.status).toBe('error');
+      expect(result.message).toBe(`${url}: /api/channels did not answer {"channels": [...]} ({"items":[]}): is the URL a livedata server, of a version this client supports?`);
+      await expect(ds.getChannels()).rejects.toThrow(/did not answer/);
+    } finally {
+      server.close();
+    }
   });
 });

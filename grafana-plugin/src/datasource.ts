@@ -182,11 +182,17 @@ export class DataSource extends DataSourceApi<LiveQuery, LiveOptions> {
       };
     }
     // Reading needs the read token when the server has one: /api/channels checks it.
-    let channels: ChannelInfo[];
+    let body: unknown;
     try {
-      channels = await this.getChannels();
+      body = await this.getJson<unknown>('/api/channels');
     } catch (err) {
       return { status: 'error', message: await this.explain(err) };
+    }
+    let channels: ChannelInfo[];
+    try {
+      channels = parseChannelList(body);
+    } catch (err) {
+      return { status: 'error', message: `${where}: ${err instanceof Error ? err.message : String(err)}` };
     }
     return {
       status: 'success',
