@@ -8,11 +8,14 @@ implement it; the same test suite runs against both.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from livedata.core.frames import Batch, Chunk, FieldDef, Pos
+
+log = logging.getLogger("livedata.broker")
 
 
 class BrokerError(RuntimeError):
@@ -57,6 +60,58 @@ ChunkCallback = Callable[[str, Chunk, list[FieldDef]], None]
 
 class Unsubscribe(Protocol):
     def __call__(self) -> None: ...
+
+
+class Subscribers:
+    """Per channel, the callbacks of this process's broker subscriptions: the bookkeeping every
+    broker shares (which channels are subscribed, adding, removing, calling them in order).
+
+    ``on_last(channel)`` runs when a channel's last callback leaves (a broker stops reading it).
+    """
+
+    __slots__ = ("_by_channel", "_on_last")
+
+    def __init__(self, on_last: Callable[[str], None] | None = None) -> None:
+        self._by_channel: dict[str, list[ChunkCallback]] = {}
+        self._on_last = on_last
+
+    def __contains__(self, channel: object) -> bool:
+        return channel in self._by_channel
+
+    def __bool__(self) -> bool:
+        return bool(self._by_channel)
+
+    def channels(self) -> list[str]:
+        return list(self._by_channel)
+
+    def add(self, channel: str, callback: ChunkCallback) -> Unsubscribe:
+        """Register ``callback`` for ``channel``; the result removes it (idempotent)."""
+        self._by_channel.setdefault(channel, []).append(callback)
+
+        def unsubscribe() -> None:
+            lst = self._by_channel.get(channel)
+            if lst is not None and callback in lst:
+                lst.remove(callback)
+                if not lst:
+                    del self._by_channel[channel]
+                    if self._on_last is not None:
+                        self._on_last(channel)
+
+        return unsubscribe
+
+    def deliver(self, channel: str, chunk: Chunk, new_fields: list[FieldDef]) -> None:
+        """Call every callback of ``channel``; one that raises is logged and the others still run."""
+        callbacks = self._by_channel.get(channel)
+        if not callbacks:
+            return
+        for callback in list(callbacks):
+            try:
+                callback(channel, chunk, new_fields)
+            except Exception:
+                log.exception("subscriber of %s failed", channel)
+
+    def clear(self) -> None:
+        self._by_channel.clear()
 
 
 class Broker(Protocol):

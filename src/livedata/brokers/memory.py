@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from livedata.brokers.base import ChannelInfo, ChannelLimitError, ChunkCallback, History, Unsubscribe
+from livedata.brokers.base import ChannelInfo, ChannelLimitError, ChunkCallback, History, Subscribers, Unsubscribe
 from livedata.core.frames import Batch, Chunk, FieldDef, Pos, Schema
 
 
@@ -52,7 +52,7 @@ class MemoryBroker:
         self.token = secrets.token_hex(3)
         self._created = 0
         self._channels: dict[str, _Channel] = {}
-        self._subs: dict[str, list[ChunkCallback]] = {}
+        self._subs = Subscribers()
         self.on_status: Callable[[bool, str], None] | None = None
 
     async def start(self) -> None:
@@ -103,8 +103,7 @@ class MemoryBroker:
         while ch.recent and ch.recent[0][0] < now - 10:
             ch.recent.popleft()
         self._trim(ch, now)
-        for callback in list(self._subs.get(channel, ())):
-            callback(channel, chunk, new)
+        self._subs.deliver(channel, chunk, new)
         return chunk.pos
 
     def _trim(self, ch: _Channel, now: float) -> None:
@@ -165,17 +164,7 @@ class MemoryBroker:
 
     def subscribe(self, channel: str, callback: ChunkCallback, after: Pos | None) -> Unsubscribe:
         # Kept apart from the channel, so subscribing to a channel with no points yet creates nothing.
-        subs = self._subs.setdefault(channel, [])
-        subs.append(callback)
-
-        def unsubscribe() -> None:
-            lst = self._subs.get(channel)
-            if lst is not None and callback in lst:
-                lst.remove(callback)
-                if not lst:
-                    del self._subs[channel]
-
-        return unsubscribe
+        return self._subs.add(channel, callback)
 
     async def channels(self) -> list[ChannelInfo]:
         now = self.wall()

@@ -59,7 +59,15 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
-from livedata.brokers.base import BrokerError, ChannelInfo, ChannelLimitError, ChunkCallback, History, Unsubscribe
+from livedata.brokers.base import (
+    BrokerError,
+    ChannelInfo,
+    ChannelLimitError,
+    ChunkCallback,
+    History,
+    Subscribers,
+    Unsubscribe,
+)
 from livedata.core.frames import Batch, Chunk, FieldDef, Pos, SchemaError
 
 log = logging.getLogger("livedata.redis")
@@ -272,7 +280,7 @@ class RedisBroker:
         self._publish = self._r.register_script(_PUBLISH)
         self._lease = self._r.register_script(_LEASE)
         self._epochs: dict[str, str] = {}
-        self._subs: dict[str, list[ChunkCallback]] = {}
+        self._subs = Subscribers(on_last=self._stop_reading)
         self._last: dict[str, str] = {}
         """Per subscribed channel: the stream ID the reader delivered up to."""
         self._pending: set[str] = set()
@@ -561,8 +569,7 @@ class RedisBroker:
         reader (or a history read, whichever comes first) looks at it, so a history read after
         subscribing always reaches a head at or after where live delivery starts.
         """
-        subs = self._subs.setdefault(channel, [])
-        subs.append(callback)
+        unsubscribe = self._subs.add(channel, callback)
         if channel not in self._last and channel not in self._pending:
             if after is not None:
                 self._last[channel] = f"{after.a}-{after.b}"
@@ -570,18 +577,13 @@ class RedisBroker:
                 self._pending.add(channel)
             self._fresh.add(channel)
             self._wake()
-
-        def unsubscribe() -> None:
-            lst = self._subs.get(channel)
-            if lst is not None and callback in lst:
-                lst.remove(callback)
-                if not lst:
-                    del self._subs[channel]
-                    self._last.pop(channel, None)
-                    self._pending.discard(channel)
-                    self._fresh.discard(channel)
-
         return unsubscribe
+
+    def _stop_reading(self, channel: str) -> None:
+        """The channel's last subscriber left: the reader forgets it."""
+        self._last.pop(channel, None)
+        self._pending.discard(channel)
+        self._fresh.discard(channel)
 
     def _wake(self) -> None:
         """Make the reader rebuild its XREAD now (the set of streams changed)."""
@@ -634,7 +636,8 @@ class RedisBroker:
                     await self._resolve_pending()
                 self._wake_needed = False
                 self._wake_event.clear()
-                req: dict[str, str] = {self._k("s", ch): self._last[ch] for ch in self._subs if ch in self._last}
+                req: dict[str, str] = {self._k("s", ch): self._last[ch] for ch in self._subs.channels()
+                                       if ch in self._last}
                 req[self._wake_key] = self._wake_last
                 resp: Any = await self._reader_r.xread(cast(Any, req), count=PAGE, block=self.block_ms)
                 if self._down:
@@ -676,9 +679,5 @@ class RedisBroker:
                 self._epochs[ch] = f[b"e"].decode()
                 self._last[ch] = eid.decode()
                 self._fresh.discard(ch)
-                for cb in list(self._subs.get(ch, ())):
-                    try:
-                        cb(ch, chunk, new)
-                    except Exception:
-                        log.exception("subscriber of %s failed", ch)
+                self._subs.deliver(ch, chunk, new)
 
