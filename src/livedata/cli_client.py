@@ -20,6 +20,7 @@ from typing import Any, BinaryIO, TextIO
 import msgspec
 
 from livedata.client import Client, Frame, LivedataError, Notice, Value, to_columns
+from livedata.core.clock import wall_ms
 from livedata.tasks import cancel_and_wait
 
 FLUSH_S = 0.2
@@ -302,7 +303,7 @@ class Pusher:
         if point is None:
             return
         if isinstance(point, dict) and "time" not in point:
-            point["time"] = time.time_ns() // 1_000_000
+            point["time"] = wall_ms()
         self.pending.append(point)
         self.linenos.append(lineno)
         if self.first_at is None:

@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 import aiohttp
 import msgspec
 
+from livedata.core.clock import wall_ms
 from livedata.core.protocol import ProtocolError, parse_time
 
 log = logging.getLogger("livedata.client")
@@ -144,10 +145,6 @@ def _backoff(attempt: int, initial: float, cap: float) -> float:
     """Exponential backoff with full jitter: uniform in [d/2, d] for d = initial * 2**attempt."""
     d = min(cap, initial * (2 ** min(attempt, 30)))
     return random.uniform(d / 2, d)
-
-
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 # --- subscriptions --------------------------------------------------------------------------------
@@ -467,7 +464,7 @@ class Client:
             self.session = None
 
     def _server_now(self) -> int:
-        return _wall_ms() + self._clock_offset
+        return wall_ms() + self._clock_offset
 
     # --- subscribing ------------------------------------------------------------------------------
 
@@ -537,7 +534,7 @@ class Client:
         except BaseException:
             await ws.close()
             raise
-        self._clock_offset = int(hello.get("time", _wall_ms())) - _wall_ms()
+        self._clock_offset = int(hello.get("time", wall_ms())) - wall_ms()
         self._heartbeat_s = max(0.5, float(hello.get("heartbeat_ms", 15000)) / 1000)
         return ws
 
@@ -662,7 +659,7 @@ class Client:
         point. An error of a background send is raised by the next push or flush.
         """
         self._raise_pending()
-        now = _wall_ms()
+        now = wall_ms()
         buf = self._buffers.get(channel)
         if buf is None:
             buf = self._buffers[channel] = _Buffer()

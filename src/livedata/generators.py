@@ -15,14 +15,12 @@ import random
 import secrets
 import socket
 import time
-from typing import TYPE_CHECKING
 
+from livedata.brokers.base import Broker
+from livedata.core.clock import wall_ms
 from livedata.core.frames import Batch, FieldDef
 from livedata.core.sources import GeneratedChannel, Generator, grid_delay
 from livedata.tasks import cancel_and_wait
-
-if TYPE_CHECKING:
-    from livedata.hub import Hub
 
 log = logging.getLogger("livedata.generators")
 
@@ -32,16 +30,12 @@ PREFILL_POINTS_PER_BATCH = 250_000
 """A generator publishes its initial history in batches of about this many values."""
 
 
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class Generators:
     """Generated channels: one shared generator per canonical name, kept a while after use."""
 
-    def __init__(self, hub: Hub, keep_s: float, retention_s: float, retention_points: int,
+    def __init__(self, broker: Broker, keep_s: float, retention_s: float, retention_points: int,
                  rng: random.Random | None = None) -> None:
-        self.hub = hub
+        self.broker = broker
         self.keep_s = keep_s
         self.retention_ms = int(retention_s * 1000)
         self.retention_points = retention_points
@@ -101,7 +95,7 @@ class Generators:
         when the holder dies another server continues within about ``lease_ttl_s``, from the
         broker's last time (it fills the gap). Users are ready once the channel has points.
         """
-        broker = self.hub.broker
+        broker = self.broker
         name = gen.name
         ready = self.ready[name]
         period = self.lease_ttl_s / 3
@@ -150,7 +144,7 @@ class Generators:
 
     async def _resume(self, gen: GeneratedChannel) -> Generator:
         """A generator continuing after the broker's last point, with the retention period filled."""
-        broker = self.hub.broker
+        broker = self.broker
         g = Generator(gen, random.Random(self.rng.random()))
         fields = {k: FieldDef(k, k, "number") for k in g.fields}
         now = wall_ms()

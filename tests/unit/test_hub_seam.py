@@ -19,13 +19,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from livedata import hub as hub_module
 from livedata.brokers.memory import MemoryBroker
 from livedata.core.frames import Batch, FieldDef
 from livedata.core.protocol import parse_subscribe
-from livedata.hub import Hub, Sink, Subscription
+from livedata.delivery import FlowPolicy, Hub, Settings, Sink, Subscription
 from livedata.server.conn import Conn
-from livedata.server.metrics import Metrics
 from livedata.server.sinks import WsSink
 
 V = {"v": FieldDef.of("v", "number")}
@@ -56,7 +54,7 @@ class RecordingSink:
         return False
 
     pressured: bool = False
-    cap: int = 1 << 20
+    flow: FlowPolicy = field(default_factory=lambda: FlowPolicy(1 << 20))
 
     def close_slow(self) -> None:
         self.open = False
@@ -106,7 +104,7 @@ class FramedSink(WsSink):
 
     def __init__(self, cap: int = 1 << 20) -> None:
         self.transport = FakeTransport()
-        super().__init__(Conn(self.transport, cap))
+        super().__init__(Conn(self.transport, FlowPolicy(cap)))
 
     def take_messages(self) -> list[dict[str, Any]]:
         out, buf = [], self.transport.out
@@ -134,6 +132,7 @@ class ProbeSink(Sink, Protocol):
 
 SINKS: dict[str, Callable[[], ProbeSink]] = {"send_data": RecordingSink, "lane": FramedSink, "lane-step1": FramedSink}
 """``lane-step1``: rounds let the loop run after every subscriber, so chunks join running rounds."""
+STEP_SUBS = {"lane-step1": 1}
 
 
 @dataclass
@@ -173,9 +172,10 @@ ops = st.lists(
 )
 
 
-async def scenario(steps: list[tuple[str, Any]], interval: int, make_sink: Callable[[], ProbeSink]) -> None:
+async def scenario(steps: list[tuple[str, Any]], interval: int, make_sink: Callable[[], ProbeSink],
+                   settings: Settings) -> None:
     broker = MemoryBroker(retention_s=3600, retention_points=10**9, wall=lambda: 20.0)
-    hub = Hub(broker, Metrics(), heartbeat_s=3600)
+    hub = Hub(broker, settings=settings)
     now = 10_000
     published: list[tuple[int, int]] = []
     serial = 0
@@ -239,25 +239,19 @@ async def scenario(steps: list[tuple[str, Any]], interval: int, make_sink: Calla
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops)
 def test_every_point_exactly_once_in_order_unbatched(sink: str, steps: list[tuple[str, Any]]) -> None:
-    with pytest.MonkeyPatch.context() as mp:
-        if sink == "lane-step1":
-            mp.setattr(hub_module, "STEP_SUBS", 1)
-        asyncio.run(scenario(steps, 0, SINKS[sink]))
+    asyncio.run(scenario(steps, 0, SINKS[sink], Settings(step_subs=STEP_SUBS.get(sink, 500))))
 
 
 @pytest.mark.parametrize("sink", SINKS)
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops)
 def test_every_point_exactly_once_in_order_batched(sink: str, steps: list[tuple[str, Any]]) -> None:
-    with pytest.MonkeyPatch.context() as mp:
-        if sink == "lane-step1":
-            mp.setattr(hub_module, "STEP_SUBS", 1)
-        asyncio.run(scenario(steps, 5, SINKS[sink]))
+    asyncio.run(scenario(steps, 5, SINKS[sink], Settings(step_subs=STEP_SUBS.get(sink, 500))))
 
 
 async def test_a_lagging_reader_gets_one_coalesced_packet_then_is_closed_past_the_cap() -> None:
     broker = MemoryBroker(wall=lambda: 20.0)
-    hub = Hub(broker, Metrics(), heartbeat_s=3600)
+    hub = Hub(broker)
     slow, fast = RecordingSink(), RecordingSink()
     for sid, sink in (("s", slow), ("f", fast)):
         hub.subscribe(parse_subscribe({"type": "subscribe", "id": sid, "channel": "c"}, 10**13), sink, lambda s: None)
@@ -274,7 +268,7 @@ async def test_a_lagging_reader_gets_one_coalesced_packet_then_is_closed_past_th
     assert coalesced["position"] == fast.messages[-1]["position"]
     # past the cap: closed as slow
     slow.pressured = True
-    slow.cap = 100
+    slow.flow = FlowPolicy(100)
     for i in range(20):
         await broker.publish("c", Batch([10_010 + i], {"v": [i]}, V))
     assert not slow.open
@@ -290,7 +284,7 @@ async def test_fast_path_falls_back_when_pressured_and_returns_when_drained() ->
     """The lane path: a pressured reader's packets are held and coalesced, a drained one rejoins
     the shared write, and a reader whose transport died under the hub costs the others nothing."""
     broker = MemoryBroker(wall=lambda: 20.0)
-    hub = Hub(broker, Metrics(), heartbeat_s=3600)
+    hub = Hub(broker)
     slow, fast, dead = FramedSink(cap=1000), FramedSink(), FramedSink()
     subs = {}
     for sid, sink in (("s", slow), ("f", fast), ("d", dead)):
@@ -333,13 +327,11 @@ async def test_fast_path_falls_back_when_pressured_and_returns_when_drained() ->
     await hub.close()
 
 
-async def test_a_round_lets_the_loop_run_and_takes_chunks_that_arrive_meanwhile(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_round_lets_the_loop_run_and_takes_chunks_that_arrive_meanwhile() -> None:
     """Six readers, two per step: a chunk published while the round is under way goes to the four
     it has not reached in the same packet, and to the two it had passed in the next round."""
-    monkeypatch.setattr(hub_module, "STEP_SUBS", 2)
     broker = MemoryBroker(wall=lambda: 20.0)
-    hub = Hub(broker, Metrics(), heartbeat_s=3600)
+    hub = Hub(broker, settings=Settings(step_subs=2))
     sinks = [FramedSink() for _ in range(6)]
     subs = [hub.subscribe(parse_subscribe({"type": "subscribe", "id": "A", "channel": "c"}, 10**13), s,
                           lambda s: None) for s in sinks]

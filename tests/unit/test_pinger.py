@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from livedata.server.ws import PING_FRAME, Pinger
+from livedata.server.connections import PING_FRAME, Pinger
 
 HB = 4.0
 
@@ -25,19 +25,29 @@ class FakeTransport:
         self.aborted = True
 
 
-class FakeSession:
-    """What the pinger reads of a ``Session``."""
+class FakeConn:
+    """What the pinger reads of a WebSocket's ``Conn``."""
 
     def __init__(self, rx_at: float) -> None:
         self.rx_at = rx_at
         self.ping_at = 0.0
+        self.close_reason = ""
         self.closed_with: list[str] = []
-        self.conn = SimpleNamespace(transport=FakeTransport(), peer="p", close=self.closed_with.append)
+        self.transport = FakeTransport()
+        self.peer = "p"
         self.ws = SimpleNamespace(closed=False)
+
+    def close(self, reason: str) -> None:
+        self.closed_with.append(reason)
+        self.close_reason = self.close_reason or reason
+
+    @property
+    def conn(self) -> FakeConn:  # the tests below read ``s.conn.transport``
+        return self
 
 
 def fake_session(rx_at: float) -> Any:
-    return FakeSession(rx_at)
+    return FakeConn(rx_at)
 
 
 def sweeps(pinger: Pinger, start: float, end: float) -> None:
@@ -48,9 +58,9 @@ def sweeps(pinger: Pinger, start: float, end: float) -> None:
 
 
 def test_a_silent_peer_is_pinged_then_dropped_within_one_and_a_half_heartbeats() -> None:
-    pinger = Pinger(HB)
+    pinger = Pinger(HB, set())
     s = fake_session(rx_at=100.0)
-    pinger.sessions.add(s)
+    pinger.conns.add(s)
     sweeps(pinger, 100.0, 100.0 + 0.5 * HB)
     assert s.conn.transport.written == []  # not silent long enough yet
     sweeps(pinger, 100.0 + 0.75 * HB, 100.0 + HB)
@@ -58,13 +68,15 @@ def test_a_silent_peer_is_pinged_then_dropped_within_one_and_a_half_heartbeats()
     assert not s.conn.transport.aborted
     sweeps(pinger, 100.0 + 1.25 * HB, 100.0 + 1.25 * HB)  # half a heartbeat after the ping
     assert s.conn.transport.aborted and s.closed_with == ["gone"]
-    assert s not in pinger.sessions
+    sweeps(pinger, 100.0 + 1.5 * HB, 100.0 + 3 * HB)
+    assert s.closed_with == ["gone"]  # dropped once: a closed connection is not pinged or closed again
+    assert s.conn.transport.written == [PING_FRAME]
 
 
 def test_a_peer_that_answers_is_kept_and_pinged_again_later() -> None:
-    pinger = Pinger(HB)
+    pinger = Pinger(HB, set())
     s = fake_session(rx_at=0.0)
-    pinger.sessions.add(s)
+    pinger.conns.add(s)
     for t in (0.75 * HB, HB):
         pinger.sweep(t)
     assert s.conn.transport.written == [PING_FRAME]
@@ -76,10 +88,10 @@ def test_a_peer_that_answers_is_kept_and_pinged_again_later() -> None:
 
 
 def test_a_talking_peer_is_never_pinged_and_a_closing_one_is_left_alone() -> None:
-    pinger = Pinger(HB)
+    pinger = Pinger(HB, set())
     talking, closing = fake_session(rx_at=0.0), fake_session(rx_at=0.0)
     closing.ws.closed = True
-    pinger.sessions.update((talking, closing))
+    pinger.conns.update((talking, closing))
     t = 0.0
     for _ in range(40):
         t += HB / 4
@@ -90,9 +102,9 @@ def test_a_talking_peer_is_never_pinged_and_a_closing_one_is_left_alone() -> Non
 
 
 def test_slices_cover_every_socket_once_per_quarter_heartbeat() -> None:
-    pinger = Pinger(HB)
+    pinger = Pinger(HB, set())
     many = [fake_session(rx_at=0.0) for _ in range(64)]
-    pinger.sessions.update(many)
+    pinger.conns.update(many)
     parts = Pinger.PARTS
     pinged_per_slice = []
     for part in range(parts):

@@ -10,12 +10,12 @@ from livedata.core.sources import (
     Generator,
     ParamError,
     TickSchedule,
-    chunked,
     grid_delay,
     parse_num_series,
     reference_lines,
     resolve_generated,
 )
+from livedata.core.wire import chunked
 
 
 def test_tick_schedule_has_no_drift_with_a_fake_clock() -> None:

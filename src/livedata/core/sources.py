@@ -98,11 +98,6 @@ def reference_lines(timestamp_ms: int, num_series: int, rng: random.Random) -> b
     ).encode()
 
 
-def chunked(payload: bytes) -> bytes:
-    """Frame ``payload`` as one HTTP/1.1 chunk (size in hex, CRLF, data, CRLF)."""
-    return b"%x\r\n%b\r\n" % (len(payload), payload)
-
-
 # --- generated channels ------------------------------------------------------------------------
 
 

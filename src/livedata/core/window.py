@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import time
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
+
+from livedata.core.clock import monotonic_ms
 
 T = TypeVar("T")
 
 MAX_REORDER_MS = 60_000
-
-
-def monotonic_ms() -> float:
-    return time.monotonic() * 1000.0
 
 
 class ReorderBuffer(Generic[T]):

@@ -25,6 +25,11 @@ def chunk_header(length: int) -> bytes:
 CHUNK_TRAILER = b"\r\n"
 
 
+def chunked(payload: bytes) -> bytes:
+    """``payload`` as one complete HTTP/1.1 chunk: size in hex, CRLF, the data, CRLF."""
+    return chunk_header(len(payload)) + payload + CHUNK_TRAILER
+
+
 _WS_TEXT_SMALL = tuple(struct.pack("!BB", 0x81, n) for n in range(126))
 _ws_text_headers: dict[int, bytes] = {}
 

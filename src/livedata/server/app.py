@@ -1,4 +1,9 @@
-"""Routes and the server's lifetime: one :class:`Server` object owns every long-lived part."""
+"""The aiohttp application: routes, middlewares (errors, then tokens) and the server's lifetime.
+
+One :class:`~livedata.server.server.Server` object builds and owns every long-lived part; the
+handlers here and in the carrier modules only translate HTTP into calls on it. Routes that need a
+token are named, and ``auth.ROUTES`` says which right each needs.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +17,13 @@ from aiohttp import web
 
 from livedata import __version__
 from livedata.config import Config
+from livedata.server import auth
+from livedata.server.channels import channels, delete_channel
 from livedata.server.compat import reference_stream
 from livedata.server.http import json_error, json_response
-from livedata.server.ingest import channels, delete_channel, push
 from livedata.server.openapi import SPEC
-from livedata.server.state import SERVER, Server
+from livedata.server.push import push
+from livedata.server.server import SERVER, Server
 from livedata.server.stream import stream
 from livedata.server.ws import websocket
 
@@ -53,7 +60,7 @@ async def root(request: web.Request) -> web.StreamResponse:
         index = STATIC / "index.html"
         if index.exists():
             return web.FileResponse(index, headers={"Cache-Control": "no-cache", **PAGE_HEADERS})
-    return await reference_stream(request, server.ticker, server.new_conn, server.over_limit)
+    return await reference_stream(request, server.ticker, server.connections)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -141,8 +148,9 @@ async def preflight(request: web.Request) -> web.Response:
 
 def create_app(config: Config) -> web.Application:
     """Build the aiohttp application for ``config``."""
-    app = web.Application(middlewares=[errors], client_max_size=config.max_body_bytes)
     server = Server(config)
+    tokens = auth.middleware(config, lambda reason: server.metrics.push_errors.labels(reason).inc())
+    app = web.Application(middlewares=[errors, tokens], client_max_size=config.max_body_bytes)
     app[SERVER] = server
     app.on_response_prepare.append(_cors(config))
 
@@ -163,10 +171,10 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/openapi.json", openapi)
     app.router.add_get("/api/ws", websocket)
-    app.router.add_get("/api/stream", stream)
-    app.router.add_get("/api/channels", channels)
-    app.router.add_post("/api/push/{channel:.+}", push)
-    app.router.add_delete("/api/channels/{channel:.+}", delete_channel)
+    app.router.add_get("/api/stream", stream, name="stream")
+    app.router.add_get("/api/channels", channels, name="channels")
+    app.router.add_post("/api/push/{channel:.+}", push, name="push")
+    app.router.add_delete("/api/channels/{channel:.+}", delete_channel, name="delete-channel")
     if (STATIC / "dist").exists():
         app.router.add_static("/static/", STATIC / "dist")
     return app

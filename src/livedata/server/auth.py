@@ -1,13 +1,54 @@
-"""Tokens: write tokens may push (and read), read tokens may subscribe. Constant-time checks."""
+"""Tokens, checked in one place: which route and which WebSocket message needs which right.
+
+Write tokens may push (and read), read tokens may subscribe. With no tokens of a kind configured,
+that right is open. Checks are constant-time and answers never echo the token.
+
+HTTP routes are checked by the :func:`middleware` against :data:`ROUTES` (route name -> rule)
+before their handler runs; WebSocket messages (the socket itself opens without a token, which
+may come later in an ``auth`` message) are checked by ``ws.py`` against :data:`MESSAGES`. To
+protect a new route, name it in ``app.py`` and add a rule here.
+"""
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Literal
 
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
 from livedata.config import Config
+from livedata.server.http import json_error
 
 Right = Literal["read", "write"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """What a route needs."""
+
+    right: Right
+    query_token: bool = False
+    """``?token=`` is accepted besides ``Authorization: Bearer`` (an EventSource or a browser
+    WebSocket cannot set headers)."""
+    error_reason: str | None = None
+    """A denial is counted in ``livedata_push_errors{reason="auth"}`` when set to ``"auth"``."""
+
+
+ROUTES: dict[str, Rule] = {
+    "stream": Rule("read", query_token=True),
+    "channels": Rule("read"),
+    "push": Rule("write", error_reason="auth"),
+    "delete-channel": Rule("write"),
+}
+"""Route name (``app.py``) -> the right it needs. Routes not named here are open
+(the page, health, metrics, the OpenAPI document, the reference stream, and ``/api/ws``, whose
+messages are checked one by one)."""
+
+MESSAGES: dict[str, Right] = {"subscribe": "read", "publish": "write"}
+"""WebSocket message type -> the right it needs."""
 
 
 def _match(token: str, tokens: tuple[str, ...]) -> bool:
@@ -22,6 +63,14 @@ def bearer(header: str | None) -> str | None:
         return None
     scheme, _, token = header.partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def request_token(request: web.Request, query_token: bool) -> str | None:
+    """The request's bearer token, or its ``?token=`` when the route accepts one."""
+    token = bearer(request.headers.get("Authorization"))
+    if token is None and query_token:
+        token = request.query.get("token")
+    return token
 
 
 def check(config: Config, token: str | None, right: Right) -> tuple[int, str] | None:
@@ -39,3 +88,34 @@ def check(config: Config, token: str | None, right: Right) -> tuple[int, str] | 
     if known:
         return 403, f"this token may not {right}"
     return 401, "unknown token"
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Denied = Callable[[str], None]
+
+
+def middleware(config: Config, on_denied: Denied) -> Middleware:
+    """The aiohttp middleware that applies :data:`ROUTES`; ``on_denied(reason)`` counts a denial
+    whose rule names an ``error_reason``.
+
+    It is a plain function that returns the handler's own awaitable (no coroutine frame of its
+    own), so a long-lived stream does not keep a middleware frame alive for its whole life.
+    """
+
+    @web.middleware
+    def auth(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
+        rule = ROUTES.get(request.match_info.route.name or "")
+        if rule is None:
+            return handler(request)
+        denied = check(config, request_token(request, rule.query_token), rule.right)
+        if denied is None:
+            return handler(request)
+        if rule.error_reason is not None:
+            on_denied(rule.error_reason)
+        return _answer(*denied)
+
+    return auth
+
+
+async def _answer(status: int, text: str) -> web.StreamResponse:
+    return json_error(status, text)

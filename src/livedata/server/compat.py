@@ -10,17 +10,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import time
 from collections.abc import Callable
 
 from aiohttp import web
 
-from livedata.core.sources import ParamError, TickSchedule, chunked, parse_num_series, reference_lines
+from livedata.core.clock import wall_ms as _wall_ms
+from livedata.core.sources import ParamError, TickSchedule, parse_num_series, reference_lines
+from livedata.core.wire import chunked
 from livedata.server.conn import Conn
+from livedata.server.connections import Connections
 from livedata.server.http import json_error
 from livedata.tasks import cancel_and_wait
 
-_Entry = tuple[Conn, Callable[[], int], Callable[[bytes], object]]
+_Entry = tuple[Conn, Callable[[], int], Callable[[bytes], object], int]
 
 
 class ReferenceTicker:
@@ -31,13 +33,15 @@ class ReferenceTicker:
         interval_s: float,
         *,
         rng: random.Random | None = None,
-        wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        wall_ms: Callable[[], int] = _wall_ms,
     ) -> None:
         self.interval_s = interval_s
         self.rng = rng or random.Random()
         self.wall_ms = wall_ms
         self.groups: dict[int, dict[Conn, _Entry]] = {}
-        """numSeries -> its listeners, each with the bound transport calls the tick needs."""
+        """numSeries -> its listeners, each with the bound transport calls the tick needs and the
+        connection's cap (``FlowPolicy.cap``: the reference stream has nothing to hold, so it writes
+        or closes)."""
         self._snaps: dict[int, list[_Entry]] = {}
         self.task: asyncio.Task[None] | None = None
         self.ticks = 0
@@ -48,7 +52,8 @@ class ReferenceTicker:
 
     def add(self, conn: Conn, num_series: int) -> None:
         transport = conn.transport
-        self.groups.setdefault(num_series, {})[conn] = (conn, transport.get_write_buffer_size, transport.write)
+        self.groups.setdefault(num_series, {})[conn] = (
+            conn, transport.get_write_buffer_size, transport.write, conn.flow.cap)
         self._snaps.pop(num_series, None)
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._run(), name="reference-ticker")
@@ -78,7 +83,7 @@ class ReferenceTicker:
     def tick(self) -> None:
         """Write one tick to every listener: one encode per distinct ``numSeries``.
 
-        The hot loop (2,000 listeners x 20 ticks/s is 40,000 writes/s) is :meth:`Conn.send`
+        The hot loop (2,000 listeners x 20 ticks/s is 40,000 writes/s) is :meth:`Conn.send_parts`
         inlined over prebuilt tuples: the close reason, the queue against the cap, one
         ``transport.write`` of the shared bytes.
         """
@@ -90,10 +95,10 @@ class ReferenceTicker:
             snap = self._snaps.get(n)
             if snap is None:
                 snap = self._snaps[n] = list(conns.values())
-            for conn, queued, write in snap:
+            for conn, queued, write, cap in snap:
                 if conn.close_reason:
                     continue
-                if queued() > conn.cap:
+                if queued() > cap:
                     conn.close("slow")
                     continue
                 try:
@@ -103,18 +108,14 @@ class ReferenceTicker:
                 conn.bytes_out += size
 
 
-async def reference_stream(
-    request: web.Request,
-    ticker: ReferenceTicker,
-    conn_factory: Callable[[web.Request], Conn],
-    over_limit: Callable[[web.Request], str | None] = lambda r: None,
-) -> web.StreamResponse:
+async def reference_stream(request: web.Request, ticker: ReferenceTicker,
+                           connections: Connections) -> web.StreamResponse:
     """Serve ``GET /?numSeries=N`` until the client goes away (or the server stops)."""
     try:
         n = parse_num_series(request.query.get("numSeries"))
     except ParamError as exc:
         return json_error(400, str(exc))
-    busy = over_limit(request)
+    busy = connections.over_limit(request)
     if busy is not None:
         return json_error(429, busy)
     resp = web.StreamResponse(
@@ -122,7 +123,7 @@ async def reference_stream(
     )
     resp.enable_chunked_encoding()
     await resp.prepare(request)
-    conn = conn_factory(request)
+    conn = connections.open(request)
     ticker.add(conn, n)
     try:
         await conn.closed

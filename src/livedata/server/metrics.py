@@ -1,4 +1,8 @@
-"""Prometheus metrics (``GET /metrics``), one registry per server process."""
+"""Prometheus metrics (``GET /metrics``), one registry per server process.
+
+:class:`Metrics` is also delivery's ``Stats`` (``livedata.delivery.stats``): the server injects it
+into the hub, which never imports this module.
+"""
 
 from __future__ import annotations
 
@@ -40,8 +44,28 @@ class Metrics:
         self.round_seconds = Histogram(
             "livedata_round_seconds", "Wall time of one delivery round of a feed (every subscriber visited once)",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5), registry=r)
-        self.sources: list[Callable[[], dict[str, tuple[str, float]]]] = []
+        self.overruns = 0
+        """Batched rounds that took longer than their interval (the next packet covers more)."""
+        self.sources: list[Callable[[], dict[str, tuple[str, float]]]] = [lambda: {"livedata_feed_overruns": (
+            "Batched delivery rounds that took longer than the batching interval (total)", float(self.overruns))}]
         r.register(_Live(self._live))
+
+    # --- delivery's counters (``livedata.delivery.stats.Stats``) --------------------------------------
+
+    def delivered(self, channel: str, points: int) -> None:
+        self.points_delivered.labels(channel).inc(points)
+
+    def late(self, channel: str, points: int) -> None:
+        self.late_points.labels(channel).inc(points)
+
+    def round_took(self, seconds: float) -> None:
+        self.round_seconds.observe(seconds)
+
+    def overrun(self) -> None:
+        self.overruns += 1
+
+    def subscriptions_changed(self, delta: int) -> None:
+        self.subscriptions.inc(delta)
 
     def _live(self) -> dict[str, tuple[str, float]]:
         out: dict[str, tuple[str, float]] = {}

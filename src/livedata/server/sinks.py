@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 from livedata.core.wire import CHUNK_TRAILER, chunk_header, sse_event, ws_close_frame, ws_header
+from livedata.delivery.flow import FlowPolicy
+from livedata.delivery.sink import Lane
 from livedata.server.conn import Conn
-
-if TYPE_CHECKING:
-    from livedata.hub import Lane
 
 
 class BaseSink:
@@ -25,12 +23,12 @@ class BaseSink:
         return self.conn.is_open
 
     @property
-    def cap(self) -> int:
-        return self.conn.cap
+    def flow(self) -> FlowPolicy:
+        return self.conn.flow
 
     @property
     def pressured(self) -> bool:
-        return self.conn.buffered > self.conn.cap // 2
+        return self.conn.buffered > self.conn.flow.hold_above
 
     def close_slow(self) -> None:
         if self.conn.is_open:
@@ -44,10 +42,11 @@ class BaseSink:
         self._seen = out
         return idle
 
-    async def drain(self, stall_s: float = 30.0) -> None:
-        """Wait until the buffer is low. A reader that takes nothing for ``stall_s`` is closed as slow."""
+    async def drain(self) -> None:
+        """Wait until the buffer is low (``flow.drain_below``); a reader that takes nothing for
+        ``flow.stall_s`` is closed as slow."""
         conn = self.conn
-        low = conn.cap // 4
+        low, stall_s = conn.flow.drain_below, conn.flow.stall_s
         loop = asyncio.get_running_loop()
         last, since = conn.buffered, loop.time()
         # Only the backfill path waits here; polling keeps the hot path free of per-write futures.
@@ -79,16 +78,16 @@ class BaseSink:
         return b"".join(cls.data_parts(prefix, body, position))
 
     def lane(self) -> Lane:
-        """This connection's fast path for the hub (see ``hub.Lane``).
+        """This connection's fast path for the hub (see ``livedata.delivery.sink.Lane``).
 
         Per subscriber per packet the hub then reads the close reason and the transport's queued
-        bytes (more than half the cap: pressured, the slow path decides), and writes the framed
+        bytes (above ``flow.hold_above``: pressured, the slow path decides), and writes the framed
         packet it shares with every subscriber of the same carrier and id prefix: one
         ``transport.write`` of shared bytes, no call into this class.
         """
         conn = self.conn
         transport = conn.transport
-        return conn, transport.get_write_buffer_size, transport.write, conn.cap // 2, type(self).frame_data
+        return conn, transport.get_write_buffer_size, transport.write, conn.flow.hold_above, type(self).frame_data
 
     def _write(self, parts: list[bytes], force: bool) -> bool:
         conn = self.conn

@@ -8,14 +8,12 @@ from typing import Any
 
 from aiohttp import web
 
-from livedata import __version__
-from livedata.core.frames import message
+from livedata.core.clock import wall_ms
 from livedata.core.protocol import ProtocolError, parse_subscribe
-from livedata.hub import Subscription, wall_ms
-from livedata.server import auth
+from livedata.delivery import Subscription
 from livedata.server.http import json_error
+from livedata.server.server import SERVER
 from livedata.server.sinks import NdjsonSink, SseSink
-from livedata.server.state import SERVER
 
 RESERVED = {"channel", "id", "from", "to", "since", "fields", "interval", "token", "params"}
 
@@ -41,18 +39,16 @@ def subscribe_from_query(query: Any, last_event_id: str | None) -> dict[str, Any
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
-    """``GET /api/stream?channel=...``: the server messages of one subscription."""
+    """``GET /api/stream?channel=...``: the server messages of one subscription (tokens: ``auth.py``)."""
     server = request.app[SERVER]
     if "channel" not in request.query:
         return json_error(400, "channel is required: /api/stream?channel=NAME")
-    token = auth.bearer(request.headers.get("Authorization")) or request.query.get("token")
-    denied = auth.check(server.config, token, "read")
-    if denied is not None:
-        return json_error(*denied)
-    busy = server.over_limit(request)
+    connections = server.connections
+    busy = connections.over_limit(request)
     if busy is not None:
         return json_error(429, busy)
     sse = "text/event-stream" in request.headers.get("Accept", "")
+    carrier: type[SseSink | NdjsonSink] = SseSink if sse else NdjsonSink
     try:
         req = parse_subscribe(subscribe_from_query(request.query, request.headers.get("Last-Event-ID")), wall_ms())
     except ProtocolError as exc:
@@ -65,14 +61,11 @@ async def stream(request: web.Request) -> web.StreamResponse:
     resp.enable_chunked_encoding()
     await resp.prepare(request)
     try:
-        conn = server.new_conn(request)
+        conn = connections.open(request, carrier.carrier)
     except ConnectionResetError:
         return resp
-    sink = SseSink(conn) if sse else NdjsonSink(conn)
-    server.metrics.connections_total.labels(sink.carrier).inc()
-    server.hub.sinks.add(sink)
-    sink.send(message({"type": "hello", "version": __version__, "time": wall_ms(),
-                       "heartbeat_ms": int(server.config.heartbeat_s * 1000)}), force=True)
+    sink = carrier(conn)
+    connections.attach(conn, sink)
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def on_done(sub: Subscription) -> None:
@@ -84,7 +77,6 @@ async def stream(request: web.Request) -> web.StreamResponse:
         await asyncio.wait([done, conn.closed], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
     finally:
         server.hub.unsubscribe(sub)
-        server.hub.sinks.discard(sink)
         reason = conn.close_reason
         conn.close("gone")
     if reason == "slow":

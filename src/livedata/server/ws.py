@@ -10,33 +10,30 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from livedata import __version__
 from livedata.config import Config
+from livedata.core.clock import wall_ms
 from livedata.core.frames import message
 from livedata.core.protocol import ProtocolError, decode_client, parse_subscribe
-from livedata.hub import Subscription, wall_ms
+from livedata.delivery import Subscription
 from livedata.server import auth
+from livedata.server.conn import Conn
 from livedata.server.http import HTTPJSONError, json_error
-from livedata.server.ingest import IngestError, publish_json
+from livedata.server.ingest import IngestError
+from livedata.server.server import SERVER, Server
 from livedata.server.sinks import WsSink
-from livedata.server.state import SERVER, Server
-from livedata.tasks import cancel_and_wait
 
 log = logging.getLogger("livedata.ws")
 
 
-PING_FRAME = b"\x89\x00"
-"""A WebSocket ping with no payload (server frames are not masked)."""
-
-
 class Session:
-    """The state of one WebSocket: its subscriptions by id, its rights, and its liveness.
+    """The state of one WebSocket: its subscriptions by id and its token (its liveness is on the
+    connection: ``Conn.rx_at``, pinged by ``connections.Pinger``).
 
     One per connected socket, so it is kept small (10,000 idle readers add up): slots, and no
     reference to the request once the socket is set up.
     """
 
-    __slots__ = ("authed_read", "conn", "ping_at", "rx_at", "server", "sink", "subs", "token", "ws")
+    __slots__ = ("conn", "server", "sink", "subs", "token", "ws")
 
     def __init__(self, server: Server, ws: web.WebSocketResponse, sink: WsSink, token: str | None) -> None:
         self.server = server
@@ -45,15 +42,6 @@ class Session:
         self.conn = sink.conn
         self.token = token
         self.subs: dict[str, Subscription] = {}
-        self.authed_read = auth.check(server.config, token, "read") is None
-        self.rx_at = time.monotonic()
-        """When the last frame (of any kind, pongs included) came from the peer."""
-        self.ping_at = 0.0
-        """When the :class:`Pinger` last pinged it."""
-
-    def touch(self) -> None:
-        """Bytes came from the peer: it is alive."""
-        self.rx_at = time.monotonic()
 
     def send(self, obj: dict[str, Any]) -> None:
         self.sink.send(message(obj), force=True)
@@ -83,8 +71,8 @@ class Session:
                 self.error("auth needs a string 'token'")
                 return
             self.token = token
-            self.authed_read = auth.check(self.server.config, token, "read") is None
-            if not self.authed_read and auth.check(self.server.config, token, "write") is not None:
+            config = self.server.config
+            if auth.check(config, token, "read") is not None and auth.check(config, token, "write") is not None:
                 self.error("unknown token")
             else:
                 self.send({"type": "auth", "ok": True})
@@ -101,7 +89,7 @@ class Session:
         except ProtocolError as exc:
             self.error(str(exc), exc.id)
             return
-        denied = auth.check(config, self.token, "read")
+        denied = auth.check(config, self.token, auth.MESSAGES["subscribe"])
         if denied is not None:
             self.error(denied[1], req.id)
             return
@@ -119,12 +107,12 @@ class Session:
 
     async def publish(self, obj: dict[str, Any]) -> None:
         ack = obj.get("ack")
-        denied = auth.check(self.server.config, self.token, "write")
+        denied = auth.check(self.server.config, self.token, auth.MESSAGES["publish"])
         if denied is not None:
             self.send({"type": "error", "message": denied[1], **({"ack": ack} if ack is not None else {})})
             return
         try:
-            await publish_json(self.server, obj.get("channel"), obj.get("points"))
+            await self.server.ingest.publish_json(obj.get("channel"), obj.get("points"))
         except IngestError as exc:
             self.server.metrics.push_errors.labels(exc.reason).inc()
             out: dict[str, Any] = {"type": "error", "message": exc.message}
@@ -141,68 +129,6 @@ class Session:
         for sub in list(self.subs.values()):
             self.server.hub.unsubscribe(sub)
         self.subs.clear()
-
-
-class Pinger:
-    """WebSocket ping/pong for every socket of a server, from one task instead of a timer per socket.
-
-    Every quarter heartbeat it looks at each socket: one the peer sent nothing on (no frame, no
-    pong) for 3/4 of a heartbeat gets a ping; one that then answers nothing for half a heartbeat is
-    dropped. A peer that stops answering is so released at most 1.5 heartbeats after its last frame.
-    Pings are control frames: they do not count as output, so the protocol's ``heartbeat`` messages
-    still go out to an idle socket.
-    """
-
-    def __init__(self, heartbeat_s: float) -> None:
-        self.heartbeat_s = heartbeat_s
-        self.sessions: set[Session] = set()
-        self.task: asyncio.Task[None] | None = None
-
-    def add(self, session: Session) -> None:
-        self.sessions.add(session)
-        if self.task is None:
-            self.task = asyncio.get_running_loop().create_task(self._run(), name="ws-ping")
-
-    def discard(self, session: Session) -> None:
-        self.sessions.discard(session)
-
-    PARTS = 8
-    """Each quarter heartbeat is swept in this many slices, so that sockets which connected
-    together (a load test, a dashboard reload) are not all pinged in one burst of writes."""
-
-    async def _run(self) -> None:
-        step = self.heartbeat_s / 4 / self.PARTS
-        part = 0
-        while True:
-            await asyncio.sleep(step)
-            self.sweep(time.monotonic(), part, self.PARTS)
-            part = (part + 1) % self.PARTS
-
-    def sweep(self, now: float, part: int = 0, parts: int = 1) -> None:
-        """Ping or drop the sockets of slice ``part`` of ``parts`` (all of them by default)."""
-        ping_after = self.heartbeat_s * 0.75
-        pong_within = self.heartbeat_s * 0.5 - 0.001  # each socket is swept every quarter heartbeat
-        for session in list(self.sessions):
-            if parts > 1 and (id(session) >> 4) % parts != part:
-                continue
-            rx_at = session.rx_at
-            if now - rx_at < ping_after:
-                continue
-            transport = session.conn.transport
-            if transport.is_closing() or session.ws.closed:  # closing: no ping after a close frame
-                continue
-            if session.ping_at <= rx_at:
-                session.ping_at = now
-                transport.write(PING_FRAME)
-            elif now - session.ping_at >= pong_within:
-                log.debug("closing a WebSocket from %s: no pong for %.1f s", session.conn.peer, now - session.ping_at)
-                self.sessions.discard(session)
-                session.conn.close("gone")
-                transport.abort()
-
-    async def close(self) -> None:
-        task, self.task = self.task, None
-        await cancel_and_wait(task)
 
 
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
@@ -240,12 +166,11 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     # From here this coroutine lives as long as the socket.
     ws, session = opened
     conn = session.conn
-    server = session.server
     try:
         while True:
             msg = await ws.receive()
             kind = msg.type
-            session.rx_at = time.monotonic()
+            conn.rx_at = time.monotonic()
             if kind is WSMsgType.TEXT:
                 try:
                     obj = decode_client(msg.data)
@@ -271,9 +196,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         if not ws.closed:
             await ws.close(code=1011, message=b"internal error")
     finally:
-        server.pinger.discard(session)
         session.close()
-        server.hub.sinks.discard(session.sink)
         reason = conn.close_reason
         conn.close("gone")
         if reason == "shutdown" and not ws.closed:
@@ -288,37 +211,34 @@ async def _upgrade(request: web.Request) -> web.WebSocketResponse | tuple[web.We
     if origin is not None and not origin_allowed(request, origin, config):
         # Cross-site WebSocket hijacking: another page cannot open a socket with the user's cookies.
         raise_json(403, f"origin {origin[:100]!r} is not allowed (see --cors-origin)")
-    busy = server.over_limit(request)
+    connections = server.connections
+    busy = connections.over_limit(request)
     if busy is not None:
         raise_json(429, busy)
-    token = auth.bearer(request.headers.get("Authorization")) or request.query.get("token")
+    token = auth.request_token(request, query_token=True)
     # No aiohttp heartbeat (a timer and a ping task per socket): the server's Pinger pings every
     # socket from one task. autoping off: pongs reach the loop in websocket() (liveness), which answers pings.
     ws = web.WebSocketResponse(max_msg_size=config.max_frame_bytes, compress=False, autoping=False)
     await ws.prepare(request)
     ws.headers.clear()  # sent with the 101; nothing reads them again
     try:
-        conn = server.new_conn(request)
+        conn = connections.open(request, WsSink.carrier)
     except ConnectionResetError:
         return ws
     sink = WsSink(conn)
-    server.hub.sinks.add(sink)
-    server.metrics.connections_total.labels("ws").inc()
     session = Session(server, ws, sink, token)
-    _after_upgrade(request, session)
-    server.pinger.add(session)
-    session.send({"type": "hello", "version": __version__, "time": wall_ms(),
-                  "heartbeat_ms": int(config.heartbeat_s * 1000)})
+    _after_upgrade(request, conn)
+    connections.attach(conn, sink, ws=ws)
     return ws, session
 
 
-def _after_upgrade(request: web.Request, session: Session) -> None:
+def _after_upgrade(request: web.Request, conn: Conn) -> None:
     """Adjust aiohttp's connection object once the upgrade is done.
 
     * Drop its HTTP request parser (about 0.7 KiB a socket): from now on aiohttp feeds every byte
       to the WebSocket reader and never uses the HTTP parser again (it drops it itself when the
       connection is lost).
-    * Tell the session whenever bytes arrive, not only whole messages, so a peer busy sending one
+    * Tell the connection whenever bytes arrive, not only whole messages, so a peer busy sending one
       large frame is not taken for a dead one (what aiohttp's own heartbeat does with this hook).
 
     Only done when the upgrade is visibly complete (the WebSocket reader installed, no hook yet);
@@ -331,7 +251,7 @@ def _after_upgrade(request: web.Request, session: Session) -> None:
         protocol._parser = None
     with contextlib.suppress(AttributeError):
         if protocol._data_received_cb is None:
-            protocol._data_received_cb = session.touch
+            protocol._data_received_cb = conn.touch
 
 
 def raise_json(status: int, message_: str) -> None:

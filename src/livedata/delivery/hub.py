@@ -1,0 +1,188 @@
+"""The hub: this process's registry of subscriptions, and the taps and feeds that serve them.
+
+It depends only on the :class:`~livedata.brokers.base.Broker` protocol, the
+:class:`~livedata.delivery.sink.Sink` protocol, a :class:`~livedata.delivery.stats.Stats` sink for
+its counters and, for generated channels, something that runs generators (:class:`Producers`).
+The server builds it and hands it those; nothing here knows about HTTP, sockets or metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from livedata.brokers.base import Broker, Unsubscribe
+from livedata.core.clock import wall_ms
+from livedata.core.frames import Chunk, FieldDef
+from livedata.core.protocol import Subscribe
+from livedata.core.sources import GeneratedChannel
+from livedata.delivery import seam
+from livedata.delivery.feed import Feed, Subscription
+from livedata.delivery.settings import Settings
+from livedata.delivery.sink import Sink
+from livedata.delivery.stats import NullStats, Stats
+
+log = logging.getLogger("livedata.hub")
+
+FeedKey = tuple[str, int, tuple[str, ...] | None]
+
+
+class Producers(Protocol):
+    """What runs generated channels (``livedata.generators.Generators``), as the hub sees it."""
+
+    async def acquire(self, gen: GeneratedChannel) -> None:
+        """Count a user of ``gen``; return once its channel has points."""
+        ...
+
+    def release(self, gen: GeneratedChannel) -> None: ...
+
+
+class Tap:
+    """The one broker subscription of a channel in this process, shared by its feeds."""
+
+    def __init__(self, broker: Broker, stats: Stats, channel: str) -> None:
+        self.channel = channel
+        self.feeds: dict[FeedKey, Feed] = {}
+        self.stats = stats
+        self.unsubscribe: Unsubscribe = broker.subscribe(channel, self._on_chunk, None)
+
+    def _on_chunk(self, channel: str, chunk: Chunk, new_fields: list[FieldDef]) -> None:
+        late = chunk.late_split()
+        if late:
+            self.stats.late(channel, late)
+        for feed in list(self.feeds.values()):
+            feed.on_chunk(chunk, new_fields)
+
+
+class Hub:
+    """Owns the taps, feeds and subscriptions of this process."""
+
+    def __init__(self, broker: Broker, stats: Stats | None = None, settings: Settings | None = None,
+                 producers: Producers | None = None) -> None:
+        self.broker = broker
+        self.stats: Stats = stats or NullStats()
+        self.settings = settings or Settings()
+        self.producers = producers
+        self.taps: dict[str, Tap] = {}
+        self.subs: set[Subscription] = set()
+        broker.on_status = self.broker_status
+
+    async def close(self) -> None:
+        """End every subscription (their attach tasks are cancelled)."""
+        for sub in list(self.subs):
+            self.unsubscribe(sub)
+
+    @property
+    def feeds(self) -> int:
+        """Shared feeds (channel, interval, fields) open now."""
+        return sum(len(t.feeds) for t in self.taps.values())
+
+    def of_channel(self, channel: str) -> list[Subscription]:
+        return [s for s in self.subs if s.req.channel == channel]
+
+    def broker_status(self, ok: bool, text: str) -> None:
+        """The broker went away (``ok`` False) or came back: tell every subscription."""
+        for sub in list(self.subs):
+            if not sub.closed:
+                sub.control({"type": "notice", "level": "info" if ok else "warning", "text": text})
+
+    # --- subscriptions --------------------------------------------------------------------------
+
+    def subscribe(self, req: Subscribe, sink: Sink, on_done: Callable[[Subscription], None]) -> Subscription:
+        """Start a subscription; its backfill runs in a task the hub owns."""
+        sub = Subscription(req, sink, on_done)
+        self.subs.add(sub)
+        self.stats.subscriptions_changed(1)
+        sub.task = asyncio.get_running_loop().create_task(self._attach(sub), name=f"attach:{req.channel}")
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Stop ``sub`` and release what it held. Idempotent."""
+        if sub.closed:
+            return
+        sub.closed = True
+        self.subs.discard(sub)
+        self.stats.subscriptions_changed(-1)
+        if sub.task is not None and not sub.task.done() and sub.task is not asyncio.current_task():
+            sub.task.cancel()
+        if sub.timer is not None:
+            sub.timer.cancel()
+        feed = sub.feed
+        if feed is not None:
+            feed.remove(sub)
+            self._maybe_drop(feed)
+        if sub.req.generated is not None and self.producers is not None:
+            self.producers.release(sub.req.generated)
+
+    def complete(self, sub: Subscription, notice: str | None = None) -> None:
+        """End ``sub`` normally: an optional notice, then ``complete``."""
+        if sub.closed:
+            return
+        if notice:
+            sub.control({"type": "notice", "level": "info", "text": notice})
+        sub.control({"type": "complete"})
+        self.unsubscribe(sub)
+        sub.on_done(sub)
+
+    def _feed(self, req: Subscribe, fields: list[FieldDef]) -> Feed:
+        tap = self.taps.get(req.channel)
+        if tap is None:
+            tap = self.taps[req.channel] = Tap(self.broker, self.stats, req.channel)
+        key = (req.channel, req.interval_ms, req.fields)
+        feed = tap.feeds.get(key)
+        if feed is None:
+            feed = tap.feeds[key] = Feed(self.broker, self.stats, self.settings, req.channel, req.interval_ms,
+                                         req.fields, fields)
+        return feed
+
+    def _maybe_drop(self, feed: Feed) -> None:
+        if feed.subs or feed.joining:
+            return
+        tap = self.taps.get(feed.channel)
+        feed.close()
+        if tap is None:
+            return
+        if tap.feeds.get(feed.key) is feed:
+            del tap.feeds[feed.key]
+        if not tap.feeds:
+            tap.unsubscribe()
+            del self.taps[feed.channel]
+
+    async def _attach(self, sub: Subscription) -> None:
+        """History, then live (``seam.py``), then the end of a finite range on a timer."""
+        req = sub.req
+        feed: Feed | None = None
+        try:
+            if req.generated is not None and self.producers is not None:
+                await self.producers.acquire(req.generated)
+            now = wall_ms()
+            finite = req.to_ms is not None and req.to_ms <= now
+            fields = await self.broker.fields(req.channel) or []
+            if not finite:
+                feed = self._feed(req, fields)
+                feed.joining += 1
+            after = await seam.backfill(self.broker, self.settings, sub, fields)
+            if finite:
+                self.complete(sub)
+                return
+            assert feed is not None
+            await seam.join(self.broker, self.settings, sub, feed, after)
+            if req.to_ms is not None:
+                sub.timer = asyncio.get_running_loop().call_later(
+                    max(0.0, (req.to_ms - wall_ms()) / 1000), self.complete, sub)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("subscription %s on %s failed: %s", req.id, req.channel, exc)
+            if not sub.closed:
+                sub.control({"type": "error", "message": f"subscription failed: {exc}"})
+                self.unsubscribe(sub)
+                sub.on_done(sub)
+        finally:
+            if feed is not None:
+                feed.joining -= 1
+                if sub.closed:
+                    self._maybe_drop(feed)
+            sub.task = None  # a done task keeps its coroutine: do not hold it for the socket's life

@@ -1,0 +1,81 @@
+"""The one object that builds, wires and owns everything a ``livedata serve`` process runs.
+
+Like Centrifuge's ``Node``: the server makes the broker, the metrics, the delivery hub (with the
+metrics as its stats and the generators as its producers), the ingest service, the registry of
+connections (with its heartbeat and pinger) and the reference stream's ticker, and starts and
+stops them in order. Handlers only translate a carrier into calls on these parts; nothing below
+the server imports a handler or this module.
+"""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from livedata.brokers.base import Broker
+from livedata.config import Config
+from livedata.delivery import Hub
+from livedata.generators import Generators
+from livedata.server.compat import ReferenceTicker
+from livedata.server.connections import Connections
+from livedata.server.ingest import Ingest
+from livedata.server.metrics import Metrics
+
+
+def make_broker(config: Config) -> Broker:
+    if config.broker == "memory":
+        from livedata.brokers.memory import MemoryBroker
+
+        return MemoryBroker(config.retention_s, config.retention_points, config.max_channels)
+    from livedata.brokers.redis import RedisBroker
+
+    broker: Broker = RedisBroker(config.broker, prefix=config.redis_prefix, retention_s=config.retention_s,
+                                 retention_points=config.retention_points, max_channels=config.max_channels)
+    return broker
+
+
+class Server:
+    """Config, broker, hub, ingest, connections, reference ticker, generators and metrics of one process."""
+
+    def __init__(self, config: Config, broker: Broker | None = None) -> None:
+        self.config = config
+        self.started = time.monotonic()
+        self.metrics = Metrics()
+        self.broker: Broker = broker or make_broker(config)
+        self.generators = Generators(self.broker, config.retention_s, config.retention_s, config.retention_points)
+        self.hub = Hub(self.broker, self.metrics, producers=self.generators)
+        self.ingest = Ingest(self.broker, config, self.metrics)
+        self.connections = Connections(config, self.metrics)
+        self.ticker = ReferenceTicker(config.interval_ms / 1000)
+        self.metrics.sources.append(self._gauges)
+
+    async def start(self) -> None:
+        await self.broker.start()
+        self.connections.start()
+
+    async def shutdown(self) -> None:
+        """Close every stream (they end at once) and stop the reference ticker."""
+        self.connections.shutdown()
+        await self.ticker.stop()
+
+    async def close(self) -> None:
+        await self.ingest.close()  # publish points still held by a reorder window
+        await self.connections.close()
+        await self.hub.close()
+        await self.generators.close()
+        await self.broker.close()
+
+    def _gauges(self) -> dict[str, tuple[str, float]]:
+        return {
+            **self.connections.gauges(),
+            "livedata_reference_listeners": ("Clients of the reference stream", float(self.ticker.listeners)),
+            "livedata_reference_ticker_running": (
+                "1 while the reference stream's ticker runs",
+                float(self.ticker.task is not None and not self.ticker.task.done())),
+            "livedata_feeds": ("Shared feeds (channel, interval, fields)", float(self.hub.feeds)),
+            "livedata_generators_running": ("Generated channels running", float(len(self.generators.running))),
+        }
+
+
+SERVER = web.AppKey("server", Server)
