@@ -1,24 +1,4 @@
-"""A Python client for ``livedata serve``: subscribe over one WebSocket, push over HTTP.
-
-.. code-block:: python
-
-    async with Client("http://localhost:8080") as c:
-        await c.push_point("sensors/kitchen", temp=21.5)      # batched, flushed within 100 ms
-        async for item in c.subscribe("sensors/kitchen", from_="now-5m"):
-            if isinstance(item, Frame):
-                for point in item.points():
-                    print(point)
-
-Every subscription of a :class:`Client` shares one WebSocket. When the connection drops (server
-restart, network, a ``slow`` close) the client reconnects with exponential backoff and jitter and
-resubscribes each subscription with ``since`` = the last position it received, so the consumer
-sees every point exactly once. If the server cannot give back what was missed (a restarted memory
-broker, or points past retention), a :class:`Notice` says how many points were lost.
-
-Pushes are buffered per channel and sent as one ``POST /api/push/{channel}`` per batch, each
-with its own ``Idempotency-Key``: a batch is retried on connection errors and ``503`` without
-ever being stored twice. :class:`SyncClient` offers the push side to scripts without asyncio.
-"""
+"""The asyncio client: one WebSocket for every subscription (reconnecting), HTTP for pushes."""
 
 from __future__ import annotations
 
@@ -26,106 +6,23 @@ import asyncio
 import contextlib
 import logging
 import random
-import threading
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import aiohttp
 import msgspec
 
+from livedata.client.push import PushBuffer, is_columnar
+from livedata.client.subscription import Subscription
+from livedata.client.types import LivedataError, NoticeCallback, Value
 from livedata.core.clock import wall_ms
 from livedata.core.protocol import ProtocolError, parse_time
 
 log = logging.getLogger("livedata.client")
 
-Value = float | int | str | bool | None
-T = TypeVar("T")
-
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
-
-
-class LivedataError(Exception):
-    """The server refused something (``status``, maybe ``line``/``field``), or is unreachable."""
-
-    def __init__(self, message: str, *, status: int | None = None, line: int | None = None,
-                 field: str | None = None, channel: str | None = None, id: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.line = line
-        self.field = field
-        self.channel = channel
-        self.id = id
-
-
-@dataclass(frozen=True, slots=True)
-class Field:
-    """One field of a channel's schema: its frame name, type and labels (line protocol tags)."""
-
-    name: str
-    type: str
-    labels: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class Frame:
-    """One ``data`` message of a subscription, decoded.
-
-    ``times`` are epoch ms; ``fields`` maps each schema field's name (e.g. ``temp`` or
-    ``usage {host="a"}``) to its column, aligned with ``times`` (``None`` where missing).
-    ``late`` frames hold points older than ones already delivered: insert them in time order.
-    """
-
-    channel: str
-    id: str
-    position: str | None
-    late: bool
-    times: list[int]
-    fields: dict[str, list[Value]]
-    schema: list[Field]
-    schema_changed: bool = False
-    """True when this message carried a schema (the first one, or the channel gained a field)."""
-
-    def __len__(self) -> int:
-        return len(self.times)
-
-    def points(self) -> list[dict[str, Value]]:
-        """The rows as ``{"time": ms, field: value, ...}`` dicts (missing values left out)."""
-        cols = list(self.fields.items())
-        out: list[dict[str, Value]] = []
-        for i, t in enumerate(self.times):
-            row: dict[str, Value] = {"time": t}
-            for name, col in cols:
-                v = col[i]
-                if v is not None:
-                    row[name] = v
-            out.append(row)
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class Notice:
-    """Something the consumer should know, e.g. ``lost`` points after a server restart."""
-
-    channel: str
-    id: str
-    level: str
-    text: str
-    lost: int | None = None
-
-
-class _End:
-    __slots__ = ("error",)
-
-    def __init__(self, error: LivedataError | None = None) -> None:
-        self.error = error
-
-
-NoticeCallback = Callable[[Notice], None]
 
 
 def _http_base(url: str) -> str:
@@ -145,224 +42,6 @@ def _backoff(attempt: int, initial: float, cap: float) -> float:
     """Exponential backoff with full jitter: uniform in [d/2, d] for d = initial * 2**attempt."""
     d = min(cap, initial * (2 ** min(attempt, 30)))
     return random.uniform(d / 2, d)
-
-
-# --- subscriptions --------------------------------------------------------------------------------
-
-
-class Subscription:
-    """An async iterator of :class:`Frame` (and :class:`Notice`, unless a callback takes them).
-
-    Ends after the server's ``complete``; raises :class:`LivedataError` on the server's ``error``.
-    ``await sub.close()`` (or leaving ``async with``) unsubscribes.
-    """
-
-    def __init__(self, client: Client, sid: str, channel: str, params: Mapping[str, Any] | None,
-                 from_: int | None, to: int | None, fields: Sequence[str] | None, interval: float,
-                 since: str | None, on_notice: NoticeCallback | None, queue_size: int) -> None:
-        self.client = client
-        self.id = sid
-        self.channel = channel
-        self.params = dict(params) if params else None
-        self.from_ms = from_
-        self.to_ms = to
-        self.fields = list(fields) if fields is not None else None
-        self.interval = interval
-        self.position = since
-        self.on_notice = on_notice
-        self.schema: list[Field] = []
-        self.done = False
-        self.started_ms: int | None = None
-        """Server time when first subscribed: a live-only subscription resumes from here."""
-        self._queue: asyncio.Queue[Frame | Notice | _End] = asyncio.Queue(queue_size)
-        self._resuming = False
-        self._unpositioned = 0
-        """Rows delivered since the last position (mid-history): skipped again after a resume."""
-        self._skip = 0
-        self._ended = False
-
-    # The message we (re)send.
-    def request(self) -> dict[str, Any]:
-        msg: dict[str, Any] = {"type": "subscribe", "id": self.id, "channel": self.channel}
-        if self.params:
-            msg["params"] = self.params
-        if self.fields is not None:
-            msg["fields"] = self.fields
-        if self.interval:
-            msg["interval"] = self.interval
-        if self.to_ms is not None:
-            msg["to"] = self.to_ms
-        if self.position is not None:
-            msg["since"] = self.position
-        elif self.from_ms is not None:
-            msg["from"] = self.from_ms
-        elif self._resuming and self.started_ms is not None:
-            msg["from"] = self.started_ms
-        return msg
-
-    def _resume(self) -> None:
-        self._resuming = True
-        self._skip = self._unpositioned if self.position is None else 0
-
-    async def _deliver(self, msg: dict[str, Any]) -> None:
-        frame = msg.get("frame") or {}
-        position = msg.get("position")
-        schema_msg = frame.get("schema")
-        changed = False
-        if schema_msg is not None:
-            schema = [Field(f["name"], f.get("type", "number"), f.get("labels") or {})
-                      for f in schema_msg.get("fields", [])[1:]]
-            changed = schema != self.schema or not self._resuming
-            self.schema = schema
-        values = (frame.get("data") or {}).get("values") or [[]]
-        times: list[int] = values[0] if values else []
-        cols: dict[str, list[Value]] = {f.name: (values[i + 1] if i + 1 < len(values) else [None] * len(times))
-                for i, f in enumerate(self.schema)}
-        if self._skip and times:
-            n = min(self._skip, len(times))
-            self._skip -= n
-            times = times[n:]
-            cols = {k: c[n:] for k, c in cols.items()}
-        self._resuming = False
-        if position is not None:
-            self.position = position
-            self._unpositioned = 0
-        else:
-            self._unpositioned += len(times)
-        if not times and not changed:
-            return
-        await self._queue.put(Frame(self.channel, self.id, position, bool(msg.get("late")), times, cols,
-                                    self.schema, changed))
-
-    async def _notice(self, msg: dict[str, Any]) -> None:
-        notice = Notice(self.channel, self.id, str(msg.get("level", "info")), str(msg.get("text", "")),
-                        msg.get("lost"))
-        if notice.lost is not None:
-            log.warning("%s: %s", self.channel, notice.text)
-        if self.on_notice is not None:
-            try:
-                self.on_notice(notice)
-            except Exception:
-                log.exception("notice callback failed")
-        else:
-            await self._queue.put(notice)
-
-    def _end(self, error: LivedataError | None = None) -> None:
-        if self._ended:
-            return
-        self._ended = True
-        self.done = True
-        end = _End(error)
-        try:
-            self._queue.put_nowait(end)
-        except asyncio.QueueFull:  # the consumer is behind: the end waits for room
-            asyncio.get_running_loop().create_task(self._queue.put(end))
-
-    def __aiter__(self) -> Subscription:
-        return self
-
-    async def __anext__(self) -> Frame | Notice:
-        item = await self._queue.get()
-        if isinstance(item, _End):
-            self._queue.put_nowait(item)  # iterating again ends again
-            if item.error is not None:
-                raise item.error
-            raise StopAsyncIteration
-        return item
-
-    async def frames(self) -> AsyncIterator[Frame]:
-        """Only the frames (notices still reach ``on_notice`` when given, else are skipped)."""
-        async for item in self:
-            if isinstance(item, Frame):
-                yield item
-
-    async def close(self) -> None:
-        """Unsubscribe (no-op once complete)."""
-        if not self.done:
-            await self.client._unsubscribe(self)
-        self._end()
-
-    async def __aenter__(self) -> Subscription:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-
-# --- push buffers ---------------------------------------------------------------------------------
-
-
-class _Buffer:
-    """Columns of one channel's not-yet-sent points."""
-
-    __slots__ = ("columns", "created", "times")
-
-    def __init__(self) -> None:
-        self.times: list[int | str | None] = []
-        self.columns: dict[str, list[Value]] = {}
-        self.created = time.monotonic()
-
-    def __len__(self) -> int:
-        return len(self.times)
-
-    def add_rows(self, points: Sequence[Mapping[str, Any]], now: int | None) -> None:
-        for point in points:
-            if not isinstance(point, Mapping):
-                raise TypeError(f"a point must be a dict, got {type(point).__name__}")
-            n = len(self.times)
-            t = point.get("time")
-            self.times.append(now if t is None else t)
-            for key, value in point.items():
-                if key == "time":
-                    continue
-                col = self.columns.get(key)
-                if col is None:
-                    col = self.columns[key] = [None] * n
-                col.append(value)
-            for col in self.columns.values():
-                if len(col) <= n:
-                    col.append(None)
-
-    def add_columns(self, cols: Mapping[str, Sequence[Any]], now: int) -> None:
-        lengths = {len(c) for c in cols.values()}
-        if len(lengths) != 1:
-            raise ValueError("columnar points: every column must have the same length")
-        m = lengths.pop()
-        n = len(self.times)
-        raw_times = cols.get("time")
-        self.times.extend([now] * m if raw_times is None else raw_times)
-        for key, col in cols.items():
-            if key == "time":
-                continue
-            mine = self.columns.get(key)
-            if mine is None:
-                mine = self.columns[key] = [None] * n
-            mine.extend(col)
-        for mine in self.columns.values():
-            if len(mine) < n + m:
-                mine.extend([None] * (n + m - len(mine)))
-
-    def body(self) -> dict[str, list[Any]]:
-        return {"time": self.times, **self.columns}
-
-
-def to_columns(points: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
-    """Point dicts as one columnar body ``{"time": [...], field: [...]}`` (gaps are ``None``).
-
-    A point without ``time`` gets ``None`` there, which the server reads as its clock now.
-    """
-    buf = _Buffer()
-    buf.add_rows(points, None)
-    return buf.body()
-
-
-def _is_columnar(points: Any) -> bool:
-    return isinstance(points, Mapping) and bool(points) and all(
-        isinstance(v, list | tuple) for v in points.values())
-
-
-# --- the client ------------------------------------------------------------------------------------
-
 
 class Client:
     """One connection to a livedata server: subscriptions over one WebSocket, pushes over HTTP.
@@ -410,7 +89,7 @@ class Client:
         self._closing = False
         self.reconnects = 0
         """How many times the WebSocket was re-established."""
-        self._buffers: dict[str, _Buffer] = {}
+        self._buffers: dict[str, PushBuffer] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._send_lock = asyncio.Lock()
         self._push_error: LivedataError | None = None
@@ -662,8 +341,8 @@ class Client:
         now = wall_ms()
         buf = self._buffers.get(channel)
         if buf is None:
-            buf = self._buffers[channel] = _Buffer()
-        if _is_columnar(points):
+            buf = self._buffers[channel] = PushBuffer()
+        if is_columnar(points):
             buf.add_columns(points, now)  # type: ignore[arg-type]
         elif isinstance(points, Mapping):
             buf.add_rows([points], now)
@@ -771,77 +450,3 @@ async def connect(url: str, token: str | None = None, **kwargs: Any) -> Client:
     client = Client(url, token, **kwargs)
     await client.open()
     return client
-
-
-# --- synchronous flavour -----------------------------------------------------------------------------
-
-
-class SyncClient:
-    """Push from plain scripts: the same batching and retries, on a loop in a background thread.
-
-    .. code-block:: python
-
-        with SyncClient("http://localhost:8080") as c:
-            c.push_point("sensors/kitchen", temp=21.5)
-    """
-
-    def __init__(self, url: str, token: str | None = None, **kwargs: Any) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="livedata-sync-client", daemon=True)
-        self._thread.start()
-        self._closed = False
-
-        async def make() -> Client:
-            return await connect(url, token, **kwargs)
-
-        self.client = self._call(make())
-
-    def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        if self._closed:
-            coro.close()
-            raise LivedataError("the client is closed")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
-
-    def push(self, channel: str, points: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> None:
-        self._call(self.client.push(channel, points))
-
-    def push_point(self, channel: str, time: int | str | None = None, **fields: Value) -> None:
-        self._call(self.client.push_point(channel, time, **fields))
-
-    def send(self, channel: str, points: Any) -> None:
-        self._call(self.client.send(channel, points))
-
-    def flush(self) -> None:
-        self._call(self.client.flush())
-
-    def close(self) -> None:
-        """Flush, close, and stop the background thread."""
-        if self._closed:
-            return
-        try:
-            self._call(self.client.close())
-        finally:
-            self._closed = True
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(5)
-            if not self._thread.is_alive():
-                self._loop.close()
-
-    def __enter__(self) -> SyncClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-__all__ = [
-    "Client",
-    "Field",
-    "Frame",
-    "LivedataError",
-    "Notice",
-    "Subscription",
-    "SyncClient",
-    "connect",
-    "to_columns",
-]
