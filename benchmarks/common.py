@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +103,25 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     s = sorted(values)
     k = min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))
     return float(s[k])
+
+
+def hist_percentile(hist: Mapping[int, int], q: float, scale: float = 10.0) -> float | None:
+    """Percentile ``q`` of a histogram of values binned by ``1/scale`` (bin -> count)."""
+    total = sum(hist.values())
+    if not total:
+        return None
+    want = q / 100 * (total - 1)
+    seen = 0
+    for k in sorted(hist):
+        seen += hist[k]
+        if seen > want:
+            return k / scale
+    return max(hist) / scale
+
+
+def now_ms() -> float:
+    """Wall clock in (fractional) epoch milliseconds: latency is receipt time minus point time."""
+    return time.time() * 1000.0
 
 
 def median(values: Sequence[float | None]) -> float | None:

@@ -13,96 +13,17 @@ import random
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
 from benchmarks.common import HOST, ServerProc, cpu_seconds, floor_server, http_json, livedata_server, rss_bytes
 from benchmarks.loadgen import LoadSpec, run_readers
+from benchmarks.scenario import Options, Scenario, Target, profile_during, stream_figures
 from benchmarks.stalled import stalled_reader
 from benchmarks.wsclient import WsClient, read_rows, rows_in, wait_data
 
-
-@dataclass(frozen=True)
-class Target:
-    label: str
-    key: str
-    op: str  # "<=" or ">="
-    limit: float
-    unit: str = ""
-
-    def check(self, figures: dict[str, Any]) -> bool | None:
-        v = figures.get(self.key)
-        if not isinstance(v, int | float):
-            return None
-        return v <= self.limit if self.op == "<=" else v >= self.limit
-
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    title: str
-    fn: Callable[[Options], dict[str, Any]]
-    targets: tuple[Target, ...] = ()
-    quick_ok: bool = True
-    heavy: bool = False
-    """Worth profiling with py-spy (--profile)."""
-
-
-@dataclass
-class Options:
-    quick: bool = False
-    duration: float = 10.0
-    warmup: float = 3.0
-    profile_dir: str | None = None
-    scale: float = 1.0
-    quiet_s: float = 0.0
-    """Multiplies reader counts (the smoke test uses a tiny scale)."""
-    notes: list[str] = field(default_factory=list)
-
-    def n(self, readers: int) -> int:
-        return max(2, int(readers * self.scale))
-
-
-def _profile_during(opts: Options, name: str, pid: int) -> Callable[[], None] | None:
-    if not opts.profile_dir:
-        return None
-    from benchmarks.profile import start_record
-
-    def go() -> None:
-        start_record(pid, f"{opts.profile_dir}/{name}", max(2.0, opts.duration - 1))
-
-    return go
-
-
 # --- streaming to many readers ----------------------------------------------------------------------
-
-
-def _stream_figures(r: dict[str, Any], expected_per_s: float, series: int, ticks_per_s: float) -> dict[str, Any]:
-    dur = r["duration_s"]
-    nominal_ticks = ticks_per_s * dur
-    complete = r["points"] / max(1, r["connected"] * series * max(1, r["distinct_times"]))
-    delivered = r["points"] / max(1.0, expected_per_s * dur)
-    pts = r["points_per_s"]
-    out = dict(r)
-    out.update({
-        "expected_points_per_s": expected_per_s,
-        "delivered_pct": round(100 * min(delivered, 1.0) if r["distinct_times"] >= nominal_ticks - 1 else
-                               100 * delivered, 3),
-        "complete_pct": round(100 * complete, 3),
-        "ticks_seen_pct": round(100 * min(1.0, r["distinct_times"] / max(1.0, nominal_ticks - 1)), 2),
-        "server_cpu_pct": round(100 * r["server_cpu"], 1),
-        "client_cpu_pct": round(100 * r["client_cpu"], 1),
-        "other_cpu_pct": round(100 * r.get("other_cpu", 0.0), 1),
-        "cpu_s_per_100k_points": (r["server_cpu"] / pts * 100_000) if pts else None,
-        "rss_mib": round(r["server_rss"] / (1 << 20), 1),
-        "rss_per_conn_kib": round(r["rss_per_conn"] / 1024, 2),
-    })
-    # "100 % delivered" passes when every reader got every tick the server made, and it missed none
-    out["all_delivered"] = 100.0 if (complete >= 0.999 and r["distinct_times"] >= nominal_ticks - 1
-                                     and r["connected"] == r["readers"]) else round(100 * min(complete, delivered), 2)
-    return out
 
 
 def _with_floor(opts: Options, name: str, spec_for: Callable[[int], LoadSpec], floor_args: list[str],
@@ -110,7 +31,7 @@ def _with_floor(opts: Options, name: str, spec_for: Callable[[int], LoadSpec], f
     """Run the same load against the floor server and add livedata/floor ratios."""
     with floor_server(*floor_args) as fl:
         r = run_readers(spec_for(fl.port), fl.pid, opts.warmup, opts.duration)
-    f = _stream_figures(r, ld["expected_points_per_s"], series, ticks_per_s)
+    f = stream_figures(r, ld["expected_points_per_s"], series, ticks_per_s)
     out = dict(ld)
     out["floor_points_per_s"] = f["points_per_s"]
     out["floor_server_cpu_pct"] = f["server_cpu_pct"]
@@ -140,8 +61,8 @@ def reference(num_series: int, readers: int, floor: bool = False) -> Callable[[O
 
         with livedata_server() as srv:
             r = run_readers(spec(srv.port), srv.pid, opts.warmup, opts.duration,
-                            during=_profile_during(opts, f"ref-{num_series}x{readers}", srv.pid))
-        out = _stream_figures(r, n * num_series * 20, num_series, 20)
+                            during=profile_during(opts, f"ref-{num_series}x{readers}", srv.pid))
+        out = stream_figures(r, n * num_series * 20, num_series, 20)
         if floor:
             out = _with_floor(opts, "ref", spec, ["--interval", "50"], out, num_series, 20)
         return out
@@ -166,9 +87,9 @@ def ws_fanout(readers: int, floor: bool = False, carrier: str = "ws") -> Callabl
             primer.send({**sub, "id": "primer"})
             wait_data(primer)  # the generator has filled its hour of history: not in the baseline
             r = run_readers(spec(srv.port), srv.pid, opts.warmup, opts.duration,
-                            during=_profile_during(opts, f"{carrier}-{readers}", srv.pid))
+                            during=profile_during(opts, f"{carrier}-{readers}", srv.pid))
             primer.close()
-        out = _stream_figures(r, n * 20, 1, 20)
+        out = stream_figures(r, n * 20, 1, 20)
         out["batch_ms"] = 100
         if floor:
             out = _with_floor(opts, carrier, spec, ["--batch", "100", "--rows", "2", "--series", "1"], out, 1, 20)
@@ -391,7 +312,7 @@ def ingest(kind: str) -> Callable[[Options], dict[str, Any]]:
                 q.get(timeout=120)
             cpu0, t0 = cpu_seconds(srv.pid), time.monotonic()
             go.set()
-            prof = _profile_during(opts, f"ingest-{kind}", srv.pid)
+            prof = profile_during(opts, f"ingest-{kind}", srv.pid)
             if prof is not None:
                 prof()
             results = [q.get(timeout=seconds + 60) for _ in ps]

@@ -52,16 +52,14 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
 from benchmarks.common import HOST, livedata_server, rss_bytes
 from benchmarks.loadgen import LINGER0, LoadSpec, measure, start_load, stop_load, ws_frame, ws_handshake
+from benchmarks.scenario import Options, stream_figures
 from benchmarks.wsclient import WsClient, wait_data
-
-if TYPE_CHECKING:
-    from benchmarks.scenarios import Options
 
 SERIES = 100
 TICKS_PER_S = 100  # random-walk interval=10 ms
@@ -247,7 +245,6 @@ def _ms(v: float | None) -> str:
 
 def stalled_reader(readers: int = 500) -> Callable[[Options], dict[str, Any]]:
     def run(opts: Options) -> dict[str, Any]:
-        from benchmarks.scenarios import _stream_figures  # scenarios imports this module
 
         n = opts.n(readers)
         smoke = opts.scale < 0.05
@@ -268,12 +265,12 @@ def stalled_reader(readers: int = 500) -> Callable[[Options], dict[str, Any]]:
             for which in (("stalled", "baseline") if stalled_first else ("baseline", "stalled")):
                 phases[which] = _phase(srv, spec, opts, window, STALLED_SUBS if which == "stalled" else 0)
         expected = n * SERIES * TICKS_PER_S
-        base = _stream_figures({k: v for k, v in phases["baseline"].items() if k not in ("poller", "stalled")},
+        base = stream_figures({k: v for k, v in phases["baseline"].items() if k not in ("poller", "stalled")},
                                expected, SERIES, TICKS_PER_S)
         raw = phases["stalled"]
         poller: Poller = raw["poller"]
         stalled: StalledReader = raw["stalled"]
-        out = _stream_figures({k: v for k, v in raw.items() if k not in ("poller", "stalled")},
+        out = stream_figures({k: v for k, v in raw.items() if k not in ("poller", "stalled")},
                               expected, SERIES, TICKS_PER_S)
         for key in ("queue_max", "window_start"):
             out.pop(key, None)

@@ -115,7 +115,7 @@ async def gauge(s: Any, url: str, name: str) -> float:
 from collections.abc import AsyncIterator, Awaitable, Callable  # noqa: E402
 from typing import Any  # noqa: E402
 
-from tests.redis_server import RedisServer  # noqa: E402
+from benchmarks.redis_server import RedisServer  # noqa: E402
 
 _prefixes = iter(range(1, 1 << 30))
 

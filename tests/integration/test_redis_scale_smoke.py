@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 from benchmarks import redis_scale
 
-from tests.redis_server import REDIS_SERVER
-
-pytestmark = [
-    pytest.mark.timeout(300),
-    pytest.mark.skipif(shutil.which(REDIS_SERVER) is None and not Path(REDIS_SERVER).exists(),
-                       reason="redis-server is not installed"),
-]
+pytestmark = pytest.mark.timeout(300)  # redis-server is required, as for every broker test (make system-deps)
 
 
 def test_redis_scale_tiny(tmp_path: Path) -> None:

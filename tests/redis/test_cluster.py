@@ -14,11 +14,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+from benchmarks.redis_server import RedisServer
 
 import redis
 from tests.conftest import LiveServer
 from tests.integration.wsclient import Points, collect
-from tests.redis_server import RedisServer
 
 _n = itertools.count()
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from benchmarks.redis_server import RedisServer
 
 from tests.conftest import LiveServer
 from tests.integration.wsclient import Points, collect
-from tests.redis_server import RedisServer
 
 
 @pytest.fixture

@@ -19,10 +19,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from benchmarks.redis_server import RedisServer
 
 from livedata.client import Client, Frame
 from tests.conftest import LiveServer
-from tests.redis_server import RedisServer
 
 _serial = iter(range(1, 1 << 30))
 

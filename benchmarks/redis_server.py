@@ -1,4 +1,10 @@
-"""A real ``redis-server`` subprocess for tests: start, stop, kill -9 and restart on one port and dir."""
+"""A real ``redis-server`` subprocess: start, stop, kill -9 and restart on one port and dir.
+
+Used by the test suite (the ``redis_server`` fixture, fault tests) and by ``redis_scale``. It lives
+here, not under ``tests/``, because benchmarks never import tests (they must run without the test
+tree) while tests may use bench tooling (``test_bench_smoke`` already does). Standard library
+only: no Redis client is needed to start, probe or query a server.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +16,50 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+from benchmarks.common import free_port
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def redis_version() -> str:
+    """``redis-server --version``'s ``v=`` part, or ``-`` when it cannot be run."""
+    try:
+        out = subprocess.run([REDIS_SERVER, "--version"], capture_output=True, text=True, timeout=5).stdout
+    except OSError:
+        return "-"
+    for part in out.split():
+        if part.startswith("v="):
+            return part[2:]
+    return out.strip()[:40]
+
+
+def command(port: int, *args: str) -> Any:
+    """One command over a raw socket (no client library needed); bulk, int and array replies."""
+    out = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a.encode()), a.encode()) for a in args)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(out)
+        f = s.makefile("rb")
+
+        def read() -> Any:
+            line = f.readline()
+            kind, rest = line[:1], line[1:-2]
+            if kind in (b"+", b"-"):
+                return rest.decode()
+            if kind == b":":
+                return int(rest)
+            if kind == b"$":
+                n = int(rest)
+                if n < 0:
+                    return None
+                data = f.read(n + 2)[:-2]
+                return data.decode(errors="replace")
+            if kind == b"*":
+                return [read() for _ in range(int(rest))]
+            raise ValueError(f"bad reply {line!r}")
+
+        return read()
 
 
 def _ping(port: int, timeout: float = 0.5) -> bool:
@@ -34,7 +76,7 @@ class RedisServer:
 
     def __init__(self, appendonly: bool = False, fsync: str = "always", port: int | None = None,
                  directory: str | None = None) -> None:
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self._tmp = None if directory else tempfile.TemporaryDirectory(prefix="livedata-redis-")
         self.dir = Path(directory or self._tmp.name)  # type: ignore[union-attr]
         self.appendonly = appendonly
