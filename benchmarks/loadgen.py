@@ -1,5 +1,9 @@
 """Load generator: many readers spread over several processes (one Python process is client-bound).
 
+(About 600 lines, one module on purpose: the per-message reader loop, its statistics and the
+window that aggregates them are tuned together; splitting them would add calls on the hot path
+or scatter one measurement's definition over files.)
+
 Each worker process runs uvloop and raw readers (non-blocking sockets, ``loop.add_reader`` and
 ``recvmsg``; no client library: the fewest Python calls per message), over one of three carriers:
 
