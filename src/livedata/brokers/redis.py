@@ -24,8 +24,9 @@ Keys (``P`` is the prefix, ``livedata:`` by default; one Redis, not Redis Cluste
     The set of channel names. ``P lease:{name}``: generator leases. ``P w:{token}``: a wake-up
     stream of one process's reader.
 
-Publishing (schema check and merge, channel limit, append, counters, retention) is one Lua script,
-so it is atomic: a schema conflict or the channel limit stores nothing.
+Publishing (schema check and merge, channel limit, append, counters, retention) is one Lua script
+(``redis_lua.py``), so it is atomic: a schema conflict or the channel limit stores nothing. How
+entries, IDs and schema rows are encoded: ``redis_codec.py``.
 
 Retention is by point time (``retention_s`` against this process's clock, at publish) and by
 count of values (rows times fields, as in the memory broker), at entry granularity: an entry is
@@ -45,7 +46,6 @@ delivered, so subscribers see no gap (points published meanwhile were refused wi
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import logging
 import secrets
@@ -53,7 +53,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-import msgspec
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -68,175 +67,25 @@ from livedata.brokers.base import (
     Subscribers,
     Unsubscribe,
 )
+from livedata.brokers.redis_codec import (
+    Entry,
+    decode_entry,
+    def_json,
+    def_of,
+    entry_id,
+    is_late,
+    json_decode,
+    payload_encode,
+    schema_of,
+    window,
+)
+from livedata.brokers.redis_lua import LEASE, PUBLISH
 from livedata.core.frames import Batch, Chunk, FieldDef, Pos, SchemaError
 
 log = logging.getLogger("livedata.redis")
 
 PAGE = 256
 """Entries per XRANGE page."""
-
-_PUBLISH = r"""
-local meta, fk, sk, ik, reg = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local nf = tonumber(ARGV[12])
-local new, seen = {}, {}
-for i = 0, nf - 1 do
-  local key, typ = ARGV[13 + 3 * i], ARGV[14 + 3 * i]
-  local have = redis.call('HGET', fk, key)
-  if have then
-    local htype = string.match(have, '^%d+|(%a+)|')
-    if htype ~= typ then return {'schema', key, htype, typ} end
-  elseif not seen[key] then
-    seen[key] = true
-    new[#new + 1] = i
-  end
-end
-local epoch = redis.call('HGET', meta, 'epoch')
-if not epoch then
-  if redis.call('SCARD', reg) >= tonumber(ARGV[3]) then return {'limit'} end
-  epoch = ARGV[2]
-  redis.call('HSET', meta, 'epoch', epoch, 'n', '0', 'lms', '0', 'cells', '0')
-  redis.call('SADD', reg, ARGV[1])
-end
-local order = redis.call('HLEN', fk)
-local defs = {}
-for j, i in ipairs(new) do
-  local def = ARGV[15 + 3 * i]
-  redis.call('HSET', fk, ARGV[13 + 3 * i], string.format('%d', order + j - 1) .. '|' .. ARGV[14 + 3 * i] .. '|' .. def)
-  defs[j] = def
-end
-local k = tonumber(ARGV[9])
-if k == 0 then
-  return {'ok', redis.call('HGET', meta, 'hid') or '', redis.call('HGET', meta, 'n'), epoch}
-end
-local t0, t1 = tonumber(ARGV[7]), tonumber(ARGV[8])
-local ms = tonumber(redis.call('HGET', meta, 'lms'))
-if t1 > ms then ms = t1 end
-local hwm = redis.call('HGET', meta, 'max')
-local n = tonumber(redis.call('HGET', meta, 'n')) + k
-local nstr = string.format('%.0f', n)
-local newjson = ''
-if #defs > 0 then newjson = '[' .. table.concat(defs, ',') .. ']' end
-local msstr = string.format('%.0f', ms)
-local id = redis.call('XADD', sk, msstr .. '-*', 'd', ARGV[10], 't0', ARGV[7], 't1', ARGV[8], 'hwm', hwm or '',
-  'n', nstr, 'e', epoch, 'new', newjson)
-local mx = ARGV[8]
-if hwm and tonumber(hwm) >= t1 then mx = hwm end
-redis.call('HSET', meta, 'n', nstr, 'lms', msstr, 'hid', id, 'max', mx)
-if hwm and t0 < tonumber(hwm) then redis.call('HSET', meta, 'late', id) end
-local now = tonumber(ARGV[4])
-local wi = math.floor(now / 10000)
-local mwi = tonumber(redis.call('HGET', meta, 'wi') or '-1')
-if mwi == wi then
-  redis.call('HINCRBY', meta, 'wc', k)
-elseif mwi == wi - 1 then
-  redis.call('HSET', meta, 'wi', wi, 'pc', redis.call('HGET', meta, 'wc') or '0', 'wc', k)
-else
-  redis.call('HSET', meta, 'wi', wi, 'pc', '0', 'wc', k)
-end
-redis.call('RPUSH', ik, id .. ' ' .. nstr .. ' ' .. ARGV[9] .. ' ' .. ARGV[11] .. ' ' .. ARGV[8])
-local cells = tonumber(redis.call('HGET', meta, 'cells') or '0') + tonumber(ARGV[11])
-local cutoff = now - tonumber(ARGV[5])
-local rp = tonumber(ARGV[6])
-local trimmed = false
-while redis.call('LLEN', ik) > 1 do
-  local first = redis.call('LINDEX', ik, 0)
-  local _, _, fc, ft1 = string.find(first, '^%S+ %d+ %d+ (%d+) (%-?%d+)$')
-  fc = tonumber(fc)
-  if tonumber(ft1) < cutoff or cells - fc >= rp then
-    redis.call('LPOP', ik)
-    cells = cells - fc
-    trimmed = true
-  else
-    break
-  end
-end
-redis.call('HSET', meta, 'cells', string.format('%.0f', cells))
-if trimmed then
-  local first = redis.call('LINDEX', ik, 0)
-  redis.call('XTRIM', sk, 'MINID', string.match(first, '^%S+'))
-end
-return {'ok', id, nstr, epoch}
-"""
-
-_LEASE = r"""
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-"""
-
-_payload_encode = msgspec.msgpack.Encoder().encode
-_payload_decode = msgspec.msgpack.Decoder().decode
-_json = msgspec.json.Encoder().encode
-_json_decode = msgspec.json.decode
-
-Entry = tuple[bytes, dict[bytes, bytes]]
-IdT = tuple[int, int]
-
-
-def _id(raw: bytes | str) -> IdT:
-    text = raw.decode() if isinstance(raw, bytes) else raw
-    a, _, b = text.partition("-")
-    return int(a), int(b or 0)
-
-
-_MEMO_MAX = 65_536
-"""Entries per memo below (cleared when full): schemas are small and repeat on every push."""
-_DEF_JSON: dict[FieldDef, str] = {}
-_SCHEMA_ROW: dict[bytes, tuple[int, FieldDef]] = {}
-
-
-def _def_json(f: FieldDef) -> str:
-    out = _DEF_JSON.get(f)
-    if out is None:
-        if len(_DEF_JSON) >= _MEMO_MAX:
-            _DEF_JSON.clear()
-        out = _DEF_JSON[f] = _json([f.key, f.name, f.type, [list(p) for p in f.labels]]).decode()
-    return out
-
-
-def _def_of(raw: Any) -> FieldDef:
-    key, name, typ, labels = raw
-    return FieldDef(key, name, typ, tuple((str(k), str(v)) for k, v in labels))
-
-
-def _schema_row(value: bytes) -> tuple[int, FieldDef]:
-    row = _SCHEMA_ROW.get(value)
-    if row is None:
-        order, _, rest = value.partition(b"|")
-        _, _, definition = rest.partition(b"|")
-        if len(_SCHEMA_ROW) >= _MEMO_MAX:
-            _SCHEMA_ROW.clear()
-        row = _SCHEMA_ROW[value] = (int(order), _def_of(_json_decode(definition)))
-    return row
-
-
-def _schema(raw: dict[bytes, bytes]) -> list[FieldDef]:
-    """The schema from its hash (every push reads it: rows are parsed once per process)."""
-    rows = sorted(map(_schema_row, raw.values()), key=lambda r: r[0])
-    return [f for _, f in rows]
-
-
-def _decode(eid: bytes, f: dict[bytes, bytes]) -> Chunk:
-    a, b = _id(eid)
-    times, columns = _payload_decode(f[b"d"])
-    hwm = f.get(b"hwm") or b""
-    return Chunk(Pos(a, b, int(f[b"n"])), times, columns, int(hwm) if hwm else None)
-
-
-def _late(c: Chunk) -> bool:
-    return c.hwm is not None and bool(c.times) and c.times[0] < c.hwm
-
-
-def _window(chunk: Chunk, start_ms: int | None, end_ms: int | None) -> Chunk | None:
-    times = chunk.times
-    lo = 0 if start_ms is None or times[0] >= start_ms else bisect.bisect_left(times, start_ms)
-    hi = len(times) if end_ms is None or times[-1] <= end_ms else bisect.bisect_right(times, end_ms)
-    if lo == 0 and hi == len(times):
-        return chunk
-    return chunk.slice(lo, hi) if lo < hi else None
 
 
 class RedisBroker:
@@ -277,8 +126,8 @@ class RedisBroker:
         self._reader_r: aioredis.Redis = aioredis.from_url(
             url, socket_timeout=block_ms / 1000 + timeout_s + 1, socket_connect_timeout=connect_timeout_s,
             retry=Retry(NoBackoff(), 0), max_connections=1)
-        self._publish = self._r.register_script(_PUBLISH)
-        self._lease = self._r.register_script(_LEASE)
+        self._publish = self._r.register_script(PUBLISH)
+        self._lease = self._r.register_script(LEASE)
         self._epochs: dict[str, str] = {}
         self._subs = Subscribers(on_last=self._stop_reading)
         self._last: dict[str, str] = {}
@@ -351,11 +200,11 @@ class RedisBroker:
         args: list[Any] = [
             channel, secrets.token_hex(4), self.max_channels, int(self.wall() * 1000), self.retention_ms,
             self.retention_points, times[0] if times else "", times[-1] if times else "", len(times),
-            _payload_encode((times, batch.columns)) if times else b"", len(times) * max(1, len(batch.columns)),
+            payload_encode((times, batch.columns)) if times else b"", len(times) * max(1, len(batch.columns)),
             len(batch.fields),
         ]
         for f in batch.fields.values():
-            args += [f.key, f.type, _def_json(f)]
+            args += [f.key, f.type, def_json(f)]
         keys = [self._k("m", channel), self._k("f", channel), self._k("s", channel), self._k("i", channel), self._reg]
         try:
             res = await self._publish(keys=keys, args=args)
@@ -374,7 +223,7 @@ class RedisBroker:
         self._epochs[channel] = epoch
         if not eid:
             return Pos(0, 0, 0)
-        a, b = _id(eid)
+        a, b = entry_id(eid)
         return Pos(a, b, n)
 
     async def lease(self, name: str, owner: str, ttl_s: float) -> bool:
@@ -414,7 +263,7 @@ class RedisBroker:
         if channel in self._subs and (channel in self._pending or channel in self._fresh):
             start = head.decode() if head else "0-0"
             last = self._last.get(channel)
-            if last is None or _id(start) < _id(last):
+            if last is None or entry_id(start) < entry_id(last):
                 self._last[channel] = start
                 self._fresh.add(channel)
                 self._wake()
@@ -438,18 +287,18 @@ class RedisBroker:
         epoch = epoch_b.decode()
         self._epochs[channel] = epoch
         self._seen_head(channel, hid_b)
-        fields = _schema(raw_fields)
+        fields = schema_of(raw_fields)
         if not hid_b:
             return History(epoch, [], None, fields)
-        head_id = _id(hid_b)
+        head_id = entry_id(hid_b)
         head = Pos(*head_id, int(n_b))
-        last_late = _id(late_b) if late_b else (-1, -1)
+        last_late = entry_id(late_b) if late_b else (-1, -1)
         out: list[Chunk] = []
         in_order = True
         while page:
             done = False
             for eid, f in page:
-                i = _id(eid)
+                i = entry_id(eid)
                 if i > head_id:
                     done = True
                     break
@@ -460,10 +309,10 @@ class RedisBroker:
                     continue
                 if start_ms is not None and int(f[b"t1"]) < start_ms:
                     continue
-                chunk = _window(_decode(eid, f), start_ms, end_ms)
+                chunk = window(decode_entry(eid, f), start_ms, end_ms)
                 if chunk is not None:
                     out.append(chunk)
-                    in_order = in_order and not _late(chunk)
+                    in_order = in_order and not is_late(chunk)
             if done or len(page) < PAGE:
                 break
             page = await self._range(channel, "(" + page[-1][0].decode(), hid_b.decode())
@@ -485,10 +334,10 @@ class RedisBroker:
         mine = epoch_b.decode()
         self._epochs[channel] = mine
         self._seen_head(channel, hid_b)
-        fields = _schema(raw_fields)
+        fields = schema_of(raw_fields)
         if not hid_b:
             return History(mine, [], None, fields, lost=-1 if epoch != mine else None)
-        head = Pos(*_id(hid_b), int(n_b))
+        head = Pos(*entry_id(hid_b), int(n_b))
         lost: int | None = None
         lo = "-"
         if epoch != mine:
@@ -498,17 +347,17 @@ class RedisBroker:
             if oldest:
                 oid, on, ok, _, _ = oldest.split(b" ")
                 before = int(on) - int(ok)
-                if (pos.a, pos.b) < _id(oid) and before > pos.count:
+                if (pos.a, pos.b) < entry_id(oid) and before > pos.count:
                     lost = before - pos.count
         out: list[Chunk] = []
         hi = hid_b.decode()
         while True:
             page = await self._range(channel, lo, hi, limit - len(out) if limit else 0)
-            out.extend(_decode(eid, f) for eid, f in page)
+            out.extend(decode_entry(eid, f) for eid, f in page)
             if len(page) < PAGE or (limit and len(out) >= limit):
                 break
             lo = "(" + page[-1][0].decode()
-        return History(mine, out, head, fields, lost=lost, sorted=not any(map(_late, out)))
+        return History(mine, out, head, fields, lost=lost, sorted=not any(map(is_late, out)))
 
     async def fields(self, channel: str) -> list[FieldDef] | None:
         async def get() -> list[Any]:
@@ -522,7 +371,7 @@ class RedisBroker:
         if epoch_b is None:
             return None
         self._epochs[channel] = epoch_b.decode()
-        return _schema(raw)
+        return schema_of(raw)
 
     async def last_time(self, channel: str) -> int | None:
         raw = await self._run(lambda: self._r.hget(self._k("m", channel), "max"))
@@ -556,7 +405,7 @@ class RedisBroker:
                     rate = (prev * (1 - frac / 10_000) + cur) / 10
                 elif w == wi_now - 1:
                     rate = cur * (1 - frac / 10_000) / 10
-            out.append(ChannelInfo(name, _schema(raw_fields), int(mx) if mx else None, rate, int(cells or 0)))
+            out.append(ChannelInfo(name, schema_of(raw_fields), int(mx) if mx else None, rate, int(cells or 0)))
         return out
 
     # --- subscriptions --------------------------------------------------------------------------
@@ -674,8 +523,8 @@ class RedisBroker:
             if self._last.get(ch) != req.get(key):
                 continue  # the start moved (a read lowered it) or the channel left: read again
             for eid, f in entries:
-                chunk = _decode(eid, f)
-                new = [_def_of(d) for d in _json_decode(f[b"new"])] if f.get(b"new") else []
+                chunk = decode_entry(eid, f)
+                new = [def_of(d) for d in json_decode(f[b"new"])] if f.get(b"new") else []
                 self._epochs[ch] = f[b"e"].decode()
                 self._last[ch] = eid.decode()
                 self._fresh.discard(ch)

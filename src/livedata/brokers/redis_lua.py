@@ -1,0 +1,101 @@
+"""The Redis broker's Lua scripts: publish (schema check and merge, channel limit, append,
+counters, retention) and generator leases, each one atomic call. Key layout: ``redis.py``.
+
+``_PUBLISH`` arguments (``KEYS``: meta, schema, stream, index, channel set):
+``ARGV[1]`` channel, ``[2]`` a new epoch token, ``[3]`` channel limit, ``[4]`` now (ms), ``[5]``
+retention (ms), ``[6]`` retention (values), ``[7]``/``[8]`` the batch's min/max time, ``[9]`` rows,
+``[10]`` the payload, ``[11]`` values, ``[12]`` field count, then (key, type, JSON definition) per field.
+Returns ``{'ok', id, n, epoch}``, ``{'schema', key, have, got}`` or ``{'limit'}``.
+"""
+
+PUBLISH = r"""
+local meta, fk, sk, ik, reg = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local nf = tonumber(ARGV[12])
+local new, seen = {}, {}
+for i = 0, nf - 1 do
+  local key, typ = ARGV[13 + 3 * i], ARGV[14 + 3 * i]
+  local have = redis.call('HGET', fk, key)
+  if have then
+    local htype = string.match(have, '^%d+|(%a+)|')
+    if htype ~= typ then return {'schema', key, htype, typ} end
+  elseif not seen[key] then
+    seen[key] = true
+    new[#new + 1] = i
+  end
+end
+local epoch = redis.call('HGET', meta, 'epoch')
+if not epoch then
+  if redis.call('SCARD', reg) >= tonumber(ARGV[3]) then return {'limit'} end
+  epoch = ARGV[2]
+  redis.call('HSET', meta, 'epoch', epoch, 'n', '0', 'lms', '0', 'cells', '0')
+  redis.call('SADD', reg, ARGV[1])
+end
+local order = redis.call('HLEN', fk)
+local defs = {}
+for j, i in ipairs(new) do
+  local def = ARGV[15 + 3 * i]
+  redis.call('HSET', fk, ARGV[13 + 3 * i], string.format('%d', order + j - 1) .. '|' .. ARGV[14 + 3 * i] .. '|' .. def)
+  defs[j] = def
+end
+local k = tonumber(ARGV[9])
+if k == 0 then
+  return {'ok', redis.call('HGET', meta, 'hid') or '', redis.call('HGET', meta, 'n'), epoch}
+end
+local t0, t1 = tonumber(ARGV[7]), tonumber(ARGV[8])
+local ms = tonumber(redis.call('HGET', meta, 'lms'))
+if t1 > ms then ms = t1 end
+local hwm = redis.call('HGET', meta, 'max')
+local n = tonumber(redis.call('HGET', meta, 'n')) + k
+local nstr = string.format('%.0f', n)
+local newjson = ''
+if #defs > 0 then newjson = '[' .. table.concat(defs, ',') .. ']' end
+local msstr = string.format('%.0f', ms)
+local id = redis.call('XADD', sk, msstr .. '-*', 'd', ARGV[10], 't0', ARGV[7], 't1', ARGV[8], 'hwm', hwm or '',
+  'n', nstr, 'e', epoch, 'new', newjson)
+local mx = ARGV[8]
+if hwm and tonumber(hwm) >= t1 then mx = hwm end
+redis.call('HSET', meta, 'n', nstr, 'lms', msstr, 'hid', id, 'max', mx)
+if hwm and t0 < tonumber(hwm) then redis.call('HSET', meta, 'late', id) end
+local now = tonumber(ARGV[4])
+local wi = math.floor(now / 10000)
+local mwi = tonumber(redis.call('HGET', meta, 'wi') or '-1')
+if mwi == wi then
+  redis.call('HINCRBY', meta, 'wc', k)
+elseif mwi == wi - 1 then
+  redis.call('HSET', meta, 'wi', wi, 'pc', redis.call('HGET', meta, 'wc') or '0', 'wc', k)
+else
+  redis.call('HSET', meta, 'wi', wi, 'pc', '0', 'wc', k)
+end
+redis.call('RPUSH', ik, id .. ' ' .. nstr .. ' ' .. ARGV[9] .. ' ' .. ARGV[11] .. ' ' .. ARGV[8])
+local cells = tonumber(redis.call('HGET', meta, 'cells') or '0') + tonumber(ARGV[11])
+local cutoff = now - tonumber(ARGV[5])
+local rp = tonumber(ARGV[6])
+local trimmed = false
+while redis.call('LLEN', ik) > 1 do
+  local first = redis.call('LINDEX', ik, 0)
+  local _, _, fc, ft1 = string.find(first, '^%S+ %d+ %d+ (%d+) (%-?%d+)$')
+  fc = tonumber(fc)
+  if tonumber(ft1) < cutoff or cells - fc >= rp then
+    redis.call('LPOP', ik)
+    cells = cells - fc
+    trimmed = true
+  else
+    break
+  end
+end
+redis.call('HSET', meta, 'cells', string.format('%.0f', cells))
+if trimmed then
+  local first = redis.call('LINDEX', ik, 0)
+  redis.call('XTRIM', sk, 'MINID', string.match(first, '^%S+'))
+end
+return {'ok', id, nstr, epoch}
+"""
+
+LEASE = r"""
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
