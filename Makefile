@@ -41,8 +41,10 @@ plugin:
 	@true
 endif
 
+# ruff, then the layering contracts in pyproject.toml ([tool.importlinter]; docs/architecture.md).
 lint: install
 	$(BIN)/ruff check src tests $(wildcard benchmarks)
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy --strict src
