@@ -361,11 +361,23 @@ async def test_push_gives_up_after_retry_window() -> None:
 
 
 async def test_connect_helper(server: LiveServer) -> None:
-    c = await connect(server.url)
+    """``connect`` gives an opened client (its HTTP session exists before any call) that pushes
+    and subscribes; ``close`` releases the session and ends its subscriptions."""
+    t0 = now_ms() - 1_000
+    c = await connect(server.url.replace("http://", "ws://") + "/api/ws")  # any spelling of the server
     try:
-        await c.send("conn/a", {"v": 1})
+        assert c.url == server.url and c.session is not None and not c.session.closed
+        session = c.session
+        await c.send("conn/a", {"time": t0, "v": 1})
+        sub = await c.subscribe("conn/a", from_=0)
+        frame = await asyncio.wait_for(anext(aiter(sub.frames())), 10)
+        assert frame.times == [t0] and frame.fields == {"v": [1]}
     finally:
         await c.close()
+    assert session.closed and c.session is None
+    assert sub.done
+    async with aiohttp.ClientSession() as s:
+        assert [r["v"] for _, r in (await history(s, server.url, "conn/a")).rows] == [1]
 
 
 def test_sync_client_for_scripts(server: LiveServer) -> None:

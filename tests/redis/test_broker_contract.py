@@ -206,6 +206,28 @@ async def test_subscribers_of_two_channels_and_two_callbacks(broker: Any) -> Non
     assert a2 == a[-len(a2):]
 
 
+async def test_a_subscriber_that_raises_costs_the_others_nothing(broker: Any) -> None:
+    """Shared subscriber bookkeeping (``brokers.base.Subscribers``): a callback that raises is
+    logged, the other callbacks still get every chunk, and the publish still succeeds."""
+    got: list[int] = []
+
+    def bad(ch: str, c: Chunk, new: list[FieldDef]) -> None:
+        raise RuntimeError("a subscriber bug")
+
+    broker.subscribe("raise", bad, None)
+    unsubscribe = broker.subscribe("raise", lambda ch, c, new: got.extend(c.times), None)
+    await asyncio.sleep(0.05)
+    for i in range(3):
+        await broker.publish("raise", batch([NOW + i]))
+    await until(lambda: len(got) == 3)
+    assert got == [NOW, NOW + 1, NOW + 2]
+    unsubscribe()
+    unsubscribe()  # idempotent
+    await broker.publish("raise", batch([NOW + 3]))
+    await asyncio.sleep(0.05)
+    assert got == [NOW, NOW + 1, NOW + 2]
+
+
 async def test_history_after_subscribe_meets_live_without_gap(broker: Any) -> None:
     """The hub's seam: subscribe, read history to head H, then chunks after H come live."""
     for i in range(3):
