@@ -69,10 +69,10 @@ class Pinger:
         ping_after = self.heartbeat_s * 0.75
         pong_within = self.heartbeat_s * 0.5 - 0.001  # each socket is swept every quarter heartbeat
         for conn in list(self.conns):
+            if parts > 1 and (id(conn) >> 4) % parts != part:
+                continue
             ws = conn.ws
             if ws is None or conn.close_reason:
-                continue
-            if parts > 1 and (id(conn) >> 4) % parts != part:
                 continue
             rx_at = conn.rx_at
             if now - rx_at < ping_after:
