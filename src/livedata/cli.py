@@ -21,6 +21,9 @@ log = logging.getLogger("livedata")
 
 
 def _serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE",
+                   help="TOML config file: every flag's setting and the sources (env LIVEDATA_CONFIG); "
+                        "flags and LIVEDATA_* variables win over it")
     p.add_argument("--host", help="address to bind (default 127.0.0.1; env LIVEDATA_HOST)")
     p.add_argument("--port", type=int, help="port (default 8080; env LIVEDATA_PORT)")
     p.add_argument("--interval", type=float, dest="interval_ms",
@@ -100,7 +103,10 @@ def config_from_args(ns: argparse.Namespace) -> Config:
         "certfile", "keyfile",
     ]
     overrides: dict[str, Any] = {k: getattr(ns, k, None) for k in keys}
-    return Config.load(overrides)
+    import os
+
+    file = getattr(ns, "config", None) or os.environ.get("LIVEDATA_CONFIG") or None
+    return Config.load(overrides, file=file)
 
 
 def _install_loop() -> None:
