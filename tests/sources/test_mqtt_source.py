@@ -16,12 +16,12 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
+from benchmarks.mosquitto import Mosquitto
 
 from livedata.brokers.memory import MemoryBroker
 from livedata.core.sourcespec import parse_mqtt
 from livedata.sources.base import BrokerSink
 from livedata.sources.mqtt import MqttSource
-from benchmarks.mosquitto import Mosquitto
 
 
 @pytest.fixture
@@ -39,8 +39,8 @@ async def broker() -> AsyncIterator[MemoryBroker]:
     await b.close()
 
 
-async def until(cond: Callable[[], Awaitable[bool] | bool], timeout: float = 15.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
+async def until(cond: Callable[[], Awaitable[bool] | bool], wait_s: float = 15.0, what: str = "") -> None:
+    deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         got = cond()
         if isinstance(got, Awaitable):
@@ -105,7 +105,8 @@ async def test_every_format(mosq: Mosquitto, broker: MemoryBroker) -> None:
         await pub(mosq, "f/text", "ON")
         await pub(mosq, "f/bool", "true")
         await pub(mosq, "f/lp", "cpu,host=a usage=12.5 1700000000000000000\ncpu,host=b usage=3 1700000000000000000")
-        await pub(mosq, "p/x", json.dumps({"ts": 1_700_000_000_000, "data": [{"v": 1}, {"v": 2, "ts": 1_700_000_000_001}]}))
+        doc = {"ts": 1_700_000_000_000, "data": [{"v": 1}, {"v": 2, "ts": 1_700_000_000_001}]}
+        await pub(mosq, "p/x", json.dumps(doc))
         await pub(mosq, "n/x", "42")
         await pub(mosq, "n/x", "forty-two")
         await until(lambda: count(broker, "f/lp/cpu"), what="line protocol")
@@ -151,7 +152,7 @@ async def test_retained_messages_are_taken_once_across_reconnects(mosq: Mosquitt
         assert await count(broker, "sensors/lamp") == 1
         assert src.status.messages == 2  # it did come again, and was recognised
         await pub(mosq, "sensors/lamp", '{"state": "OFF"}', retain=True)
-        await until(lambda: src.status.messages == 3, timeout=5, what="the new value")
+        await until(lambda: src.status.messages == 3, wait_s=5, what="the new value")
         await asyncio.sleep(0.1)
         assert [v["state"] for _, v in await rows(broker, "sensors/lamp")] == ["ON", "OFF"]
     finally:
@@ -209,14 +210,14 @@ async def test_qos1_through_a_broker_restart_loses_nothing_the_broker_accepted(
         try:
             await until(lambda: pub_.sent > 200, what="the first messages")
             await asyncio.to_thread(mosq.restart, 0.3)  # down for 0.3 s in the middle
-            await until(lambda: not sender.is_alive(), timeout=40, what="the publisher to finish")
+            await until(lambda: not sender.is_alive(), wait_s=40, what="the publisher to finish")
         finally:
             pub_.stopped.set()
         assert len(pub_.acked) > 500, "the publisher itself lost messages: the test proves nothing"
         async def all_in() -> bool:
             return set(await _seq_list(broker)) >= pub_.acked
 
-        await until(all_in, timeout=20, what="every acknowledged message")
+        await until(all_in, wait_s=20, what="every acknowledged message")
         assert src.connections >= 2
     finally:
         await src.stop()
@@ -253,7 +254,7 @@ async def test_down_and_back_with_backoff(mosq: Mosquitto, broker: MemoryBroker)
         await asyncio.sleep(1.5)
         assert src.status.state != "up"
         await asyncio.to_thread(mosq.start)
-        await until(lambda: src.status.state == "up", timeout=20, what="back up")
+        await until(lambda: src.status.state == "up", wait_s=20, what="back up")
         await pub(mosq, "sensors/after", "1")
         await until(lambda: count(broker, "sensors/after"), what="a message after the outage")
         assert states[:3] == ["connecting", "up", "down"] and states[-1] == "up"
