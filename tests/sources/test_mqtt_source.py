@@ -1,4 +1,4 @@
-"""An MQTT source against a real mosquitto, publishing into a MemoryBroker (no HTTP server).
+"""An MQTT source against a real mosquitto, publishing into each broker (memory, real Redis), no HTTP server.
 
 Messages come from the Debian ``mosquitto_pub`` and from paho-mqtt (another client than the
 source's gmqtt). The server-level tests (status, notices, metrics, config) are in
@@ -11,14 +11,14 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
 from benchmarks.mosquitto import Mosquitto
 
-from livedata.brokers.memory import MemoryBroker
+from livedata.brokers.base import Broker
 from livedata.core.sourcespec import parse_mqtt
 from livedata.sources.base import BrokerSink
 from livedata.sources.mqtt import MqttSource
@@ -29,14 +29,6 @@ def mosq() -> Iterator[Mosquitto]:
     m = Mosquitto().start()
     yield m
     m.close()
-
-
-@pytest.fixture
-async def broker() -> AsyncIterator[MemoryBroker]:
-    b = MemoryBroker()
-    await b.start()
-    yield b
-    await b.close()
 
 
 async def until(cond: Callable[[], Awaitable[bool] | bool], wait_s: float = 15.0, what: str = "") -> None:
@@ -51,7 +43,7 @@ async def until(cond: Callable[[], Awaitable[bool] | bool], wait_s: float = 15.0
     raise AssertionError(f"timed out waiting for {what or cond}")
 
 
-async def rows(broker: MemoryBroker, channel: str) -> list[tuple[int, dict[str, Any]]]:
+async def rows(broker: Broker, channel: str) -> list[tuple[int, dict[str, Any]]]:
     hist = await broker.history(channel, None, None)
     out: list[tuple[int, dict[str, Any]]] = []
     for c in hist.chunks:
@@ -60,11 +52,11 @@ async def rows(broker: MemoryBroker, channel: str) -> list[tuple[int, dict[str, 
     return out
 
 
-async def count(broker: MemoryBroker, channel: str) -> int:
+async def count(broker: Broker, channel: str) -> int:
     return len(await rows(broker, channel))
 
 
-def source(mosq: Mosquitto, broker: MemoryBroker, **keys: Any) -> MqttSource:
+def source(mosq: Mosquitto, broker: Broker, **keys: Any) -> MqttSource:
     spec = parse_mqtt({"url": mosq.url, "topics": ["sensors/#"], **keys})
     return MqttSource(spec, BrokerSink(broker))
 
@@ -80,7 +72,7 @@ async def pub(mosq: Mosquitto, topic: str, payload: str | bytes, **kw: Any) -> N
     await asyncio.to_thread(mosq.pub, topic, payload, **kw)
 
 
-async def test_wildcards_templates_and_json(mosq: Mosquitto, broker: MemoryBroker) -> None:
+async def test_wildcards_templates_and_json(mosq: Mosquitto, broker: Broker) -> None:
     src = await started(source(mosq, broker, topics=["sensors/+/temp", "home/#"], channel="mqtt/{topic[1:]}"))
     try:
         await pub(mosq, "sensors/kitchen/temp", '{"temp": 21.5, "ts": 1700000000}')
@@ -96,7 +88,7 @@ async def test_wildcards_templates_and_json(mosq: Mosquitto, broker: MemoryBroke
         await src.stop()
 
 
-async def test_every_format(mosq: Mosquitto, broker: MemoryBroker) -> None:
+async def test_every_format(mosq: Mosquitto, broker: Broker) -> None:
     src = await started(source(mosq, broker, topics=["f/#"], channel="{topic}"))
     path = await started(source(mosq, broker, topics=["p/#"], json_path="$.data[*]", name="withpath"))
     num = await started(source(mosq, broker, topics=["n/#"], format="number", name="numbers"))
@@ -125,7 +117,7 @@ async def test_every_format(mosq: Mosquitto, broker: MemoryBroker) -> None:
 
 
 async def test_a_malformed_payload_among_good_ones_is_counted_and_the_source_goes_on(
-        mosq: Mosquitto, broker: MemoryBroker) -> None:
+        mosq: Mosquitto, broker: Broker) -> None:
     src = await started(source(mosq, broker))
     try:
         lines = ['{"v": 1}', '{"v": ', '{"v": 3}', '{"v": "a string now"}', '{"v": 5}', '{"v": {}}']
@@ -141,7 +133,7 @@ async def test_a_malformed_payload_among_good_ones_is_counted_and_the_source_goe
         await src.stop()
 
 
-async def test_retained_messages_are_taken_once_across_reconnects(mosq: Mosquitto, broker: MemoryBroker) -> None:
+async def test_retained_messages_are_taken_once_across_reconnects(mosq: Mosquitto, broker: Broker) -> None:
     await pub(mosq, "sensors/lamp", '{"state": "ON"}', retain=True)
     src = await started(source(mosq, broker))
     try:
@@ -160,25 +152,30 @@ async def test_retained_messages_are_taken_once_across_reconnects(mosq: Mosquitt
 
 
 class PahoPublisher:
-    """paho-mqtt publishing numbered QoS 1 messages at a steady pace; records which were acknowledged."""
+    """paho-mqtt publishing numbered QoS 1 messages at a steady pace; records which were acknowledged.
+
+    No lock around paho calls: paho calls ``on_publish`` from its network thread while holding
+    its own locks, so taking another lock there can deadlock against ``publish``.
+    """
 
     def __init__(self, port: int, topic: str, n: int, rate: float) -> None:
         self.c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="test-pub", clean_session=False)
         self.c.reconnect_delay_set(0.05, 0.5)
         self.c.max_queued_messages_set(0)
         self.port, self.topic, self.n, self.rate = port, topic, n, rate
-        self.acked: set[int] = set()
-        self.mids: dict[int, int] = {}
-        self.lock = threading.Lock()
-        self.c.on_publish = self._on_publish
-        self.sent = 0
+        self.mids: list[int] = []
+        self.acked_mids: set[int] = set()
+        self.c.on_publish = lambda client, userdata, mid, rc, props: self.acked_mids.add(mid)
         self.stopped = threading.Event()
 
-    def _on_publish(self, client: Any, userdata: Any, mid: int, rc: Any, props: Any) -> None:
-        with self.lock:
-            seq = self.mids.pop(mid, None)
-            if seq is not None:
-                self.acked.add(seq)
+    @property
+    def sent(self) -> int:
+        return len(self.mids)
+
+    @property
+    def acked(self) -> set[int]:
+        done = set(self.acked_mids)
+        return {i for i, mid in enumerate(self.mids) if mid in done}
 
     def run(self) -> None:
         self.c.connect("127.0.0.1", self.port)
@@ -187,10 +184,7 @@ class PahoPublisher:
             for i in range(self.n):
                 if self.stopped.is_set():
                     return
-                with self.lock:
-                    info = self.c.publish(self.topic, json.dumps({"seq": i}), qos=1)
-                    self.mids[info.mid] = i
-                self.sent += 1
+                self.mids.append(self.c.publish(self.topic, json.dumps({"seq": i}), qos=1).mid)
                 time.sleep(1 / self.rate)
             deadline = time.monotonic() + 20
             while len(self.acked) < self.n and time.monotonic() < deadline and not self.stopped.is_set():
@@ -201,7 +195,7 @@ class PahoPublisher:
 
 
 async def test_qos1_through_a_broker_restart_loses_nothing_the_broker_accepted(
-        mosq: Mosquitto, broker: MemoryBroker) -> None:
+        mosq: Mosquitto, broker: Broker) -> None:
     src = await started(source(mosq, broker, qos=1))
     try:
         pub_ = PahoPublisher(mosq.port, "sensors/seq", 600, rate=300)
@@ -223,11 +217,11 @@ async def test_qos1_through_a_broker_restart_loses_nothing_the_broker_accepted(
         await src.stop()
 
 
-async def _seq_list(broker: MemoryBroker) -> list[int]:
+async def _seq_list(broker: Broker) -> list[int]:
     return [int(v["seq"]) for _, v in await rows(broker, "sensors/seq")]
 
 
-async def test_credentials_and_a_refused_login(broker: MemoryBroker) -> None:
+async def test_credentials_and_a_refused_login(broker: Broker) -> None:
     mosq = Mosquitto(users={"ld": "s3cret"}).start()
     try:
         bad = source(mosq, broker, username="ld", password="wrong", name="bad")
@@ -243,7 +237,7 @@ async def test_credentials_and_a_refused_login(broker: MemoryBroker) -> None:
         mosq.close()
 
 
-async def test_down_and_back_with_backoff(mosq: Mosquitto, broker: MemoryBroker) -> None:
+async def test_down_and_back_with_backoff(mosq: Mosquitto, broker: Broker) -> None:
     states: list[str] = []
     src = source(mosq, broker)
     src.on_state = lambda s: states.append(s.status.state)
@@ -263,7 +257,7 @@ async def test_down_and_back_with_backoff(mosq: Mosquitto, broker: MemoryBroker)
     assert src.status.state == "stopped"
 
 
-async def test_stop_stores_everything_received(mosq: Mosquitto, broker: MemoryBroker) -> None:
+async def test_stop_stores_everything_received(mosq: Mosquitto, broker: Broker) -> None:
     src = await started(source(mosq, broker, flush_ms=2000))  # a long flush period: points wait
     await asyncio.to_thread(mosq.pub_lines, "sensors/burst", [f'{{"i": {i}}}' for i in range(200)])
     await until(lambda: src.status.messages == 200, what="200 messages received")
