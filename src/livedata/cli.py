@@ -1,4 +1,4 @@
-"""The ``livedata`` command: ``serve``, ``tail``, ``push``."""
+"""The ``livedata`` command: ``serve``, ``tail``, ``push``, ``sources``."""
 
 from __future__ import annotations
 
@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Push points from a file or stdin: NDJSON, CSV (header row) or Influx "
                                       "line protocol, detected from the first line.")
     _push_args(push)
+    sources = sub.add_parser("sources", help="show the server's MQTT and stream sources",
+                             description="Show each source of a running server: state, last message, "
+                                         "message and error counts (GET /api/sources).")
+    _client_args(sources)
+    sources.add_argument("--json", action="store_true", help="print the server's JSON answer")
     return parser
 
 
@@ -188,16 +193,18 @@ async def serve(config: Config) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
-    if ns.command in ("tail", "push"):
+    if ns.command in ("tail", "push", "sources"):
         import os
 
-        from livedata.cli_client import push_main, tail_main
+        from livedata.cli_client import push_main, sources_main, tail_main
 
         ns.url = ns.url or os.environ.get("LIVEDATA_URL") or "http://localhost:8080"
         ns.token = ns.token or os.environ.get("LIVEDATA_TOKEN") or None
         logging.basicConfig(level="WARNING", format="livedata: %(message)s")
         if ns.command == "tail":
             return tail_main(ns)
+        if ns.command == "sources":
+            return sources_main(ns)
         if ns.batch < 1:
             parser.error("--batch must be at least 1")
         return push_main(ns)

@@ -12,6 +12,8 @@ import signal
 import stat
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -107,6 +109,56 @@ def tail_main(ns: argparse.Namespace) -> int:
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+# --- sources ----------------------------------------------------------------------------------------
+
+
+def _clock(ms: Any) -> str:
+    if not isinstance(ms, int | float):
+        return "-"
+    return datetime.fromtimestamp(ms / 1000).strftime("%H:%M:%S")
+
+
+def format_sources(doc: dict[str, Any]) -> str:
+    """The sources of ``GET /api/sources`` as a table."""
+    rows = [("name", "kind", "state", "since", "last message", "messages", "errors", "url")]
+    for s in doc.get("sources", []):
+        rows.append((str(s.get("name")), str(s.get("kind")), str(s.get("state")), _clock(s.get("since")),
+                     _clock(s.get("last_message")), f"{int(s.get('messages') or 0):,}",
+                     f"{int(s.get('error_count') or 0):,}", str(s.get("url"))))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    for s in doc.get("sources", []):
+        if s.get("state") != "up" and s.get("last_error"):
+            lines.append(f"{s.get('name')}: {s.get('last_error')}")
+    if len(rows) == 1:
+        lines.append("(no sources: define them in the config file, see docs/sources.md)")
+    return "\n".join(lines)
+
+
+def sources_main(ns: argparse.Namespace) -> int:
+    req = urllib.request.Request(ns.url.rstrip("/") + "/api/sources")
+    if ns.token:
+        req.add_header("Authorization", f"Bearer {ns.token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            body = r.read()
+    except urllib.error.HTTPError as exc:
+        text = exc.read().decode(errors="replace")
+        with contextlib.suppress(Exception):
+            text = str(msgspec.json.decode(text)["error"])
+        print(f"livedata: {ns.url} answered {exc.code}: {text}", file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        print(f"livedata: cannot reach {ns.url}: {reason}", file=sys.stderr)
+        return 1
+    if ns.json:
+        print(body.decode())
+        return 0
+    print(format_sources(msgspec.json.decode(body)))
+    return 0
 
 
 # --- push: reading --------------------------------------------------------------------------------

@@ -132,3 +132,16 @@ def test_sources_get_unique_default_names() -> None:
     specs = parse_sources({"mqtt": [{"url": "mqtt://h", "topics": ["a"]}, {"url": "mqtt://h", "topics": ["b"]}],
                            "stream": [{"url": "http://h", "channel": "c"}]})
     assert [s.name for s in specs] == ["mqtt-h-1883", "mqtt-h-1883-1", "stream-c"]
+
+
+def test_every_toml_example_in_the_docs_loads(tmp_path: Path) -> None:
+    import re
+
+    from tests.conftest import ROOT
+
+    text = (ROOT / "docs" / "sources.md").read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", text, re.S)
+    assert len(blocks) >= 7
+    for i, block in enumerate(blocks):
+        values = load_file(write(tmp_path, block))
+        assert values.get("sources") or values.get("port"), f"block {i} defines nothing"
