@@ -212,23 +212,31 @@ class PayloadFormat:
     """Zone of time strings that have no offset."""
     max_fields: int = MAX_FIELDS
     _keys: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+    _initials: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_keys", frozenset(k.lower() for k in self.time_keys))
+        object.__setattr__(self, "_initials", frozenset(c for k in self.time_keys for c in (k[:1].lower(),
+                                                                                              k[:1].upper())))
 
 
-@dataclass(slots=True)
 class Decoded:
     """What one payload gave: points for the channel itself, or line-protocol batches.
 
     ``batches`` maps a channel (``base/measurement``) to its batch.
     """
 
-    points: list[Point] = field(default_factory=list)
-    batches: dict[str, Batch] = field(default_factory=dict)
+    __slots__ = ("batches", "points")
+
+    def __init__(self, points: list[Point] | None = None, batches: dict[str, Batch] | None = None) -> None:
+        self.points: list[Point] = points if points is not None else []
+        self.batches: dict[str, Batch] = batches if batches is not None else {}
 
     def __len__(self) -> int:
         return len(self.points) + sum(len(b) for b in self.batches.values())
+
+    def __repr__(self) -> str:
+        return f"Decoded(points={self.points!r}, batches={self.batches!r})"
 
 
 def decode_payload(payload: bytes, fmt: PayloadFormat, now_ms: int, base: str = "") -> Decoded:
@@ -242,6 +250,12 @@ def decode_payload(payload: bytes, fmt: PayloadFormat, now_ms: int, base: str = 
         PayloadError: the payload does not fit the format; nothing of it is kept.
     """
     kind = fmt.kind
+    if payload[:1] == b"{" and kind != "line-protocol" and kind != "number" and kind != "text":
+        # The common case, first: a JSON object without leading blanks.
+        doc = _json(payload)
+        if fmt.path is None and type(doc) is dict:
+            return Decoded([_object_point(doc, None, fmt, now_ms)])
+        return Decoded(json_points(doc, fmt, now_ms))
     if not payload.strip():
         return Decoded()
     if kind == "json":
@@ -384,8 +398,9 @@ def _object_point(obj: dict[str, Any], root: dict[str, Any] | None, fmt: Payload
                 time_key = key
                 break
         else:
+            initials = fmt._initials
             for key in obj:
-                if isinstance(key, str) and key.lower() in keys:
+                if key[:1] in initials and key.lower() in keys:
                     time_key = key
                     break
     if time_key is not None:
@@ -393,11 +408,26 @@ def _object_point(obj: dict[str, Any], root: dict[str, Any] | None, fmt: Payload
     else:
         t = _time_of(root, fmt, now_ms) if root is not None else now_ms
     out: dict[str, Value] = {}
-    limit = fmt.max_fields
-    for key, value in _flatten(obj, time_key):
-        out[key] = value
-        if len(out) > limit:
-            raise PayloadError(f"more than {limit} fields in one point; pick a part with json_path", "fields")
+    nested = False
+    for key, value in obj.items():  # flat objects, the common case, without the general walk
+        tv = type(value)
+        if tv is float or tv is str or tv is bool or (tv is int and -MAX_INT <= value <= MAX_INT):
+            if key == time_key:
+                continue
+            if not key or len(key) > MAX_KEY:
+                _key(key)
+            out[key] = value
+        elif value is not None:
+            nested = True
+            break
+    if nested:
+        out = {}
+        for key, value in _flatten(obj, time_key):
+            out[key] = value
+            if len(out) > fmt.max_fields:
+                break
+    if len(out) > fmt.max_fields:
+        raise PayloadError(f"more than {fmt.max_fields} fields in one point; pick a part with json_path", "fields")
     if not out:
         raise PayloadError("the object has no fields (numbers, strings or booleans)", "fields")
     return t, out
@@ -441,6 +471,9 @@ def _scalar(name: str, value: Any) -> Value:
 # --- batching rows per channel -------------------------------------------------------------------
 
 
+_TYPE: Final[dict[type, str]] = {float: "number", int: "number", str: "string", bool: "boolean"}
+
+
 class ChannelRows:
     """Points waiting to be published on one channel, checked against the channel's schema.
 
@@ -450,15 +483,16 @@ class ChannelRows:
     the points gathered so far as one :class:`Batch` (in arrival order; the broker sorts).
     """
 
-    __slots__ = ("columns", "schema", "times")
+    __slots__ = ("keys", "points", "schema")
 
     def __init__(self, schema: Mapping[str, FieldDef] | None = None) -> None:
         self.schema: dict[str, FieldDef] = dict(schema or {})
-        self.times: list[int] = []
-        self.columns: dict[str, list[Value]] = {}
+        self.points: list[tuple[int, Mapping[str, Value]]] = []
+        self.keys: dict[str, None] = {}
+        """The fields of the points gathered, in order of first appearance."""
 
     def __len__(self) -> int:
-        return len(self.times)
+        return len(self.points)
 
     def add(self, t: int, values: Mapping[str, Value], fields: Mapping[str, FieldDef] | None = None) -> None:
         """Add one point (``fields``: its field definitions when they carry labels).
@@ -467,37 +501,24 @@ class ChannelRows:
             SchemaError: a value's type differs from its field's; nothing is added.
         """
         schema = self.schema
-        new: list[FieldDef] | None = None
+        keys = self.keys
         for key, value in values.items():
             if value is None:
                 continue
             have = schema.get(key)
-            typ = value_type(value)
-            assert typ is not None
+            typ = _TYPE.get(type(value)) or value_type(value)
             if have is None:
-                fd = fields[key] if fields is not None and key in fields else FieldDef.of(key, typ)
-                if new is None:
-                    new = []
-                new.append(fd)
-            elif have.type != typ:
-                raise SchemaError(f"field {key!r} is {have.type} on this channel; got a {typ}", field=key)
-        if new:
-            for fd in new:
-                schema[fd.key] = fd
-        n = len(self.times)
-        columns = self.columns
-        for key, value in values.items():
-            if value is None:
                 continue
-            col = columns.get(key)
-            if col is None:
-                col = columns[key] = [None] * n
-            col.append(value)
-        self.times.append(t)
-        n += 1
-        for col in columns.values():
-            if len(col) < n:
-                col.append(None)
+            if have.type != typ:
+                raise SchemaError(f"field {key!r} is {have.type} on this channel; got a {typ}", field=key)
+            if key not in keys:
+                keys[key] = None
+        for key, value in values.items():  # fields new to the channel: the first type stays
+            if value is not None and key not in schema:
+                typ = _TYPE.get(type(value)) or value_type(value)
+                schema[key] = fields[key] if fields is not None and key in fields else FieldDef.of(key, typ)  # type: ignore[arg-type]
+                keys[key] = None
+        self.points.append((t, values))
 
     def add_batch(self, batch: Batch) -> int:
         """Add every row of ``batch`` that fits the schema; returns how many did not."""
@@ -513,13 +534,17 @@ class ChannelRows:
 
     def take(self) -> Batch | None:
         """The gathered points as a Batch (None when there are none); starts afresh."""
-        if not self.times:
+        points = self.points
+        if not points:
             return None
         schema = self.schema
-        batch = Batch(self.times, self.columns, {k: schema[k] for k in self.columns})
-        self.times = []
-        self.columns = {}
-        return batch
+        times = [t for t, _ in points]
+        columns: dict[str, list[Value]] = {}
+        for key in self.keys:
+            columns[key] = [v.get(key) for _, v in points]
+        self.points = []
+        self.keys = {}
+        return Batch(times, columns, {k: schema[k] for k in columns})
 
 
 __all__ = [

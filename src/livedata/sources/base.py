@@ -219,7 +219,9 @@ class Source:
     async def add(self, channel: str, decoded: Decoded) -> None:
         """Gather ``decoded`` (points for ``channel``, or line-protocol batches for their channels)."""
         if decoded.points:
-            rows = self.rows.get(channel) or await self._rows(channel)
+            rows = self.rows.get(channel)
+            if rows is None:
+                rows = await self._rows(channel)
             if rows is not None:
                 for t, values in decoded.points:
                     try:
@@ -227,7 +229,9 @@ class Source:
                     except SchemaError as exc:
                         self.error("schema", f"channel {channel!r}: {exc}")
         for ch, batch in decoded.batches.items():
-            rows = self.rows.get(ch) or await self._rows(ch)
+            rows = self.rows.get(ch)
+            if rows is None:
+                rows = await self._rows(ch)
             if rows is not None:
                 refused = rows.add_batch(batch)
                 if refused:
