@@ -123,12 +123,13 @@ async def test_a_malformed_payload_among_good_ones_is_counted_and_the_source_goe
         lines = ['{"v": 1}', '{"v": ', '{"v": 3}', '{"v": "a string now"}', '{"v": 5}', '{"v": {}}']
         await asyncio.to_thread(mosq.pub_lines, "sensors/x", lines)
         await pub(mosq, "sensors/x", b"\xff\xfe not UTF-8")
-        await until(lambda: sum(src.status.errors.values()) >= 4, what="four errors")
+        await pub(mosq, "sensors/x", b'{"v": "' + b"x" * (2 << 20) + b'"}')  # over max_payload_bytes
+        await until(lambda: sum(src.status.errors.values()) >= 5, what="five errors")
         await until(lambda: count(broker, "sensors/x"), what="points")
         await asyncio.sleep(0.1)
         assert [v["v"] for _, v in await rows(broker, "sensors/x")] == [1, 3, 5]
-        assert src.status.errors == {"json": 1, "schema": 1, "fields": 1, "encoding": 1}
-        assert src.status.state == "up" and src.status.messages == 7
+        assert src.status.errors == {"json": 1, "schema": 1, "fields": 1, "encoding": 1, "size": 1}
+        assert src.status.state == "up" and src.status.messages == 8
     finally:
         await src.stop()
 

@@ -172,6 +172,11 @@ def test_too_many_fields_and_too_deep_are_refused() -> None:
     deep = "[" * 100 + "]" * 100
     with pytest.raises(PayloadError):
         points('{"a": ' + deep + "}")
+    very_deep = "[" * 100_000 + "]" * 100_000  # msgspec's recursion limit: an error, not a crash
+    with pytest.raises(PayloadError, match="nested deeper"):
+        points('{"a": ' + very_deep + "}")
+    with pytest.raises(PayloadError, match="nested deeper"):
+        points(very_deep)
 
 
 @given(st.integers(min_value=100_000_000_000, max_value=4_102_444_800_000))  # 1973 .. 2100 in ms

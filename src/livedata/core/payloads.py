@@ -308,6 +308,8 @@ def _json(payload: bytes) -> Any:
         return _decode(payload)
     except msgspec.DecodeError as exc:
         raise PayloadError(f"malformed JSON: {exc}", "json") from None
+    except RecursionError:
+        raise PayloadError(f"JSON nested deeper than {MAX_DEPTH} levels", "json") from None
 
 
 def _number(text: str) -> Value:
@@ -407,6 +409,8 @@ def _object_point(obj: dict[str, Any], root: dict[str, Any] | None, fmt: Payload
         t = parse_time_value(obj[time_key], fmt.time_unit, fmt.tz)
     else:
         t = _time_of(root, fmt, now_ms) if root is not None else now_ms
+    if len(obj) > fmt.max_fields + 1:
+        raise PayloadError(f"more than {fmt.max_fields} fields in one point; pick a part with json_path", "fields")
     out: dict[str, Value] = {}
     nested = False
     for key, value in obj.items():  # flat objects, the common case, without the general walk

@@ -26,6 +26,7 @@ from livedata.core.upstream import STREAM_KINDS
 
 NAME_RE: Final = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 DEFAULT_FLUSH_MS: Final = 10
+DEFAULT_MAX_PAYLOAD: Final = 1 << 20
 
 
 class SpecError(ValueError):
@@ -64,6 +65,7 @@ class MqttSpec:
     clean_session: bool = False
     session_expiry_s: int = 86_400
     flush_ms: int = DEFAULT_FLUSH_MS
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD
     url: str = ""
 
     @property
@@ -89,6 +91,7 @@ class StreamSpec:
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     flush_ms: int = DEFAULT_FLUSH_MS
     tls: TlsSpec | None = None
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD
 
     @property
     def kind(self) -> str:
@@ -107,11 +110,11 @@ SourceSpec = MqttSpec | StreamSpec
 _MQTT_KEYS: Final = (
     "name", "url", "topics", "channel", "format", "qos", "username", "password", "client_id",
     "json_path", "time_key", "time_unit", "timezone", "keepalive", "clean_session", "session_expiry",
-    "flush_ms", "ca_file", "certfile", "keyfile", "tls_insecure",
+    "flush_ms", "ca_file", "certfile", "keyfile", "tls_insecure", "max_payload_bytes",
 )
 _STREAM_KEYS: Final = (
     "name", "url", "channel", "format", "subscribe", "headers", "json_path", "time_key", "time_unit",
-    "timezone", "flush_ms", "ca_file", "certfile", "keyfile", "tls_insecure",
+    "timezone", "flush_ms", "ca_file", "certfile", "keyfile", "tls_insecure", "max_payload_bytes",
 )
 
 
@@ -312,6 +315,7 @@ def parse_mqtt(entry: Any, where: str = "sources.mqtt[0]", index: int = 0) -> Mq
         clean_session=_bool(entry, "clean_session", where, False),
         session_expiry_s=_int(entry, "session_expiry", where, 86_400, 0, 0xFFFFFFFF),
         flush_ms=_int(entry, "flush_ms", where, DEFAULT_FLUSH_MS, 0, 10_000),
+        max_payload_bytes=_int(entry, "max_payload_bytes", where, DEFAULT_MAX_PAYLOAD, 16, 256 << 20),
         url=url,
     )
 
@@ -361,6 +365,7 @@ def parse_stream(entry: Any, where: str = "sources.stream[0]", index: int = 0) -
         subscribe=sub, headers=tuple(headers.items()),
         flush_ms=_int(entry, "flush_ms", where, DEFAULT_FLUSH_MS, 0, 10_000),
         tls=_tls(entry, where, parts.scheme in ("https", "wss")),
+        max_payload_bytes=_int(entry, "max_payload_bytes", where, DEFAULT_MAX_PAYLOAD, 16, 256 << 20),
     )
 
 

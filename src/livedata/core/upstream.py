@@ -341,7 +341,7 @@ class StreamDecoder:
                                                  if self.fmt.time_unit != "auto" else "ns", self.channel))
         try:
             obj = _decode(raw)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:
             if self.kind == "auto":
                 raise UpstreamError(f"the stream is not JSON lines, the reference stream or livedata's "
                                     f"protocol (first message {raw[:60]!r}); set format") from None

@@ -105,7 +105,13 @@ class MqttSource(Source):
     def _on_message(self, client: Any, topic: str, payload: bytes, qos: int, properties: Any) -> int:
         """gmqtt's callback, on the loop for every message: keep it for the pump, nothing more."""
         pending = self.pending
+        if len(payload) > self.spec.max_payload_bytes:
+            self.status.messages += 1
+            self.error("size", f"topic {topic[:120]!r}: a {len(payload)}-byte payload is over max_payload_bytes "
+                       f"({self.spec.max_payload_bytes}); dropped")
+            return 0
         if len(pending) >= MAX_PENDING:
+            self.status.messages += 1
             self.error("overflow", f"{len(pending)} messages waiting to be decoded; message on {topic!r} dropped")
             return 0
         retain = bool(properties.get("retain")) if properties else False

@@ -122,7 +122,7 @@ class StreamSource(Source):
             self._up()
             sse = resp.content_type == "text/event-stream"
             parser = SseParser()
-            lines = LineSplitter()
+            lines = LineSplitter(self.spec.max_payload_bytes)
             while True:
                 try:
                     data = await asyncio.wait_for(resp.content.readany(), self._idle_s())
@@ -145,7 +145,7 @@ class StreamSource(Source):
 
     async def _websocket(self, session: aiohttp.ClientSession, ctx: ssl.SSLContext | bool) -> None:
         spec = self.spec
-        async with session.ws_connect(spec.url, ssl=ctx, heartbeat=20.0, max_msg_size=4 << 20) as ws:
+        async with session.ws_connect(spec.url, ssl=ctx, heartbeat=20.0, max_msg_size=spec.max_payload_bytes) as ws:
             if spec.subscribe:
                 pos = self.decoder.position
                 await ws.send_str(resume_subscribe(spec.subscribe, pos, None if pos else self._resume_ms))
