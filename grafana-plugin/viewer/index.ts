@@ -402,7 +402,7 @@ class LiveView {
       const meta = el('span', 'channel-meta');
       const rate = c.points_per_s;
       meta.textContent = [
-        c.generated ? 'generated' : 'pushed',
+        c.source !== undefined ? `source ${c.source}` : c.generated ? 'generated' : 'pushed',
         rate !== undefined && rate > 0 ? `${rate >= 10 ? rate.toFixed(0) : rate.toFixed(1)}/s` : '',
       ]
         .filter(Boolean)

@@ -76,11 +76,15 @@ describe('parseChannelList', () => {
       channels: [
         { name: 'a', schema: [{ name: 'time', type: 'time' }], last_time: null, points_per_s: 2, points: 9, generated: false },
         { name: 'random-walk', generated: true, params: { series: 1, spread: 1, bad: { x: 1 } }, points_per_s: 'fast' },
+        { name: 'plant/line1', generated: false, source: 'plant' },
+        { name: 'x', source: 7 },
       ],
     });
     expect(list).toEqual([
       { name: 'a', schema: [{ name: 'time', type: 'time' }], last_time: null, points_per_s: 2, points: 9, generated: false },
       { name: 'random-walk', generated: true, params: { series: 1, spread: 1 } },
+      { name: 'plant/line1', generated: false, source: 'plant' },
+      { name: 'x' },
     ]);
   });
 

@@ -158,6 +158,9 @@ export function parseChannelList(body: unknown): ChannelInfo[] {
     if (typeof c.generated === 'boolean') {
       info.generated = c.generated;
     }
+    if (typeof c.source === 'string') {
+      info.source = c.source;
+    }
     if (isObj(c.params)) {
       const params = Object.entries(c.params).filter(([, v]) => ['string', 'number', 'boolean'].includes(typeof v));
       info.params = Object.fromEntries(params) as ChannelInfo['params'];

@@ -41,6 +41,8 @@ export interface ChannelInfo {
   points_per_s?: number;
   points?: number;
   generated?: boolean;
+  /** The source (MQTT, upstream stream) that writes this channel, if any. */
+  source?: string;
   /** Default params of a generated channel not started yet. */
   params?: Record<string, ParamValue>;
 }
