@@ -24,6 +24,8 @@ from livedata.core.protocol import ProtocolError, check_channel
 from livedata.core.topics import ChannelTemplate, TemplateError, check_filter
 from livedata.core.upstream import STREAM_KINDS
 
+STATUS_PREFIX: Final = "_sources/"
+"""Status channels: ``_sources/<source name>``, written by the server running the source only."""
 NAME_RE: Final = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 DEFAULT_FLUSH_MS: Final = 10
 DEFAULT_MAX_PAYLOAD: Final = 1 << 20
@@ -369,5 +371,5 @@ def parse_stream(entry: Any, where: str = "sources.stream[0]", index: int = 0) -
     )
 
 
-__all__ = ["MqttSpec", "SourceSpec", "SpecError", "StreamSpec", "TlsSpec", "parse_mqtt", "parse_sources",
-           "parse_stream"]
+__all__ = ["STATUS_PREFIX", "MqttSpec", "SourceSpec", "SpecError", "StreamSpec", "TlsSpec", "parse_mqtt",
+           "parse_sources", "parse_stream"]

@@ -15,10 +15,10 @@ Modules (each may import only those above it in this list, plus ``livedata.core`
 
 from livedata.delivery.feed import Feed, Subscription
 from livedata.delivery.flow import FlowPolicy
-from livedata.delivery.hub import Hub, Producers
+from livedata.delivery.hub import Advisor, Hub, Producers
 from livedata.delivery.settings import Settings
 from livedata.delivery.sink import Lane, Outlet, Sink
 from livedata.delivery.stats import NullStats, Stats
 
-__all__ = ["Feed", "FlowPolicy", "Hub", "Lane", "NullStats", "Outlet", "Producers", "Settings", "Sink", "Stats",
-           "Subscription"]
+__all__ = ["Advisor", "Feed", "FlowPolicy", "Hub", "Lane", "NullStats", "Outlet", "Producers", "Settings", "Sink",
+           "Stats", "Subscription"]

@@ -39,6 +39,12 @@ class Producers(Protocol):
     def release(self, gen: GeneratedChannel) -> None: ...
 
 
+class Advisor(Protocol):
+    """Something that may have a word for a new subscriber of a channel (a source that is down)."""
+
+    def notice_for(self, channel: str) -> str | None: ...
+
+
 class Tap:
     """The one broker subscription of a channel in this process, shared by its feeds."""
 
@@ -60,11 +66,13 @@ class Hub:
     """Owns the taps, feeds and subscriptions of this process."""
 
     def __init__(self, broker: Broker, stats: Stats | None = None, settings: Settings | None = None,
-                 producers: Producers | None = None) -> None:
+                 producers: Producers | None = None, advisor: Advisor | None = None) -> None:
         self.broker = broker
         self.stats: Stats = stats or NullStats()
         self.settings = settings or Settings()
         self.producers = producers
+        self.advisor = advisor
+        """Asked for a notice to a new subscription (e.g. its channel's source is down)."""
         self.taps: dict[str, Tap] = {}
         self.subs: set[Subscription] = set()
         broker.on_status = self.broker_status
@@ -81,6 +89,16 @@ class Hub:
 
     def of_channel(self, channel: str) -> list[Subscription]:
         return [s for s in self.subs if s.req.channel == channel]
+
+    def notice(self, concerns: Callable[[str], bool], level: str, text: str) -> int:
+        """A notice to every open subscription whose channel ``concerns`` (a source went down or
+        came back); returns how many got it."""
+        told = 0
+        for sub in list(self.subs):
+            if not sub.closed and concerns(sub.req.channel):
+                sub.control({"type": "notice", "level": level, "text": text})
+                told += 1
+        return told
 
     def broker_status(self, ok: bool, text: str) -> None:
         """The broker went away (``ok`` False) or came back: tell every subscription."""
@@ -155,6 +173,10 @@ class Hub:
         req = sub.req
         feed: Feed | None = None
         try:
+            if self.advisor is not None:
+                advice = self.advisor.notice_for(req.channel)
+                if advice:
+                    sub.control({"type": "notice", "level": "warning", "text": advice})
             if req.generated is not None and self.producers is not None:
                 await self.producers.acquire(req.generated)
             now = wall_ms()

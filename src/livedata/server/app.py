@@ -24,6 +24,7 @@ from livedata.server.http import json_error, json_response
 from livedata.server.openapi import SPEC
 from livedata.server.push import push
 from livedata.server.server import SERVER, Server
+from livedata.server.sources import sources
 from livedata.server.stream import stream
 from livedata.server.ws import websocket
 
@@ -173,6 +174,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/api/ws", websocket)
     app.router.add_get("/api/stream", stream, name="stream")
     app.router.add_get("/api/channels", channels, name="channels")
+    app.router.add_get("/api/sources", sources, name="sources")
     app.router.add_post("/api/push/{channel:.+}", push, name="push")
     app.router.add_delete("/api/channels/{channel:.+}", delete_channel, name="delete-channel")
     if (STATIC / "dist").exists():

@@ -40,6 +40,7 @@ class Rule:
 ROUTES: dict[str, Rule] = {
     "stream": Rule("read", query_token=True),
     "channels": Rule("read"),
+    "sources": Rule("read"),
     "push": Rule("write", error_reason="auth"),
     "delete-channel": Rule("write"),
 }

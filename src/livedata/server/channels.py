@@ -18,12 +18,17 @@ async def channels(request: web.Request) -> web.Response:
     server = request.app[SERVER]
     infos = await server.broker.channels()
     generated = server.generators.names
+    source_of = server.sources.source_of
     out: list[dict[str, Any]] = [
         {"name": i.name, "schema": [f.to_json() for f in i.fields], "last_time": i.last_time,
          "points_per_s": round(i.points_per_s, 3), "points": i.points,
          "generated": i.name in generated or i.name.partition("/")[0] in GENERATORS}
         for i in sorted(infos, key=lambda i: i.name)
     ]
+    for info in out:
+        source = source_of(info["name"])
+        if source is not None:
+            info["source"] = source
     names = {i["name"] for i in out}
     for base, spec in sorted(GENERATORS.items()):
         if base not in names:  # always offered, created on first subscription

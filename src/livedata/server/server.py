@@ -19,8 +19,9 @@ from livedata.delivery import Hub
 from livedata.generators import Generators
 from livedata.server.compat import ReferenceTicker
 from livedata.server.connections import Connections
-from livedata.server.ingest import Ingest
+from livedata.server.ingest import Ingest, SourceSink
 from livedata.server.metrics import Metrics
+from livedata.sources import Sources
 
 
 def make_broker(config: Config) -> Broker:
@@ -36,7 +37,8 @@ def make_broker(config: Config) -> Broker:
 
 
 class Server:
-    """Config, broker, hub, ingest, connections, reference ticker, generators and metrics of one process."""
+    """Config, broker, hub, ingest, sources, connections, reference ticker, generators and metrics of one
+    process."""
 
     def __init__(self, config: Config, broker: Broker | None = None) -> None:
         self.config = config
@@ -44,8 +46,13 @@ class Server:
         self.metrics = Metrics()
         self.broker: Broker = broker or make_broker(config)
         self.generators = Generators(self.broker, config.retention_s, config.retention_s, config.retention_points)
-        self.hub = Hub(self.broker, self.metrics, producers=self.generators)
         self.ingest = Ingest(self.broker, config, self.metrics)
+        self.sources = Sources(config.sources, SourceSink(self.ingest), self.broker, self.generators.owner)
+        """MQTT and upstream stream sources (``[[sources.*]]`` in the config file), once per cluster."""
+        self.hub = Hub(self.broker, self.metrics, producers=self.generators, advisor=self.sources)
+        self.sources.notify = self.hub.notice
+        if len(self.sources):
+            self.metrics.registry.register(self.sources)
         self.connections = Connections(config, self.metrics)
         self.ticker = ReferenceTicker(config.interval_ms / 1000)
         self.metrics.sources.append(self._gauges)
@@ -53,6 +60,7 @@ class Server:
     async def start(self) -> None:
         await self.broker.start()
         self.connections.start()
+        await self.sources.start()
 
     async def shutdown(self) -> None:
         """Close every stream (they end at once) and stop the reference ticker."""
@@ -60,6 +68,7 @@ class Server:
         await self.ticker.stop()
 
     async def close(self) -> None:
+        await self.sources.close()  # disconnect, then store what they received
         await self.ingest.close()  # publish points still held by a reorder window
         await self.connections.close()
         await self.hub.close()

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from livedata.core.frames import Batch, Chunk, FieldDef
-from livedata.core.sourcespec import MqttSpec, SourceSpec, StreamSpec
+from livedata.core.sourcespec import STATUS_PREFIX, MqttSpec, SourceSpec, StreamSpec
 from livedata.sources.base import Sink, Source, SourceStatus, wall_ms
 from livedata.sources.mqtt import MqttSource
 from livedata.sources.stream import StreamSource
@@ -32,8 +32,6 @@ from livedata.tasks import cancel_and_wait
 
 log = logging.getLogger("livedata.sources")
 
-STATUS_PREFIX = "_sources/"
-"""Status channels: ``_sources/<source name>``; pushes to them are refused."""
 LEASE_TTL_S = 3.0
 STATUS_EVERY_S = 5.0
 STALE_S = 3 * STATUS_EVERY_S
@@ -62,7 +60,7 @@ class StatusBroker(Protocol):
                   after: Any) -> Callable[[], None]: ...
 
 
-Notify = Callable[[Callable[[str], bool], str, str], None]
+Notify = Callable[[Callable[[str], bool], str, str], object]
 """``notify(concerns, level, text)``: a notice to every subscription whose channel ``concerns``."""
 
 
@@ -215,6 +213,19 @@ class Sources:
                         "points until it is back")
         elif was is False:
             self.notify(probe.claims, "info", f"source {name} is back")
+
+    def source_of(self, channel: str) -> str | None:
+        """The name of the source writing ``channel`` (its status channel too), if any."""
+        if channel.startswith(STATUS_PREFIX):
+            name = channel[len(STATUS_PREFIX):]
+            return name if name in self._probes else None
+        for name, src in self.running.items():
+            if src.claims(channel):
+                return name
+        for name, probe in self._probes.items():
+            if probe.claims(channel):
+                return name
+        return None
 
     def notice_for(self, channel: str) -> str | None:
         """The notice a new subscriber of ``channel`` gets while a source writing it is down."""

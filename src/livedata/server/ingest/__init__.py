@@ -14,13 +14,14 @@ from typing import Any
 
 from livedata.brokers.base import Broker, BrokerError, ChannelLimitError
 from livedata.config import Config
-from livedata.core.frames import Batch, Schema, SchemaError
+from livedata.core.frames import Batch, FieldDef, Schema, SchemaError
 from livedata.server.ingest.idempotency import IdempotencyCache
 from livedata.server.ingest.parse import IngestError, channel_name, json_batch
 from livedata.server.ingest.reorder import Reorder
 from livedata.server.metrics import Metrics
+from livedata.sources import PublishError
 
-__all__ = ["Ingest", "IngestError"]
+__all__ = ["Ingest", "IngestError", "SourceSink"]
 
 
 class Ingest:
@@ -76,20 +77,50 @@ class Ingest:
             return sum(map(len, batches.values()))
         total = 0
         for channel, batch in batches.items():
-            try:
-                await self.broker.publish(channel, batch)
-            except SchemaError as exc:  # a concurrent push added the field with another type
-                raise IngestError(400, f"channel {channel!r}: {exc}", "schema", field=exc.field) from None
-            except ChannelLimitError as exc:
-                raise IngestError(429, str(exc), "channels") from None
-            except BrokerError as exc:
-                raise IngestError(503, f"the broker is unavailable, nothing was stored: {exc}", "broker") from None
-            self.metrics.points_published.labels(channel).inc(len(batch))
+            await self.store(channel, batch)
             total += len(batch)
         return total
+
+    async def store(self, channel: str, batch: Batch) -> None:
+        """Store one checked batch: the broker enforces the schema and the channel limit
+        atomically; counted in ``livedata_points_published``. Pushes and sources both end here.
+
+        Raises:
+            IngestError: ``schema`` (400), ``channels`` (429) or ``broker`` (503); nothing stored.
+        """
+        try:
+            await self.broker.publish(channel, batch)
+        except SchemaError as exc:  # a concurrent push added the field with another type
+            raise IngestError(400, f"channel {channel!r}: {exc}", "schema", field=exc.field) from None
+        except ChannelLimitError as exc:
+            raise IngestError(429, str(exc), "channels") from None
+        except BrokerError as exc:
+            raise IngestError(503, f"the broker is unavailable, nothing was stored: {exc}", "broker") from None
+        self.metrics.points_published.labels(channel).inc(len(batch))
 
     async def publish_json(self, channel: Any, points: Any, reorder_ms: int = 0) -> int:
         """Publish pushed JSON (a point, a list of points, or columns) to ``channel``."""
         name = channel_name(channel)
         return await self.publish_batches({name: json_batch(points, self.config.max_points_per_request)},
                                           reorder_ms)
+
+
+class SourceSink:
+    """What sources publish through (:class:`livedata.sources.Sink`): the push path's name check
+    (no generated or status channel) and :meth:`Ingest.store`, its errors as ``PublishError``.
+
+    The batch-wide schema check of a push is not repeated: a source checks every point against
+    the channel's schema as it gathers them, and the broker checks the batch atomically.
+    """
+
+    def __init__(self, ingest: Ingest) -> None:
+        self.ingest = ingest
+
+    async def publish(self, channel: str, batch: Batch) -> None:
+        try:
+            await self.ingest.store(channel_name(channel), batch)
+        except IngestError as exc:
+            raise PublishError(exc.reason, exc.message) from None
+
+    async def fields(self, channel: str) -> list[FieldDef] | None:
+        return await self.ingest.broker.fields(channel)
