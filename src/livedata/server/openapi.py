@@ -67,7 +67,26 @@ SPEC: dict[str, Any] = {
                             "points_per_s": {"type": "number"},
                             "points": {"type": "integer"},
                             "generated": {"type": "boolean"},
+                            "source": {"type": "string", "description": "the source writing the channel"},
                             "params": {"type": "object"}}}}}}}}},
+                "401": _err("A read token is required"), "403": _err("The token may not read")}}},
+        "/api/sources": {"get": {
+            "operationId": "listSources", "summary": "MQTT and stream sources: state, last message, counts",
+            "responses": {
+                "200": {"description": "Sources (docs/sources.md)", "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["sources"],
+                    "properties": {"sources": {"type": "array", "items": {
+                        "type": "object", "required": ["name", "kind", "url", "state", "messages", "error_count"],
+                        "properties": {
+                            "name": {"type": "string"}, "kind": {"enum": ["mqtt", "stream"]},
+                            "url": {"type": "string"}, "state": {"type": "string"},
+                            "since": {"type": ["integer", "null"]}, "last_message": {"type": ["integer", "null"]},
+                            "messages": {"type": "integer"}, "points": {"type": "integer"},
+                            "errors": {"type": "object", "additionalProperties": {"type": "integer"}},
+                            "error_count": {"type": "integer"}, "last_error": {"type": ["string", "null"]},
+                            "channels": {"type": "integer"}, "server": {"type": "string"},
+                            "here": {"type": "boolean"}, "channel": {"type": "string"},
+                            "topics": {"type": "array", "items": {"type": "string"}}}}}}}}}},
                 "401": _err("A read token is required"), "403": _err("The token may not read")}}},
         "/api/push/{channel}": {"post": {
             "operationId": "push", "summary": "Store points (JSON or Influx line protocol); all or nothing",
