@@ -16,8 +16,8 @@ from typing import Any
 import aiohttp
 import paho.mqtt.client as paho
 import pytest
-
 from benchmarks.mosquitto import Mosquitto
+
 from tests.conftest import LiveServer
 from tests.integration.wsclient import Points, collect
 
@@ -102,7 +102,8 @@ async def test_mqtt_messages_reach_websocket_readers_with_history(server: LiveSe
         pts = Points()
         await ws.send_json({"type": "subscribe", "id": "A", "channel": "plant/line1", "from": "now-1m"})
         await collect(ws, pts, 10, until=lambda p: len(p.rows["A"]) >= 2)
-        assert pts.rows["A"] == [(now - 2000, {"speed": 1.5, "state": "run"}), (now - 1000, {"speed": 2.5, "state": None})]
+        assert pts.rows["A"] == [(now - 2000, {"speed": 1.5, "state": "run"}),
+                                 (now - 1000, {"speed": 2.5, "state": None})]
         await asyncio.to_thread(mosq.pub, "plant/line1", "3.5")  # a bare number: another field, 'value'
         await collect(ws, pts, 10, until=lambda p: len(p.rows["A"]) >= 3)
         assert pts.rows["A"][-1][1]["value"] == 3.5
