@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from benchmarks import mqtt_bench
 from benchmarks.common import HOST, ServerProc, cpu_seconds, floor_server, http_json, livedata_server, rss_bytes
 from benchmarks.loadgen import LoadSpec, run_readers
 from benchmarks.scenario import Options, Scenario, Target, profile_during, stream_figures
@@ -476,6 +477,13 @@ SCENARIOS: list[Scenario] = [
              (Target("ingest rate", "points_per_s", ">=", 300_000, "points/s"),)),
     Scenario("ingest-json", "ingest: JSON columnar over HTTP, 5,000-point batches", ingest("json"),
              (Target("ingest rate", "points_per_s", ">=", 500_000, "points/s"),)),
+    Scenario("mqtt-100", "MQTT source: one source, 100 topics, local mosquitto, QoS 0 burst", mqtt_bench.throughput,
+             (Target("into channels", "messages_per_s", ">=", 50_000, "messages/s"),
+              Target("none lost", "lost", "<=", 0))),
+    Scenario("mqtt-latency", "MQTT source: 5,000 messages/s on 100 topics to one WebSocket reader",
+             mqtt_bench.latency(5000),
+             (Target("publish to reader p99", "lat_p99_ms", "<=", 50.0, "ms"),
+              Target("none lost", "lost", "<=", 0))),
     Scenario("why-streaming", "why streaming: 10-series panel, last hour, live 10 min (time-compressed)",
              why_streaming, ()),
 ]
