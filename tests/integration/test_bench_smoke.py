@@ -43,7 +43,8 @@ def test_floor_serves_the_same_shapes() -> None:
     assert w["connected"] == 3 and w["points"] > 0
 
 
-@pytest.mark.parametrize("name", ["ref-10x2000", "backfill", "ingest-json", "ingest-lp", "ws-idle-10k", "stalled-500"])
+@pytest.mark.parametrize("name", ["ref-10x2000", "backfill", "ingest-json", "ingest-lp", "ws-idle-10k", "stalled-500",
+                                  "mqtt-100", "mqtt-latency"])
 def test_scenarios_run_tiny(name: str) -> None:
     opts = Options(quick=True, duration=2.0, warmup=0.5, scale=0.002)
     out = by_name(name).fn(opts)
@@ -56,6 +57,10 @@ def test_scenarios_run_tiny(name: str) -> None:
         assert out["points"] > 0 and out["errors"] == 0
     if name == "ref-10x2000":
         assert out["points"] > 0 and out["efficiency_vs_floor_pct"] > 0
+    if name == "mqtt-100":  # every message published came out of the source into channels
+        assert out["messages"] > 0 and out["stored"] == out["messages"] and out["errors"] == 0
+    if name == "mqtt-latency":
+        assert out["sent"] > 0 and out["received"] == out["sent"] and out["lat_p50_ms"] >= 0
     if name == "stalled-500":  # both windows measured, and the stalled reader was watched
         assert out["points"] > 0 and out["lat_p99_ms"] is not None and out["base_lat_p99_ms"] is not None
         assert out["slow_closed"] in (0.0, 1.0) and out["stalled_subs"] > 0

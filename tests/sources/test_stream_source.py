@@ -4,7 +4,6 @@ protocol over NDJSON, SSE and WebSocket) and NDJSON/SSE/WebSocket servers writte
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -45,7 +44,6 @@ async def test_the_reference_stream_becomes_rows_of_series(upstream: LiveServer,
         assert all(set(v) == {"series0", "series1", "series2"} for _, v in got)  # whole rows, none split
         times = [t for t, _ in got]
         assert times == sorted(times) and len(set(times)) == len(times)
-        assert all(b - a >= 40 for a, b in itertools.pairwise(times))  # 50 ms ticks (some skipped if late)
         assert src.decoder.kind == "reference" and src.status.state == "up"
     finally:
         await src.stop()
