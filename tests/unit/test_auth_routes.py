@@ -36,6 +36,7 @@ def test_rules() -> None:
     assert {name: (r.right, r.query_token) for name, r in auth.ROUTES.items()} == {
         "stream": ("read", True),  # EventSource cannot send headers
         "channels": ("read", False),
+        "sources": ("read", False),
         "push": ("write", False),
         "delete-channel": ("write", False),
     }
