@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import subprocess
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -22,6 +25,12 @@ from livedata.brokers.base import Broker
 from livedata.core.sourcespec import parse_mqtt
 from livedata.sources.base import BrokerSink
 from livedata.sources.mqtt import MqttSource
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -264,3 +273,39 @@ async def test_stop_stores_everything_received(mosq: Mosquitto, broker: Broker) 
     await until(lambda: src.status.messages == 200, what="200 messages received")
     await src.stop()
     assert await count(broker, "sensors/burst") == 200
+
+
+def _certs(d: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1, made with the openssl command."""
+    ca_key, ca, key, csr, cert = (d / n for n in ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem"))
+    run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True)  # noqa: E731
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca), "-days", "2",
+        "-subj", "/CN=livedata test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", "/CN=127.0.0.1")
+    ext = d / "ext.cnf"
+    ext.write_text("subjectAltName = IP:127.0.0.1\n")
+    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial", "-out", str(cert),
+        "-days", "2", "-extfile", str(ext))
+    return ca, cert, key
+
+
+async def test_mqtts_with_a_ca_file_and_a_refused_certificate(broker: Broker, tmp_path: Path) -> None:
+    ca, cert, key = _certs(tmp_path)
+    tls_port = _free_port()
+    mosq = Mosquitto(extra=[f"listener {tls_port} 127.0.0.1", f"cafile {ca}", f"certfile {cert}",
+                            f"keyfile {key}"]).start()
+    try:
+        src = MqttSource(parse_mqtt({"url": f"mqtts://127.0.0.1:{tls_port}", "topics": ["sensors/#"],
+                                     "ca_file": str(ca), "name": "tls"}), BrokerSink(broker))
+        await started(src)
+        await pub(mosq, "sensors/tls", '{"v": 1}')  # on the plain listener: the broker forwards it
+        await until(lambda: count(broker, "sensors/tls"), what="a message over TLS")
+        await src.stop()
+        untrusted = MqttSource(parse_mqtt({"url": f"mqtts://127.0.0.1:{tls_port}", "topics": ["sensors/#"],
+                                           "name": "untrusted"}), BrokerSink(broker))
+        untrusted.start()
+        await until(lambda: untrusted.status.state == "down", what="the refused certificate")
+        assert "CERTIFICATE" in (untrusted.status.last_error or "").upper()
+        await untrusted.stop()
+    finally:
+        mosq.close()
