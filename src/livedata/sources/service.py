@@ -91,6 +91,7 @@ class Sources:
         self._probes: dict[str, Source] = {s.name: self._make(s) for s in self.specs}
         """One idle Source per spec: what a channel belongs to (claims) before it runs here."""
         self.remote: dict[str, _Remote] = {s.name: _Remote() for s in self.specs}
+        self._changed: dict[str, asyncio.Event] = {s.name: asyncio.Event() for s in self.specs}
         self._tasks: list[asyncio.Task[None]] = []
         self._unsubs: list[Callable[[], None]] = []
         self._counted: dict[str, tuple[int, dict[str, int]]] = {}
@@ -159,15 +160,22 @@ class Sources:
                 del self.running[name]
                 await src.stop()
                 log.info("source %s: another server runs it now", name)
-            if src is not None and self.running.get(name) is src and loop.time() >= next_report:
+            changed = self._changed[name]
+            if src is not None and self.running.get(name) is src and (changed.is_set()
+                                                                       or loop.time() >= next_report):
+                changed.clear()
                 next_report = loop.time() + self.status_every_s
                 await self._report(src)
-            await asyncio.sleep(period)
+            with contextlib.suppress(TimeoutError):  # a state change reports at once
+                await asyncio.wait_for(changed.wait(), period)
 
     # --- status ---------------------------------------------------------------------------------------
 
     def _state_changed(self, src: Source) -> None:
-        asyncio.get_running_loop().create_task(self._report(src), name=f"sources:report:{src.name}")
+        """A running source's state changed: its lease task reports it now (it owns the work)."""
+        changed = self._changed.get(src.name)
+        if changed is not None:
+            changed.set()
 
     async def _report(self, src: Source) -> None:
         st = src.status
