@@ -196,3 +196,31 @@ async def test_late_points_are_drawn_in_time_order(page: Page, server: LiveServe
     assert data["times"] == sorted(data["times"])
     assert data["values"]["v"] == [0.0, 2.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 14.0, 15.0, 16.0, 18.0]
     assert_no_errors(page)
+
+
+async def test_the_channel_list_shows_source_channels(page: Page, viewer_built: None, tmp_path: Any) -> None:
+    from benchmarks.mosquitto import Mosquitto
+
+    mosq = await asyncio.to_thread(Mosquitto().start)
+    cfg = tmp_path / "livedata.toml"
+    cfg.write_text(f'[[sources.mqtt]]\nname = "plant"\nurl = "{mosq.url}"\ntopics = ["plant/#"]\n')
+    srv = await asyncio.to_thread(LiveServer(["--config", str(cfg)]).start)
+    try:
+        deadline = time.monotonic() + 15
+        while http_json("GET", f"{srv.url}/api/sources")["sources"][0]["state"] != "up":
+            assert time.monotonic() < deadline, "the source did not connect"
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(mosq.pub, "plant/line1", '{"speed": 7.5}')
+        await page.goto(srv.url + "/")
+        item = page.locator('#channels li[data-channel="plant/line1"]')
+        await item.wait_for(timeout=8000)
+        assert "source plant" in (await item.locator(".channel-meta").text_content() or "")
+        await item.locator("input[type=checkbox]").check()
+        await page.wait_for_function(rows_of("plant/line1", 1), timeout=5000)
+        await asyncio.to_thread(mosq.pub, "plant/line1", '{"speed": 8.5}')
+        await page.wait_for_function(rows_of("plant/line1", 2), timeout=5000)
+        assert_no_errors(page)
+    finally:
+        await asyncio.to_thread(srv.stop)
+        await asyncio.to_thread(mosq.close)

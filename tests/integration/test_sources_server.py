@@ -107,8 +107,10 @@ async def test_mqtt_messages_reach_websocket_readers_with_history(server: LiveSe
         await asyncio.to_thread(mosq.pub, "plant/line1", "3.5")  # a bare number: another field, 'value'
         await collect(ws, pts, 10, until=lambda p: len(p.rows["A"]) >= 3)
         assert pts.rows["A"][-1][1]["value"] == 3.5
-    channels = {c["name"] for c in (await get_json(f"{server.url}/api/channels"))["channels"]}
-    assert {"plant/line1", "_sources/plant"} <= channels
+    listed = {c["name"]: c for c in (await get_json(f"{server.url}/api/channels"))["channels"]}
+    assert listed["plant/line1"]["source"] == "plant"  # the live view shows "source plant"
+    assert listed["_sources/plant"]["source"] == "plant"
+    assert "source" not in listed["random-walk"]
     st = await source_status(server, "plant")
     assert st["messages"] == 3 and st["points"] == 3 and st["error_count"] == 0 and st["here"] is True
     assert st["topics"] == ["plant/#"] and st["last_message"] >= now
