@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from livedata.core.frames import FieldDef, SchemaError
 from livedata.core.payloads import (
-    ChannelRows,
     JsonPath,
     PayloadError,
     PayloadFormat,
@@ -21,6 +20,7 @@ from livedata.core.payloads import (
     json_points,
     parse_time_value,
 )
+from livedata.core.rows import ChannelRows
 
 NOW = 1_700_000_000_000
 AUTO = PayloadFormat()

@@ -19,7 +19,8 @@ from typing import Any, Protocol
 
 from livedata.brokers.base import BrokerError, ChannelLimitError
 from livedata.core.frames import Batch, FieldDef, SchemaError
-from livedata.core.payloads import ChannelRows, Decoded, PayloadError
+from livedata.core.payloads import Decoded, PayloadError
+from livedata.core.rows import ChannelRows
 from livedata.core.sourcespec import SourceSpec
 from livedata.tasks import cancel_and_wait
 
