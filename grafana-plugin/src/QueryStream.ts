@@ -12,7 +12,7 @@ import { map, throttleTime } from 'rxjs/operators';
 
 import { CacheEntry, FrameCache, cacheKey, covers } from './cache';
 import { DataMessage, NoticeMessage, StreamStatus, StreamTransport, SubscribeRequest } from './client';
-import { FrameView, applyAlias } from './frames';
+import { FrameNaming, FrameView, channelName } from './frames';
 import { FrameError, FrameStore, MergeResult } from './store/FrameStore';
 import { LiveQuery } from './types';
 
@@ -34,6 +34,8 @@ export interface QueryStreamOptions {
   cache?: FrameCache;
   /** The throttle's clock (default: rxjs's asyncScheduler). */
   scheduler?: SchedulerLike;
+  /** The frame's name, when the data source decided it (see frames.ts `FrameNaming`). */
+  frameName?: string;
 }
 
 /** Server notices shown on a frame (the newest). */
@@ -49,19 +51,27 @@ export class QueryStream {
    */
   observable(): Observable<DataQueryResponse> {
     const { throttleMs, scheduler } = this.opts;
-    return new Observable<Emission>((subscriber) => {
-      const run = new QueryRun(this.opts, subscriber);
-      run.start();
-      return () => run.stop();
-    }).pipe(
+    return this.changes().pipe(
       throttleTime(throttleMs, scheduler ?? asyncScheduler, { leading: true, trailing: true }),
       map((emission) => emission())
     );
   }
+
+  /**
+   * Every change, unthrottled, as a function that builds the response as of when it is called
+   * (panel.ts throttles the queries of a panel together and builds them in one go).
+   */
+  changes(): Observable<Emission> {
+    return new Observable<Emission>((subscriber) => {
+      const run = new QueryRun(this.opts, subscriber);
+      run.start();
+      return () => run.stop();
+    });
+  }
 }
 
 /** A response to build when (if) the throttle lets it through: it shows the rows as of then. */
-type Emission = () => DataQueryResponse;
+export type Emission = () => DataQueryResponse;
 
 /** One run of a query, from subscribe to teardown. */
 class QueryRun {
@@ -235,17 +245,20 @@ class QueryRun {
     if (!this.entry) {
       return [];
     }
-    this.view ??= new FrameView(this.entry.store);
+    const { query, frameName } = this.opts;
+    this.view ??= new FrameView(this.entry.store, this.naming(query, frameName));
     const notices = [...this.serverNotices];
     if (this.statusNotice) {
       notices.push(this.statusNotice);
     }
     const frames = this.view.frames();
     for (const frame of frames) {
-      frame.refId = this.opts.query.refId;
-      applyAlias(frame, this.opts.query.alias);
       frame.meta = { ...frame.meta, notices: notices.length ? notices : undefined };
     }
     return frames;
+  }
+
+  private naming(query: LiveQuery, name: string | undefined): FrameNaming {
+    return { channel: channelName(query), refId: query.refId, alias: query.alias, name };
   }
 }

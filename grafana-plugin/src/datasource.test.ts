@@ -34,7 +34,7 @@ describe('DataSource (fake socket)', () => {
     expect(sub.from).toBeGreaterThan(now - 61_000);
     ws.receive(dataMsg('s1', 'p0', [], [], true));
     await Promise.resolve();
-    expect(c.snapshots[0]).toMatchObject({ state: LoadingState.Streaming, key: 'A', length: 0, fields: ['time', 'v'] });
+    expect(c.snapshots[0]).toMatchObject({ state: LoadingState.Streaming, length: 0, fields: ['time', 'v'] });
     ws.receive(dataMsg('s1', 'p1', [now - 2000, now - 1000], [1, 2]));
     await new Promise((r) => setTimeout(r, 5));
     expect(c.last()?.times).toEqual([now - 2000, now - 1000]);
@@ -95,6 +95,50 @@ describe('DataSource (fake socket)', () => {
     await new Promise((r) => setTimeout(r, 5));
     expect(c.last()).toMatchObject({ state: LoadingState.Error, error: "random-walk: unknown param 'colour'" });
     expect(c.completed()).toBe(true);
+  });
+
+  test('three queries emit together: on start and after a range change, never fewer frames than queries', async () => {
+    const { ds } = setup();
+    const now = Date.now();
+    const targets = [
+      { channel: 'random-walk', params: { series: 3 } },
+      { channel: 'sine', params: { series: 2 } },
+      { channel: 'random-walk' },
+    ];
+    const counts: number[] = [];
+    const run = (from: string) => {
+      const obs = ds.query(makeRequest(targets, { from, to: 'now' }));
+      return obs.subscribe((r) => counts.push(r.data.length));
+    };
+    const sub1 = run('now-1m');
+    const ws = FakeWebSocket.last();
+    ws.accept(now);
+    let [a, b, c] = ws.subscribes().map((m) => String(m.id));
+    ws.receive(dataMsg(a, 'p1', [now - 3000], [1], true));
+    ws.receive(dataMsg(c, 'p1', [now - 3000], [1], true));
+    await new Promise((r) => setTimeout(r, 5));
+    expect(counts).toEqual([]);
+    ws.receive(dataMsg(b, 'p1', [now - 3000], [1], true));
+    await new Promise((r) => setTimeout(r, 5));
+    expect(counts).toEqual([3]);
+    // The range change: Grafana ends the old query() and starts a new one.
+    sub1.unsubscribe();
+    counts.length = 0;
+    const sub2 = run('now-5m');
+    const ws2 = FakeWebSocket.last();
+    if (ws2 !== ws) {
+      ws2.accept(now); // the client closed the idle socket: a new one
+    }
+    [a, b, c] = ws2.subscribes().map((m) => String(m.id)).slice(-3);
+    for (const id of [c, a, b]) {
+      ws2.receive(dataMsg(id, 'p2', [now - 200_000, now - 1000], [1, 2], true));
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    ws2.receive(dataMsg(a, 'p3', [now - 500], [3]));
+    await new Promise((r) => setTimeout(r, 5));
+    expect(counts.length).toBeGreaterThan(0);
+    expect(counts.every((n) => n === 3)).toBe(true);
+    sub2.unsubscribe();
   });
 
   test('hidden and empty targets are skipped', async () => {

@@ -10,7 +10,7 @@ import {
   TestDataSourceResponse,
 } from '@grafana/data';
 import { getBackendSrv, getTemplateSrv } from '@grafana/runtime';
-import { Observable, SchedulerLike, lastValueFrom, merge, of } from 'rxjs';
+import { Observable, SchedulerLike, lastValueFrom, of } from 'rxjs';
 
 import { FrameCache } from './cache';
 import {
@@ -27,6 +27,8 @@ import {
   parseChannelList,
   trimSlash,
 } from './client';
+import { frameNames } from './frames';
+import { wholePanel } from './panel';
 import { QueryStream } from './QueryStream';
 import { DEFAULT_QUERY, LiveOptions, LiveQuery, withDefaults } from './types';
 
@@ -122,7 +124,7 @@ export class DataSource extends DataSourceApi<LiveQuery, LiveOptions> {
     };
   }
 
-  /** One QueryStream per target, merged; see QueryStream.ts. */
+  /** One QueryStream per target, emitted together (panel.ts); see QueryStream.ts. */
   query(request: DataQueryRequest<LiveQuery>): Observable<DataQueryResponse> {
     const targets = request.targets
       .filter((t) => this.filterQuery(t))
@@ -143,7 +145,9 @@ export class DataSource extends DataSourceApi<LiveQuery, LiveOptions> {
       cache: this.cache,
       scheduler: this.deps.scheduler,
     };
-    return merge(...targets.map((query) => new QueryStream({ ...common, query }).observable()));
+    const names = frameNames(targets);
+    const streams = targets.map((query, i) => new QueryStream({ ...common, query, frameName: names[i] }));
+    return wholePanel(streams, { throttleMs: this.options.throttleMs, scheduler: this.deps.scheduler });
   }
 
   async getChannels(): Promise<ChannelInfo[]> {

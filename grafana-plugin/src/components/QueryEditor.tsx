@@ -7,6 +7,11 @@ import { ALL_PARAMS, GENERATED_PARAMS, LiveOptions, LiveQuery, ParamValue } from
 
 type Props = QueryEditorProps<DataSource, LiveQuery, LiveOptions>;
 
+const LEGEND_HELP =
+  'Series names. Templates, as in the Prometheus and InfluxDB data sources: {{channel}}, {{field}}, ' +
+  '{{refId}} and any label, e.g. {{host}}. Plain text names the only field, or prefixes each field. ' +
+  'Empty: Grafana names series after the field and its labels, with the channel when the panel has several queries.';
+
 /** `random-walk/series=3` → `random-walk`. */
 function baseName(channel: string): string {
   return channel.split('/')[0];
@@ -93,11 +98,12 @@ export function QueryEditor({ query, onChange, onRunQuery, datasource }: Props) 
             onCreateOption={(v) => change({ ...query, channel: v, fields: [] })}
           />
         </InlineField>
-        <InlineField label="Alias" labelWidth={8} tooltip="Display name; {{__name__}} is the field name, {{key}} a label">
+        <InlineField label="Legend" labelWidth={8} tooltip={LEGEND_HELP}>
           <Input
-            width={24}
+            width={28}
+            aria-label="Legend format"
             defaultValue={query.alias ?? ''}
-            placeholder="{{__name__}}"
+            placeholder="auto, or e.g. {{field}} {{host}}"
             onBlur={(e: React.FocusEvent<HTMLInputElement>) =>
               e.currentTarget.value !== (query.alias ?? '') && change({ ...query, alias: e.currentTarget.value })
             }

@@ -166,7 +166,7 @@ describe('FrameStore', () => {
     expect(s.trimmedThrough).toBeUndefined();
   });
 
-  test('cells: values of the protocol kept, anything else is missing; entities decoded', () => {
+  test('cells: values of the protocol kept, anything else (null too) is missing; entities decoded', () => {
     const s = new FrameStore({ missing: undefined });
     s.merge({
       frame: {
@@ -181,8 +181,12 @@ describe('FrameStore', () => {
         },
       },
     });
-    expect(s.columns[0]).toEqual([undefined, null, NaN, Infinity, undefined]);
-    expect(s.columns[1]).toEqual(['a', true, null, undefined, 'e']);
+    expect(s.columns[0]).toEqual([undefined, undefined, NaN, Infinity, undefined]);
+    expect(s.columns[1]).toEqual(['a', true, undefined, undefined, 'e']);
+    // The live view's store keeps `null` for a missing cell, whichever way the wire said it.
+    const v = new FrameStore();
+    v.merge({ frame: { schema: { fields: TV }, data: { values: [[1, 2, 3], [null, 0, 1]], entities: [null, { Undef: [1] }] } } });
+    expect(v.columns[0]).toEqual([null, null, 1]);
   });
 
   test('a message that does not fit is refused whole, with a sentence, and changes nothing', () => {

@@ -36,7 +36,10 @@ export interface FrameStoreOptions {
   maxRows?: number;
   /** Keep only rows within this many ms of the newest. Default: no limit. */
   maxDelta?: number;
-  /** The cell of a field a row did not carry: `null` (a gap) or `undefined` (no value). Default `null`. */
+  /**
+   * The cell of a field a row did not carry: `undefined` (no value: Grafana and uPlot draw a line
+   * through it) or `null` (a gap). Default `null`.
+   */
   missing?: null | undefined;
 }
 
@@ -450,9 +453,13 @@ function fieldKey(f: { name: string; labels?: Record<string, string> }): string 
   return `${f.name}\u0000${JSON.stringify(labels)}`;
 }
 
-/** A value as a cell: the protocol's kinds are kept, anything else is `missing` (times are numbers). */
+/**
+ * A value as a cell: numbers, strings and booleans are kept; anything else is `missing`: a cell
+ * marked `Undef` (decoded to `undefined`), and `null`, which is how servers before `entities`
+ * sent a missing cell (times are numbers).
+ */
 function asCell(v: unknown, missing: null | undefined): Cell {
-  return typeof v === 'number' || v === null || typeof v === 'string' || typeof v === 'boolean' ? v : missing;
+  return typeof v === 'number' || typeof v === 'string' || typeof v === 'boolean' ? v : missing;
 }
 
 function isSorted(times: number[], rows: number[] | null): boolean {
