@@ -77,4 +77,4 @@ soak: install
 	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
 
 clean:
-	rm -rf $(VENV) $(PLUGIN)/node_modules $(PLUGIN)/dist $(PLUGIN)/dist-harness src/livedata/server/static/dist
+	rm -rf $(VENV) $(PLUGIN)/node_modules $(PLUGIN)/dist $(PLUGIN)/dist-harness $(PLUGIN)/dist-scenes src/livedata/server/static/dist

@@ -4,11 +4,11 @@ import globals from 'globals';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/', 'dist/', 'dist-harness/', 'coverage/'] },
+  { ignores: ['node_modules/', 'dist/', 'dist-harness/', 'dist-scenes/', 'coverage/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
-    files: ['src/**/*.{ts,tsx}', '.config/jest/**/*.ts', 'viewer/**/*.ts', 'harness/**/*.ts'],
+    files: ['src/**/*.{ts,tsx}', '.config/jest/**/*.ts', 'viewer/**/*.ts', 'harness/**/*.ts', 'scenes/**/*.{ts,tsx}'],
     plugins: { 'react-hooks': reactHooks },
     languageOptions: { globals: { ...globals.browser, ...globals.node } },
     rules: {

@@ -70,7 +70,7 @@ describe('wholePanel', () => {
     expect(t.out[0].key).toBeUndefined();
   });
 
-  test('all queries answering at subscribe (a refresh from the cache) emit at once, synchronously', () => {
+  test('all queries answering at subscribe (a refresh from the cache) emit at once, right after subscribe()', async () => {
     const scheduler = new VirtualTimeScheduler();
     const sources: ChangeSource[] = ['A', 'B'].map((refId) => ({
       changes: () =>
@@ -79,8 +79,19 @@ describe('wholePanel', () => {
         }),
     }));
     const out: DataQueryResponse[] = [];
-    wholePanel(sources, { throttleMs: 100, scheduler }).subscribe((r) => out.push(r));
+    const sub = wholePanel(sources, { throttleMs: 100, scheduler }).subscribe((r) => out.push(r));
+    // Not inside subscribe(): Grafana's runRequest would end that subscription and start another.
+    expect(out).toEqual([]);
+    await Promise.resolve();
     expect(out.map((r) => r.data.length)).toEqual([2]);
+    sub.unsubscribe();
+    // Unsubscribed before the microtask: nothing.
+    const out2: DataQueryResponse[] = [];
+    wholePanel(sources, { throttleMs: 100, scheduler })
+      .subscribe((r) => out2.push(r))
+      .unsubscribe();
+    await Promise.resolve();
+    expect(out2).toEqual([]);
   });
 
   test('a query that does not answer within firstWaitMs does not hold the others back', () => {

@@ -4,7 +4,8 @@
  *
  * - Start (and refresh, and a range change, which are new `query()` calls): nothing is emitted
  *   until every query has answered once (its first data message, its cached rows, an error or its
- *   end), or `firstWaitMs` has passed; then one emission with all of them.
+ *   end), or `firstWaitMs` has passed; then one emission with all of them. Never inside
+ *   `subscribe()` itself: when every query answers from the cache, right after it.
  * - After that, a change to any query asks for an emission; emissions are throttled together
  *   (one per `throttleMs`, leading and trailing), and each builds the frames of every query as of
  *   then. A panel with many queries so costs one update per interval, not one per query.
@@ -97,11 +98,20 @@ export function wholePanel(sources: ChangeSource[], opts: PanelOptions): Observa
         .subscribe(subscriber)
     );
 
+    let subscribing = true;
     const begin = () => {
       if (!ready) {
         ready = true;
         if (answered > 0) {
-          ticks.next();
+          if (subscribing) {
+            // Every query answered inside subscribe() (a refresh from the cache): emit right after,
+            // not inside it. Grafana's request runner subscribes twice to a shared Observable
+            // (once to cancel its "loading" timer, once for the data); an emission inside the
+            // first subscribe ends that subscription, and the queries would be started twice.
+            queueMicrotask(() => !subscriber.closed && ticks.next());
+          } else {
+            ticks.next();
+          }
         }
       }
     };
@@ -143,6 +153,7 @@ export function wholePanel(sources: ChangeSource[], opts: PanelOptions): Observa
     if (!ready) {
       subs.add(scheduler.schedule(begin, firstWaitMs));
     }
+    subscribing = false;
     return () => {
       subs.unsubscribe();
       ticks.complete();
