@@ -99,7 +99,8 @@ async def scene(page: Page, scenes_origin: str) -> Page:
     return page
 
 
-async def start(page: Page, server: LiveServer, queries: list[dict[str, Any]], frm: str = "now-1m", **opts: Any) -> None:
+async def start(page: Page, server: LiveServer, queries: list[dict[str, Any]], frm: str = "now-1m",
+                **opts: Any) -> None:
     await page.evaluate("([url, queries, from, opts]) => window.scenes.start({ url, queries, from, ...opts })",
                         [server.url, queries, frm, opts])
 
@@ -109,11 +110,11 @@ async def renders(page: Page, start_at: int = 0) -> list[dict[str, Any]]:
     return out
 
 
-async def wait_render(page: Page, condition: str, timeout: int = 10_000, since: int | None = None) -> dict[str, Any]:
+async def wait_render(page: Page, condition: str, within_ms: int = 10_000, since: int | None = None) -> dict[str, Any]:
     """The first render (from now on, or from render ``since``) for which ``condition`` (JS, of ``r``) holds."""
     n: int = await page.evaluate("window.scenes.renderCount()") if since is None else since
     await page.wait_for_function(
-        f"(n) => window.scenes.renders(n).some((r) => {condition})", arg=n, timeout=timeout
+        f"(n) => window.scenes.renders(n).some((r) => {condition})", arg=n, timeout=within_ms
     )
     found: dict[str, Any] = await page.evaluate(
         f"(n) => window.scenes.renders(n).find((r) => {condition})", n
@@ -175,7 +176,8 @@ async def test_interleaved_labelled_series_draw_without_null_cells(scene: Page, 
         await asyncio.sleep(0.15)
     last = await wait_render(scene, "r.rows[0] >= 86 && r.rows[1] >= 46", since=0)
     # Two frames with different names: Grafana puts the frame (channel) name first.
-    assert last["names"] == [f"lp{suffix}/cpu usage a", f"lp{suffix}/cpu usage b", f"hum (json{suffix})", f"temp (json{suffix})"]
+    assert last["names"] == [f"lp{suffix}/cpu usage a", f"lp{suffix}/cpu usage b",
+                             f"hum (json{suffix})", f"temp (json{suffix})"]
     assert last["undefinedCells"] > 80  # the rows are interleaved: each has the other series' cell empty
     for r in await renders(scene):
         assert r["nullsInSpan"] == 0, r
@@ -190,7 +192,7 @@ async def test_range_change_never_renders_fewer_series(scene: Page, scenes_serve
         subscribes_before = len(await scene.evaluate("window.scenes.sent('subscribe')"))
         await scene.evaluate("(f) => window.scenes.setRange(f)", frm)
         # The new range's history arrives (50 ms points: 1200 a minute, less the server's trim).
-        await wait_render(scene, f"r.rows.every((n) => n >= {rows})", timeout=15_000)
+        await wait_render(scene, f"r.rows.every((n) => n >= {rows})", within_ms=15_000)
         after = await renders(scene, n)
         assert after
         for r in after:
@@ -236,9 +238,6 @@ async def test_screenshot_for_the_readme(scene: Page, scenes_server: LiveServer)
     await asyncio.sleep(0.5)
     shot = await scene.screenshot(type="png")
     assert shot[:8] == b"\x89PNG\r\n\x1a\n"
-    if target:
-        Path(target).write_bytes(shot)
-    else:
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "scenes-panel.png").write_bytes(shot)
+    path = Path(target) if target else RESULTS / "scenes-panel.png"
+    await scene.screenshot(type="png", path=str(path))
     no_page_errors(scene)

@@ -194,6 +194,25 @@ async def test_typed_frames_history_then_live(server: LiveServer, http: aiohttp.
         await sub.close()
 
 
+async def test_interleaved_series_missing_cells_are_none_and_series_drops_them(
+        server: LiveServer, http: aiohttp.ClientSession) -> None:
+    """The wire marks missing cells Undef (protocol.md); the client's Frame has None there."""
+    t0 = now_ms() - 5_000
+    lines = "\n".join(f"cpu,host={'ab'[i % 2]} usage={i} {t0 + i}" for i in range(6))
+    async with http.post(f"{server.url}/api/push/il", data=lines, params={"precision": "ms"},
+                         headers={"Content-Type": "text/plain"}) as r:
+        assert r.status == 204
+    async with Client(server.url) as c:
+        sub = await c.subscribe("il/cpu", from_="now-1m")
+        [first], _ = await take(sub, 1)
+        assert first.times == [t0 + i for i in range(6)]
+        assert first.fields == {'usage {host="a"}': [0, None, 2, None, 4, None],
+                                'usage {host="b"}': [None, 1, None, 3, None, 5]}
+        assert first.series() == {'usage {host="a"}': ([t0, t0 + 2, t0 + 4], [0, 2, 4]),
+                                  'usage {host="b"}': ([t0 + 1, t0 + 3, t0 + 5], [1, 3, 5])}
+        await sub.close()
+
+
 async def test_two_subscriptions_share_one_websocket(server: LiveServer, http: aiohttp.ClientSession) -> None:
     before = await metric(http, server.url, 'livedata_connections_total{carrier="ws"}')
     async with Client(server.url) as c:

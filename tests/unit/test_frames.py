@@ -1,3 +1,5 @@
+import math
+
 import msgspec
 import pytest
 from hypothesis import given
@@ -14,6 +16,7 @@ from livedata.core.frames import (
     SchemaError,
     data_body,
     data_prefix,
+    decode_entities,
     field_key,
     frame_json,
     parse_position,
@@ -45,13 +48,30 @@ def test_frame_json_is_grafana_dataframejson() -> None:
     assert frame["schema"]["fields"][0] == {"name": "time", "type": "time"}
     assert frame["schema"]["fields"][2]["labels"] == {"host": "a"}
     assert frame["data"]["values"] == [[1, 2, 3], [1.5, 2.5, None], [None, None, 7]]
+    # The missing cells are Grafana's undefined (entities.Undef), not a null that breaks a line.
+    assert frame["data"]["entities"] == [None, {"Undef": [2]}, {"Undef": [0, 1]}]
+    assert frame["schema"]["meta"] == {"type": "timeseries-wide", "typeVersion": [0, 1]}
     no_schema = frame_json(None, ["v"], rows)
     assert "schema" not in no_schema
+    assert no_schema["data"]["entities"] == [None, {"Undef": [2]}]
 
 
-def test_nan_and_infinity_become_null() -> None:
+def test_dense_packets_have_no_entities_and_a_field_absent_from_a_packet_is_all_undef() -> None:
+    rows = Rows([1, 2], {"a": [1, 2], "b": ["x", "y"]})
+    frame = frame_json(None, ["a", "b"], rows)
+    assert frame == {"data": {"values": [[1, 2], [1, 2], ["x", "y"]]}}
+    frame = frame_json(None, ["a", "c"], rows)
+    assert frame["data"] == {"values": [[1, 2], [1, 2], [None, None]], "entities": [None, None, {"Undef": [0, 1]}]}
+    # An empty packet (the schema packet of a subscription with no history): nothing missing.
+    empty = frame_json([FieldDef.of("a", "number")], ["a"], Rows())
+    assert empty["data"] == {"values": [[], []]}
+
+
+def test_nan_and_infinity_are_missing_cells() -> None:
     rows = Rows([1, 2, 3], {"v": [float("nan"), float("inf"), 1.0]})
-    assert frame_json(None, ["v"], rows)["data"]["values"][1] == [None, None, 1.0]
+    data = frame_json(None, ["v"], rows)["data"]
+    assert data["values"][1] == [None, None, 1.0]
+    assert data["entities"] == [None, {"Undef": [0, 1]}]
 
 
 def test_data_message_is_prefix_plus_shared_body() -> None:
@@ -84,3 +104,18 @@ def test_batch_sorted_is_stable() -> None:
     b = Batch([3, 1, 2, 1], {"v": ["c", "a", "b", "a2"]}, {"v": FieldDef.of("v", "string")}).sorted()
     assert b.times == [1, 1, 2, 3]
     assert b.columns["v"] == ["a", "a2", "b", "c"]
+
+
+def test_decode_entities_is_the_inverse_of_the_encoding() -> None:
+    rows = Rows()
+    rows.extend([1, 2], {"a": [1.0, 2.0]})
+    rows.extend([3], {"b": ["x"]})
+    data = msgspec.json.decode(msgspec.json.encode(frame_json(None, ["a", "b"], rows)))["data"]
+    assert decode_entities(data["values"], data["entities"]) == [[1, 2, 3], [1.0, 2.0, None], [None, None, "x"]]
+    nan, inf, neg = decode_entities([[1, 2, 3], [None, None, None]], [None, {"NaN": [0], "Inf": [1], "NegInf": [2]}])[1]
+    assert isinstance(nan, float) and math.isnan(nan) and inf == math.inf and neg == -math.inf
+    # Hostile entities change nothing they do not name, and never raise.
+    values = [[1, 2], [5, 6]]
+    for ents in (None, "x", [None, {"Undef": [9, -1, "0", 1.0]}], [{"Undef": 0}], [None, None, {"Undef": [0]}]):
+        assert decode_entities(values, ents) == [[1, 2], [5, 6]]
+    assert values == [[1, 2], [5, 6]]

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from livedata.client.types import Field, Frame, LivedataError, Notice, NoticeCallback, Value
+from livedata.core.frames import decode_entities
 
 log = logging.getLogger("livedata.client")
 
@@ -94,7 +95,10 @@ class Subscription:
                       for f in schema_msg.get("fields", [])[1:]]
             changed = schema != self.schema or not self._resuming
             self.schema = schema
-        values = (frame.get("data") or {}).get("values") or [[]]
+        data = frame.get("data") or {}
+        values = data.get("values") or [[]]
+        if data.get("entities"):
+            values = decode_entities(values, data["entities"])
         times: list[int] = values[0] if values else []
         cols: dict[str, list[Value]] = {f.name: (values[i + 1] if i + 1 < len(values) else [None] * len(times))
                 for i, f in enumerate(self.schema)}

@@ -37,7 +37,9 @@ class Frame:
     """One ``data`` message of a subscription, decoded.
 
     ``times`` are epoch ms; ``fields`` maps each schema field's name (e.g. ``temp`` or
-    ``usage {host="a"}``) to its column, aligned with ``times`` (``None`` where missing).
+    ``usage {host="a"}``) to its column, aligned with ``times``. A cell the row did not carry
+    (``null`` on the wire, listed in ``entities.Undef``) is ``None``: no value at that time, not a
+    gap; ``series()`` gives each field's points without them.
     ``late`` frames hold points older than ones already delivered: insert them in time order.
     """
 
@@ -53,6 +55,21 @@ class Frame:
 
     def __len__(self) -> int:
         return len(self.times)
+
+    def series(self) -> dict[str, tuple[list[int], list[Value]]]:
+        """Each field's own points, ``{name: (times, values)}``, cells it did not carry left out.
+
+        This is Grafana's ``timeseries-multi`` view of the wide frame: one series per field, for
+        labelled or sparse data (line protocol hosts, sensors whose fields arrive apart).
+        """
+        out: dict[str, tuple[list[int], list[Value]]] = {}
+        for name, col in self.fields.items():
+            if None not in col:
+                out[name] = (list(self.times), list(col))
+            else:
+                keep = [i for i, v in enumerate(col) if v is not None]
+                out[name] = ([self.times[i] for i in keep], [col[i] for i in keep])
+        return out
 
     def points(self) -> list[dict[str, Value]]:
         """The rows as ``{"time": ms, field: value, ...}`` dicts (missing values left out)."""

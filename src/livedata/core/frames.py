@@ -238,8 +238,12 @@ class Rows:
         self.columns = {k: [c[i] for i in order] for k, c in self.columns.items()}
 
 
+FRAME_META: dict[str, Any] = {"type": "timeseries-wide", "typeVersion": [0, 1]}
+"""The data plane type every frame declares (Grafana's ``meta.type``/``meta.typeVersion``)."""
+
+
 def _clean(col: Sequence[Value]) -> Sequence[Value]:
-    # JSON has no NaN/Infinity: Grafana reads null as a gap.
+    # JSON has no NaN/Infinity: such a value is no value (a missing cell, as below).
     for v in col:
         if isinstance(v, float) and not math.isfinite(v):
             return [None if isinstance(x, float) and not math.isfinite(x) else x for x in col]
@@ -247,16 +251,67 @@ def _clean(col: Sequence[Value]) -> Sequence[Value]:
 
 
 def frame_json(fields: Sequence[FieldDef] | None, keys: Sequence[str], rows: Rows) -> dict[str, Any]:
-    """A ``DataFrameJSON`` dict: ``schema`` when ``fields`` is given, ``data.values`` column-major."""
+    """A ``DataFrameJSON`` dict: ``schema`` when ``fields`` is given, ``data.values`` column-major.
+
+    A cell a row did not carry is ``null`` in ``values`` and its row is listed in that column's
+    ``data.entities[i].Undef`` (Grafana's encoding of ``undefined``): ``StreamingDataFrame``
+    decodes it to ``undefined``, which a time series panel draws a line through, where a plain
+    ``null`` would break the line. ``entities`` is left out when no cell is missing. Built once
+    per packet and shared by every subscriber (``data_body``).
+    """
     n = len(rows.times)
     values: list[Sequence[Value]] = [rows.times]
-    for key in keys:
-        col = rows.columns.get(key)
-        values.append(_clean(col) if col is not None else [None] * n)
+    entities: list[dict[str, list[int]] | None] | None = None
+    for c, key in enumerate(keys, 1):
+        have = rows.columns.get(key)
+        col: Sequence[Value]
+        if have is None:
+            col = [None] * n
+            undef = list(range(n))
+        else:
+            col = _clean(have)
+            undef = [i for i, v in enumerate(col) if v is None] if None in col else []
+        values.append(col)
+        if undef:
+            if entities is None:
+                entities = [None] * (len(keys) + 1)
+            entities[c] = {"Undef": undef}
+    data: dict[str, Any] = {"values": values}
+    if entities is not None:
+        data["entities"] = entities
     if fields is None:
-        return {"data": {"values": values}}
-    schema = {"fields": [{"name": "time", "type": "time"}, *(f.to_json() for f in fields)]}
-    return {"schema": schema, "data": {"values": values}}
+        return {"data": data}
+    schema = {"meta": FRAME_META, "fields": [{"name": "time", "type": "time"}, *(f.to_json() for f in fields)]}
+    return {"schema": schema, "data": data}
+
+
+_ENTITY_VALUES: dict[str, Value] = {"Undef": None, "NaN": math.nan, "Inf": math.inf, "NegInf": -math.inf}
+
+
+def decode_entities(values: list[list[Value]], entities: Any) -> list[list[Value]]:
+    """``data.values`` with DataFrameJSON ``entities`` applied (a client's side of ``frame_json``).
+
+    ``Undef`` cells become ``None`` (a missing cell, as Python has no ``undefined``); ``NaN``,
+    ``Inf`` and ``NegInf`` the floats. Rows out of range and entries that are not lists are
+    ignored; a column is copied only when it changes.
+    """
+    if not isinstance(entities, list):
+        return values
+    out = list(values)
+    for c, ents in enumerate(entities):
+        if not isinstance(ents, dict) or c >= len(out) or not isinstance(out[c], list):
+            continue
+        col: list[Value] | None = None
+        for kind, value in _ENTITY_VALUES.items():
+            rows = ents.get(kind)
+            if not isinstance(rows, list):
+                continue
+            for r in rows:
+                if isinstance(r, int) and 0 <= r < len(out[c]):
+                    if col is None:
+                        col = out[c] = list(out[c])
+                    col[r] = value
+    return out
 
 
 def data_body(frame: dict[str, Any], position: str | None, late: bool = False) -> bytes:
