@@ -19,6 +19,7 @@ from livedata.core.frames import (
     decode_entities,
     field_key,
     frame_json,
+    mark_missing,
     parse_position,
 )
 
@@ -48,30 +49,38 @@ def test_frame_json_is_grafana_dataframejson() -> None:
     assert frame["schema"]["fields"][0] == {"name": "time", "type": "time"}
     assert frame["schema"]["fields"][2]["labels"] == {"host": "a"}
     assert frame["data"]["values"] == [[1, 2, 3], [1.5, 2.5, None], [None, None, 7]]
-    # The missing cells are Grafana's undefined (entities.Undef), not a null that breaks a line.
-    assert frame["data"]["entities"] == [None, {"Undef": [2]}, {"Undef": [0, 1]}]
     assert frame["schema"]["meta"] == {"type": "timeseries-wide", "typeVersion": [0, 1]}
+    # On the wire the missing cells are Grafana's undefined (entities.Undef), not a null that
+    # breaks a line; the values keep their null.
+    wire = msgspec.json.decode(b"{" + data_body(frame, None)[1:])["frame"]
+    assert wire["data"] == {"values": [[1, 2, 3], [1.5, 2.5, None], [None, None, 7]],
+                            "entities": [None, {"Undef": [2]}, {"Undef": [0, 1]}]}
     no_schema = frame_json(None, ["v"], rows)
     assert "schema" not in no_schema
-    assert no_schema["data"]["entities"] == [None, {"Undef": [2]}]
+    assert mark_missing(no_schema) == {"data": {"values": [[1, 2, 3], [1.5, 2.5, None]],
+                                                "entities": [None, {"Undef": [2]}]}}
 
 
 def test_dense_packets_have_no_entities_and_a_field_absent_from_a_packet_is_all_undef() -> None:
-    rows = Rows([1, 2], {"a": [1, 2], "b": ["x", "y"]})
+    rows = Rows([1, 2], {"a": [1, 2], "b": ["x", "null"]})
     frame = frame_json(None, ["a", "b"], rows)
-    assert frame == {"data": {"values": [[1, 2], [1, 2], ["x", "y"]]}}
+    assert mark_missing(frame) is None
+    # The word in a string is not a missing cell (the byte search only picks the slow path).
+    assert msgspec.json.decode(b"{" + data_body(frame, None)[1:])["frame"] == frame
     frame = frame_json(None, ["a", "c"], rows)
-    assert frame["data"] == {"values": [[1, 2], [1, 2], [None, None]], "entities": [None, None, {"Undef": [0, 1]}]}
+    assert mark_missing(frame) == {"data": {"values": [[1, 2], [1, 2], [None, None]],
+                                            "entities": [None, None, {"Undef": [0, 1]}]}}
     # An empty packet (the schema packet of a subscription with no history): nothing missing.
     empty = frame_json([FieldDef.of("a", "number")], ["a"], Rows())
-    assert empty["data"] == {"values": [[], []]}
+    assert mark_missing(empty) is None
+    assert mark_missing({"schema": {}}) is None
 
 
 def test_nan_and_infinity_are_missing_cells() -> None:
     rows = Rows([1, 2, 3], {"v": [float("nan"), float("inf"), 1.0]})
-    data = frame_json(None, ["v"], rows)["data"]
-    assert data["values"][1] == [None, None, 1.0]
-    assert data["entities"] == [None, {"Undef": [0, 1]}]
+    marked = mark_missing(frame_json(None, ["v"], rows))
+    assert marked is not None
+    assert marked["data"] == {"values": [[1, 2, 3], [None, None, 1.0]], "entities": [None, {"Undef": [0, 1]}]}
 
 
 def test_data_message_is_prefix_plus_shared_body() -> None:
@@ -110,7 +119,7 @@ def test_decode_entities_is_the_inverse_of_the_encoding() -> None:
     rows = Rows()
     rows.extend([1, 2], {"a": [1.0, 2.0]})
     rows.extend([3], {"b": ["x"]})
-    data = msgspec.json.decode(msgspec.json.encode(frame_json(None, ["a", "b"], rows)))["data"]
+    data = msgspec.json.decode(b"{" + data_body(frame_json(None, ["a", "b"], rows), None)[1:])["frame"]["data"]
     assert decode_entities(data["values"], data["entities"]) == [[1, 2, 3], [1.0, 2.0, None], [None, None, "x"]]
     nan, inf, neg = decode_entities([[1, 2, 3], [None, None, None]], [None, {"NaN": [0], "Inf": [1], "NegInf": [2]}])[1]
     assert isinstance(nan, float) and math.isnan(nan) and inf == math.inf and neg == -math.inf

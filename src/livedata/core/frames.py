@@ -253,36 +253,44 @@ def _clean(col: Sequence[Value]) -> Sequence[Value]:
 def frame_json(fields: Sequence[FieldDef] | None, keys: Sequence[str], rows: Rows) -> dict[str, Any]:
     """A ``DataFrameJSON`` dict: ``schema`` when ``fields`` is given, ``data.values`` column-major.
 
-    A cell a row did not carry is ``null`` in ``values`` and its row is listed in that column's
-    ``data.entities[i].Undef`` (Grafana's encoding of ``undefined``): ``StreamingDataFrame``
-    decodes it to ``undefined``, which a time series panel draws a line through, where a plain
-    ``null`` would break the line. ``entities`` is left out when no cell is missing. Built once
-    per packet and shared by every subscriber (``data_body``).
+    A cell a row did not carry is ``None`` here; ``data_body`` marks it for Grafana.
     """
     n = len(rows.times)
     values: list[Sequence[Value]] = [rows.times]
-    entities: list[dict[str, list[int]] | None] | None = None
-    for c, key in enumerate(keys, 1):
-        have = rows.columns.get(key)
-        col: Sequence[Value]
-        if have is None:
-            col = [None] * n
-            undef = list(range(n))
-        else:
-            col = _clean(have)
-            undef = [i for i, v in enumerate(col) if v is None] if None in col else []
-        values.append(col)
-        if undef:
-            if entities is None:
-                entities = [None] * (len(keys) + 1)
-            entities[c] = {"Undef": undef}
-    data: dict[str, Any] = {"values": values}
-    if entities is not None:
-        data["entities"] = entities
+    for key in keys:
+        col = rows.columns.get(key)
+        values.append(_clean(col) if col is not None else [None] * n)
     if fields is None:
-        return {"data": data}
+        return {"data": {"values": values}}
     schema = {"meta": FRAME_META, "fields": [{"name": "time", "type": "time"}, *(f.to_json() for f in fields)]}
-    return {"schema": schema, "data": data}
+    return {"schema": schema, "data": {"values": values}}
+
+
+def mark_missing(frame: dict[str, Any]) -> dict[str, Any] | None:
+    """``frame`` with its missing cells listed in ``data.entities`` (``Undef``); None if it has none.
+
+    A missing cell stays ``null`` in ``values`` (what a client that ignores ``entities`` reads) and
+    its row is listed in that column's ``data.entities[i].Undef``, Grafana's encoding of
+    ``undefined``: ``StreamingDataFrame`` decodes it, and a time series panel draws a line through
+    ``undefined`` where a ``null`` would break the line. One entry per column, ``None`` for a column
+    with nothing missing (protocol.md, "Missing cells").
+    """
+    data = frame.get("data")
+    if not isinstance(data, dict):
+        return None
+    values = data.get("values")
+    if not values:
+        return None
+    entities: list[dict[str, list[int]] | None] = [None] * len(values)
+    found = False
+    for c in range(1, len(values)):
+        col = values[c]
+        if None in col:
+            entities[c] = {"Undef": [i for i, v in enumerate(col) if v is None]}
+            found = True
+    if not found:
+        return None
+    return {**frame, "data": {**data, "entities": entities}}
 
 
 _ENTITY_VALUES: dict[str, Value] = {"Undef": None, "NaN": math.nan, "Inf": math.inf, "NegInf": -math.inf}
@@ -320,12 +328,19 @@ def data_body(frame: dict[str, Any], position: str | None, late: bool = False) -
     A subscriber's message is its own ``{"type":"data","id":...`` prefix followed by these bytes,
     so one encoding serves every subscriber of a feed.
     """
+    encoded = _encode(frame)
+    # A missing cell encodes as `null` (and nothing else does but a string holding the word): a
+    # packet without one, every packet of a dense channel, costs one byte search here.
+    if b"null" in encoded:
+        marked = mark_missing(frame)
+        if marked is not None:
+            encoded = _encode(marked)
     head = b""
     if position is not None:
         head += b',"position":' + _encode(position)
     if late:
         head += b',"late":true'
-    return head + b',"frame":' + _encode(frame) + b"}"
+    return head + b',"frame":' + encoded + b"}"
 
 
 def data_prefix(sub_id: str) -> bytes:
