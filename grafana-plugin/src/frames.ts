@@ -25,7 +25,10 @@ import {
   renderLegendFormat,
 } from '@grafana/data';
 
-import { FrameStore, StoreField } from './store/FrameStore';
+import { FrameStore } from './store/FrameStore';
+import { publishedName } from './store/names';
+
+export { publishedName };
 import type { LiveQuery } from './types';
 
 /** The data plane type every frame of the plugin declares. */
@@ -173,22 +176,6 @@ export function displayName(
   return valueFields === 1 ? alias : `${alias} ${field.name}`;
 }
 
-/**
- * A field's name as published: the wire names a labelled field `name {k="v",...}` (labels sorted
- * by key, protocol.md "Channels") to keep it unique; with its labels beside it, Grafana wants `name`.
- */
-export function publishedName(f: Pick<StoreField, 'name' | 'labels'>): string {
-  const labels = f.labels;
-  if (!labels) {
-    return f.name;
-  }
-  const keys = Object.keys(labels).sort();
-  if (!keys.length) {
-    return f.name;
-  }
-  const suffix = ` {${keys.map((k) => `${k}="${labels[k]}"`).join(',')}}`;
-  return f.name.length > suffix.length && f.name.endsWith(suffix) ? f.name.slice(0, -suffix.length) : f.name;
-}
 
 /**
  * The channel a query reads, as the server publishes it: a generated channel with params is

@@ -2,6 +2,7 @@
 import uPlot from 'uplot';
 
 import { Cell, FrameStore } from '../src/store/FrameStore';
+import { labelText, publishedName } from '../src/store/names';
 
 export const PALETTE = [
   '#73bf69',
@@ -40,18 +41,62 @@ export interface View {
   windowMs: number;
 }
 
+const GROUPED = new Map<number, Intl.NumberFormat>();
+
+function grouped(decimals: number): Intl.NumberFormat {
+  let f = GROUPED.get(decimals);
+  if (!f) {
+    f = new Intl.NumberFormat('en-US', { minimumFractionDigits: decimals, maximumFractionDigits: decimals });
+    GROUPED.set(decimals, f);
+  }
+  return f;
+}
+
+/**
+ * A number as the live view writes it everywhere (legend, axis): en-US digit grouping, a fixed
+ * number of decimals (`decimals`, else by magnitude: 3 below 10, 2 below 100, 1 above), and
+ * exponent notation from a million up or below 0.001.
+ */
+export function formatNumber(v: number, decimals?: number): string {
+  if (!Number.isFinite(v)) {
+    return Number.isNaN(v) ? 'NaN' : v > 0 ? '∞' : '−∞';
+  }
+  const a = Math.abs(v);
+  if (a !== 0 && (a >= 1e6 || a < 1e-3)) {
+    return v.toExponential(2);
+  }
+  return grouped(decimals ?? (a >= 100 ? 1 : a >= 10 ? 2 : 3)).format(v);
+}
+
 export function formatValue(v: Cell | undefined): string {
   if (v === undefined || v === null) {
     return '–';
   }
-  if (typeof v === 'number') {
-    const a = Math.abs(v);
-    if (a !== 0 && (a >= 1e6 || a < 1e-3)) {
-      return v.toExponential(3);
+  return typeof v === 'number' ? formatNumber(v) : String(v);
+}
+
+/** Axis tick labels: the decimals the tick step needs, written like the legend's values. */
+function axisValues(_u: uPlot, splits: number[], _axis: number, _space: number, incr: number): string[] {
+  const decimals = incr > 0 && incr < 1 ? Math.min(6, Math.ceil(-Math.log10(incr) - 1e-9)) : 0;
+  return splits.map((v) => (v === 0 ? '0' : formatNumber(v, decimals)));
+}
+
+/** A field's name and labels as the legend shows them, the labels once: `usage {host="a"}`. */
+export function fieldLabel(f: { name: string; labels?: Record<string, string> }): string {
+  const labels = labelText(f.labels);
+  return labels ? `${publishedName(f)} ${labels}` : f.name;
+}
+
+/** Show a series' points when the window holds fewer than two of them (no line to draw). */
+function fewPoints(u: uPlot, seriesIdx: number, idx0: number, idx1: number): boolean {
+  const ys = u.data[seriesIdx];
+  let n = 0;
+  for (let i = idx0; i <= idx1 && n < 2; i++) {
+    if (ys[i] != null) {
+      n++;
     }
-    return v.toFixed(a >= 100 ? 1 : a >= 10 ? 2 : 3);
   }
-  return String(v);
+  return n < 2;
 }
 
 export class Panel {
@@ -60,6 +105,7 @@ export class Panel {
   private readonly legendEl: HTMLElement;
   private readonly metaEl: HTMLElement;
   private readonly noticeEl: HTMLElement;
+  private readonly emptyEl: HTMLElement;
   private plot: uPlot | null = null;
   /** Field indexes (in the store) drawn as series, in series order. */
   private plotted: number[] = [];
@@ -88,8 +134,12 @@ export class Panel {
     this.noticeEl = el('div', 'panel-notice');
     this.noticeEl.hidden = true;
     this.chartEl = el('div', 'panel-chart');
+    this.emptyEl = el('div', 'panel-empty');
+    this.emptyEl.hidden = true;
     this.legendEl = el('div', 'legend');
-    this.el.append(head, this.noticeEl, this.chartEl, this.legendEl);
+    const chartBox = el('div', 'panel-chart-box');
+    chartBox.append(this.chartEl, this.emptyEl);
+    this.el.append(head, this.noticeEl, chartBox, this.legendEl);
     host.append(this.el);
     if (typeof ResizeObserver !== 'undefined') {
       this.resize = new ResizeObserver(() => {
@@ -148,8 +198,32 @@ export class Panel {
     this.drawnRows = this.store.times.length;
     this.draws++;
     this.lastDrawAt = Date.now();
+    this.updateEmpty();
     this.updateLegend();
     this.updateMeta();
+  }
+
+  /** The message over the chart when the window has no point: says so, and when the last one was. */
+  emptyText(): string | null {
+    const s = this.store;
+    const from = this.view.max - this.view.windowMs;
+    if (!s.fields.length) {
+      return null;
+    }
+    const last = s.lastTime;
+    if (last !== undefined && last >= from) {
+      return null;
+    }
+    const window = windowText(this.view.windowMs);
+    return last === undefined
+      ? `No data in the last ${window}`
+      : `No data in the last ${window}: the last point was at ${new Date(last).toLocaleTimeString('en-GB')}`;
+  }
+
+  private updateEmpty(): void {
+    const text = this.emptyText();
+    this.emptyEl.hidden = text === null;
+    this.emptyEl.textContent = text ?? '';
   }
 
   destroy(): void {
@@ -191,6 +265,7 @@ export class Panel {
           stroke: AXIS,
           font: FONT,
           size: 56,
+          values: axisValues,
           grid: { stroke: GRID, width: 1 },
           ticks: { stroke: GRID, width: 1, size: 4 },
         },
@@ -198,13 +273,13 @@ export class Panel {
       series: [
         {},
         ...numeric.map((fi, k) => ({
-          label: fields[fi].name,
+          label: fieldLabel(fields[fi]),
           stroke: PALETTE[k % PALETTE.length],
           width: 1.5,
           fill: numeric.length === 1 ? `${PALETTE[k % PALETTE.length]}1a` : undefined,
           fillTo: (u: uPlot) => u.scales.y.min ?? 0,
           spanGaps: true,
-          points: { show: false },
+          points: { show: fewPoints, size: 6 },
         })),
       ],
       hooks: {
@@ -235,7 +310,7 @@ export class Panel {
         swatch.classList.add('text');
       }
       const name = el('span', 'legend-name');
-      name.textContent = f.labels && Object.keys(f.labels).length ? `${f.name} ${labelText(f.labels)}` : f.name;
+      name.textContent = fieldLabel(f);
       const value = el('span', 'legend-value');
       const v = idx !== null && idx < this.store.times.length ? this.store.columns[i][idx] : this.store.lastValue(i);
       value.textContent = formatValue(v);
@@ -261,7 +336,7 @@ export class Panel {
     const first = s.firstTime;
     const last = s.lastTime;
     const span = first !== undefined && last !== undefined ? (last - first) / 1000 : 0;
-    const parts = [`${s.times.length.toLocaleString('en-US')} points`];
+    const parts = [`${s.times.length.toLocaleString('en-US')} point${s.times.length === 1 ? '' : 's'}`];
     if (span > 0) {
       parts.push(`${span >= 120 ? `${(span / 60).toFixed(1)} min` : `${span.toFixed(1)} s`}`);
     }
@@ -272,9 +347,14 @@ export class Panel {
   }
 }
 
-function labelText(labels: Record<string, string>): string {
-  const keys = Object.keys(labels).sort();
-  return `{${keys.map((k) => `${k}="${labels[k]}"`).join(',')}}`;
+function windowText(ms: number): string {
+  if (ms % 3_600_000 === 0) {
+    return ms === 3_600_000 ? 'hour' : `${ms / 3_600_000} hours`;
+  }
+  if (ms % 60_000 === 0) {
+    return ms === 60_000 ? 'minute' : `${ms / 60_000} minutes`;
+  }
+  return `${Math.round(ms / 1000)} seconds`;
 }
 
 export function el<K extends keyof HTMLElementTagNameMap>(tag: K, className?: string): HTMLElementTagNameMap[K] {

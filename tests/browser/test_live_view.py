@@ -31,6 +31,12 @@ def push(url: str, name: str, points: list[dict[str, Any]]) -> None:
     http_json("POST", f"{url}/api/push/{name}", points)
 
 
+def post_text(url: str, body: str) -> None:
+    req = urllib.request.Request(url, data=body.encode(), method="POST", headers={"Content-Type": "text/plain"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        assert r.status == 204
+
+
 def assert_no_errors(page: Page) -> None:
     errors: list[str] = page.errors.messages  # type: ignore[attr-defined]
     assert not errors, errors
@@ -224,3 +230,53 @@ async def test_the_channel_list_shows_source_channels(page: Page, viewer_built: 
     finally:
         await asyncio.to_thread(srv.stop)
         await asyncio.to_thread(mosq.close)
+
+
+async def test_labels_once_single_point_empty_window_formats_at_420px(page: Page, server: LiveServer) -> None:
+    """Issue 17's live view: legend labels once, a lone point drawn, an empty window said, 420 px."""
+    now = int(time.time() * 1000)
+    lines = "\n".join(f"cpu,host={'ab'[i % 2]} usage_user={10 + i} {(now - 4000 + i * 250) * 1_000_000}"
+                      for i in range(12))
+    await asyncio.to_thread(post_text, f"{server.url}/api/push/lv17", lines)
+    push(server.url, "lv17one", [{"time": now - 3000, "temp": 1234.5}])
+    push(server.url, "lv17old", [{"time": now - 600_000, "temp": 1_234_567.5}])
+    await page.set_viewport_size({"width": 420, "height": 1600})
+    await page.goto(server.url + "/")
+    await page.wait_for_function(HOOK_READY)
+    await page.evaluate("() => window.__livedata.select(['lv17/cpu', 'lv17one', 'lv17old'])")
+    await page.wait_for_function(rows_of("lv17/cpu", 12))
+    await page.wait_for_function(rows_of("lv17one", 1))
+    await page.wait_for_function(
+        "() => { const c = window.__livedata?.channel('lv17old'); return !!c && c.fields.length === 1; }")
+    await asyncio.sleep(0.5)  # a few animation frames
+
+    def panel(name: str) -> str:
+        return f'.panel[data-channel="{name}"]'
+
+    names = await page.locator(f"{panel('lv17/cpu')} .legend-name").all_text_contents()
+    assert names == ['usage_user {host="a"}', 'usage_user {host="b"}']
+    # The lone point is on the canvas: pixels of the first series colour (#73bf69) in the plot.
+    green = await page.evaluate("""(sel) => {
+        const c = document.querySelector(sel + ' canvas');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0;
+        for (let i = 0; i < d.length; i += 4) {
+            if (Math.abs(d[i] - 115) < 30 && Math.abs(d[i + 1] - 191) < 30 && Math.abs(d[i + 2] - 105) < 30) n++;
+        }
+        return n;
+    }""", panel("lv17one"))
+    assert green >= 10, green
+    assert await page.locator(f"{panel('lv17one')} .legend-value").text_content() == "1,234.5"
+    assert (await page.locator(f"{panel('lv17one')} .panel-meta").text_content() or "").startswith("1 point ·")
+    # A channel whose points are all older than the window says so.
+    empty = page.locator(f"{panel('lv17old')} .panel-empty")
+    assert await empty.is_visible()
+    assert (await empty.text_content() or "").startswith("No data in the last minute")
+    assert not await page.locator(f"{panel('lv17one')} .panel-empty").is_visible()
+    # 420 px: nothing wider than the window.
+    width = await page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= 420, width
+    rights = await page.evaluate(
+        "() => [...document.querySelectorAll('.panel, .topbar')].map((e) => e.getBoundingClientRect().right)")
+    assert rights and max(rights) <= 420, rights
+    assert_no_errors(page)
