@@ -79,6 +79,8 @@ module.exports = (env = {}) => {
             },
           },
           { from: 'src/img', to: 'img' },
+          // The README's pictures, so its links work in the built plugin too.
+          { from: 'img', to: 'img' },
           { from: 'src/dashboards', to: 'dashboards' },
         ],
       }),
