@@ -22,6 +22,8 @@ interface Emission {
   at: number;
   /** Emitted inside `subscribe()`, before any network message could arrive. */
   sync: boolean;
+  /** WebSocket messages received between the start of the run and this emission. */
+  messages: number;
   state: string;
   rows: number;
   firstTime: number | null;
@@ -38,6 +40,8 @@ interface Run {
   sub: rxjs.Subscription | null;
   complete: boolean;
   keepTimes: boolean;
+  /** `receivedTotal` when the run started. */
+  messages0: number;
 }
 
 /** `@grafana/ui` components are used only when Grafana renders the editors; never here. */
@@ -52,6 +56,7 @@ const ui = new Proxy(
 
 const sent: Json[] = [];
 const received: Record<string, number> = {};
+let receivedTotal = 0;
 const sockets: WebSocket[] = [];
 const NativeWebSocket = window.WebSocket;
 
@@ -60,6 +65,7 @@ class RecordingWebSocket extends NativeWebSocket {
     super(url, protocols);
     sockets.push(this);
     this.addEventListener('message', (ev: MessageEvent) => {
+      receivedTotal++;
       try {
         const msg = JSON.parse(String(ev.data)) as Json;
         const key = `${String(msg.type)}:${String(msg.id ?? '')}`;
@@ -162,6 +168,7 @@ function summarize(resp: grafanaData.DataQueryResponse, run: Run, sync: boolean)
   return {
     at: performance.now() - run.start,
     sync,
+    messages: receivedTotal - run.messages0,
     state: String(resp.state),
     rows: frame?.length ?? 0,
     firstTime: times.length ? times[0] : null,
@@ -191,14 +198,22 @@ const harness = {
   /** Start `ds.query()` for `targets`; returns the run's index. */
   run(ds: number, targets: Json[], range = { from: 'now-1m', to: 'now' }, keepTimes = false): number {
     const source = state.sources[ds];
-    const run: Run = { id: state.runs.length, start: performance.now(), emissions: [], sub: null, complete: false, keepTimes };
+    const run: Run = {
+      id: state.runs.length,
+      start: performance.now(),
+      emissions: [],
+      sub: null,
+      complete: false,
+      keepTimes,
+      messages0: receivedTotal,
+    };
     state.runs.push(run);
     let subscribing = true;
     const obs = source.query(makeRequest(targets, range)) as rxjs.Observable<grafanaData.DataQueryResponse>;
     run.sub = obs.subscribe({
       next: (resp) => run.emissions.push(summarize(resp, run, subscribing)),
       error: (err: unknown) => {
-        run.emissions.push({ at: performance.now() - run.start, sync: subscribing, state: 'Error', rows: 0,
+        run.emissions.push({ at: performance.now() - run.start, sync: subscribing, messages: receivedTotal - run.messages0, state: 'Error', rows: 0,
           firstTime: null, lastTime: null, notices: [], error: String(err) });
         run.complete = true;
       },
