@@ -175,8 +175,8 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/api/stream", stream, name="stream")
     app.router.add_get("/api/channels", channels, name="channels")
     app.router.add_get("/api/sources", sources, name="sources")
-    app.router.add_post("/api/push/{channel:.+}", push, name="push")
-    app.router.add_delete("/api/channels/{channel:.+}", delete_channel, name="delete-channel")
+    app.router.add_post("/api/push/{channel:[\\s\\S]+}", push, name="push")  # any character: checked by the handler
+    app.router.add_delete("/api/channels/{channel:[\\s\\S]+}", delete_channel, name="delete-channel")
     if (STATIC / "dist").exists():
         app.router.add_static("/static/", STATIC / "dist")
     return app

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from livedata import __version__
+from livedata.core.limits import MAX_CHANNEL_CHARS, MAX_FIELD_CHARS
 
 _ERROR = {
     "type": "object",
@@ -27,10 +28,14 @@ def _err(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+# Names: printable Unicode (see livedata/core/names.py); a channel's levels between slashes are
+# neither empty nor "." / "..".
+_NAME_CHAR = "[^/\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029]"
+_LEVEL = f"(?!\\.\\.?(?:/|$)){_NAME_CHAR}+"
 _CHANNEL = {
     "name": "channel", "in": "path", "required": True,
-    "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_\-./=]{1,160}$"},
-    "description": "Channel name; may contain slashes.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_CHANNEL_CHARS, "pattern": f"^{_LEVEL}(?:/{_LEVEL})*$"},
+    "description": "Channel name: printable Unicode, '/' between levels; percent-encode each level in the URL.",
 }
 _VALUE = {"type": ["number", "string", "boolean", "null"]}
 _SOME = {"type": ["number", "string", "boolean"]}
@@ -38,7 +43,8 @@ _TIME = {"oneOf": [{"type": "number", "description": "epoch ms"},
                    {"type": "string", "description": "RFC 3339, or now-5m style"},
                    {"type": "null", "description": "absent or null: the server's time"}]}
 _POINT = {"type": "object", "properties": {"time": _TIME}, "additionalProperties": _SOME, "minProperties": 1,
-          "propertyNames": {"minLength": 1, "maxLength": 160},
+          "propertyNames": {"minLength": 1, "maxLength": MAX_FIELD_CHARS,
+                            "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029]*$"},
           "not": {"required": ["time"], "maxProperties": 1}}
 
 SPEC: dict[str, Any] = {

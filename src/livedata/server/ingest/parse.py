@@ -24,27 +24,25 @@ from livedata.server.http import json_error
 Precision = Literal["ns", "us", "ms", "s"]
 PRECISIONS: tuple[Precision, ...] = ("ns", "us", "ms", "s")
 
-PARSE_SLICE_LINES = 4096
-"""Lines parsed between two yields to the event loop: about 10 ms of work, so a 10 MiB body
-(some 200,000 lines) never holds the loop for long while other clients are being served."""
-
-
 class IngestError(Exception):
     """A push that stores nothing: ``status`` and a sentence, maybe the bad line/point number."""
 
     def __init__(self, status: int, message: str, reason: str, line: int | None = None,
-                 field: str | None = None) -> None:
+                 field: str | None = None, column: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.reason = reason
         self.line = line
+        self.column = column
         self.field = field
 
     def response(self) -> web.Response:
         extra: dict[str, Any] = {}
         if self.line is not None:
             extra["line"] = self.line
+        if self.column is not None:
+            extra["column"] = self.column
         if self.field:
             extra["field"] = self.field
         return json_error(self.status, self.message, **extra)
@@ -155,28 +153,28 @@ def json_batch(points: Any, limit: int) -> Batch:
         raise IngestError(400, str(exc), "points", field=exc.field or None) from None
 
 
-async def line_batches(channel: str, body: bytes, precision: Precision, limit: int) -> dict[str, Batch]:
-    """Line protocol (UTF-8) as one batch per ``channel/measurement``; yields to the loop while parsing."""
+async def line_batches(channel: str, body: bytes, precision: str, limit: int) -> dict[str, Batch]:
+    """Line protocol (UTF-8) as one batch per ``channel/measurement``. Parsed in slices of lines
+    (about 10 ms of work each) with a yield to the event loop between them, so a 10 MiB body (some
+    200,000 lines) never holds the loop for long while other clients are being served. A body of
+    no points (empty, or only comments) is no batches."""
     try:
-        text = body.decode()
-    except UnicodeDecodeError:
-        raise IngestError(400, "line protocol must be UTF-8", "lineprotocol") from None
+        text = lineprotocol.decode(body)
+    except lineprotocol.LineProtocolError as exc:
+        raise IngestError(400, str(exc), "lineprotocol", line=exc.line, column=exc.column) from None
     parser = lineprotocol.TableParser(precision)
-    lines = text.split("\n")
-    for start in range(0, len(lines), PARSE_SLICE_LINES):
-        if start:
-            await asyncio.sleep(0)
-        try:
-            parser.feed(lines[start:start + PARSE_SLICE_LINES], start + 1)
-        except lineprotocol.LineProtocolError as exc:
-            raise IngestError(400, str(exc), "lineprotocol", line=exc.line) from None
-        if parser.lines > limit:
-            raise IngestError(413, f"too many lines in one request: {parser.lines} > {limit}; split the push",
-                              "points")
-    if not parser.lines:
-        raise IngestError(400, "no lines in the body", "lineprotocol")
-    tables = parser.tables
     try:
-        return tables_to_batches(tables, channel, wall_ms())
+        for count in parser.slices(text):
+            if count > limit:
+                break
+            await asyncio.sleep(0)
+    except lineprotocol.LineProtocolError as exc:
+        raise IngestError(400, str(exc), "lineprotocol", line=exc.line, column=exc.column) from None
+    if parser.lines > limit:
+        raise IngestError(413, f"too many lines in one request: {parser.lines} > {limit}; split the push", "points")
+    if not parser.lines:
+        return {}
+    try:
+        return tables_to_batches(parser.tables, channel, wall_ms())
     except ProtocolError as exc:
         raise IngestError(400, str(exc), "lineprotocol", line=exc.line) from None
