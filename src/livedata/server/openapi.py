@@ -34,7 +34,8 @@ _NAME_CHAR = "[^/\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029]"
 _LEVEL = f"(?!\\.\\.?(?:/|$)){_NAME_CHAR}+"
 _CHANNEL = {
     "name": "channel", "in": "path", "required": True,
-    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_CHANNEL_CHARS, "pattern": f"^{_LEVEL}(?:/{_LEVEL})*$"},
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_CHANNEL_CHARS,
+               "pattern": f"^{_LEVEL}(?:/{_LEVEL})*$"},
     "description": "Channel name: printable Unicode, '/' between levels; percent-encode each level in the URL.",
 }
 _VALUE = {"type": ["number", "string", "boolean", "null"]}
