@@ -100,7 +100,8 @@ SPEC: dict[str, Any] = {
             "parameters": [_CHANNEL,
                            {"name": "precision", "in": "query", "required": False,
                             "schema": {"enum": ["ns", "us", "ms", "s"]}}],
-            "requestBody": {"required": True, "content": {
+            # Optional: an empty line-protocol body, like one of only comments, stores nothing (204).
+            "requestBody": {"required": False, "content": {
                 "application/json": {"schema": {"oneOf": [
                     _POINT,
                     {"type": "array", "items": _POINT, "minItems": 1},
