@@ -1,12 +1,12 @@
 """InfluxData's line-protocol test cases end to end: push each to a real server, read it back.
 
 Every case of tests/corpus goes to its own channel base (``l<id>``, ``f<id>`` for the fuzz file)
-over ``POST /api/push``. A case the parser must reject is a ``400`` naming a line; a case it accepts is a ``204`` and every field
-of every point comes back over ``/api/stream`` at its time, under its channel
-``l<id>/<measurement>``, with its tags as labels, with the value and type it was sent with. Two
-rules of livedata's own come on top of the grammar, and the expectation applies them: a
-measurement must make a valid channel name (docs/ingest.md, "Measurement names"), and a field
-keeps one type.
+over ``POST /api/push``. A case the parser must reject is a ``400`` naming a line; a case it
+accepts is a ``204`` and every field of every point comes back over ``/api/stream`` at its time,
+under its channel ``l<id>/<measurement>``, with its tags as labels, with the value and type it
+was sent with. Two rules of livedata's own come on top of the grammar, and the expectation
+applies them: a measurement must make a valid channel name (docs/ingest.md, "Measurement
+names"), and a field keeps one type.
 """
 
 from __future__ import annotations
