@@ -327,7 +327,8 @@ def _scan(text: str, i: int, precision_ns: int) -> tuple[_Point | None, int]:
     and the index of the ``\\n`` that ends it (``len(text)`` for the last line). Strings may
     span lines. Raises ``_Bad`` at the first error."""
     n = len(text)
-    i = _WS_RE.match(text, i).end()  # type: ignore[union-attr]
+    if i < n and text[i] in _WS:
+        i = _WS_RE.match(text, i).end()  # type: ignore[union-attr]
     end = _eol(text, i)
     if end >= 0:
         return None, end
@@ -348,7 +349,9 @@ def _scan(text: str, i: int, precision_ns: int) -> tuple[_Point | None, int]:
         if _eol(text, j) >= 0:
             raise _Bad("missing fields (expected a space and then field_key=value)", j)
         raise _Bad(f"unexpected {text[j]!r} after the measurement and tags (expected a space and then fields)", j)
-    j = _WS_RE.match(text, j).end()  # type: ignore[union-attr]
+    j += 1
+    if j < n and text[j] in _WS:
+        j = _WS_RE.match(text, j).end()  # type: ignore[union-attr]
     if _eol(text, j) >= 0:
         raise _Bad("missing fields (expected field_key=value after the space)", j)
 
@@ -364,7 +367,11 @@ def _scan(text: str, i: int, precision_ns: int) -> tuple[_Point | None, int]:
                 raise _Bad(f"a field key cannot start with {text[j]!r}", j)
             raise _Bad("empty field key", j)
         key = _unescape_key(r"\1", raw) if "\\" in raw else raw
-        _check_name(key, raw, "field key", key_start)
+        if key not in _GOOD_KEYS:
+            _check_name(key, raw, "field key", key_start)
+            if len(_GOOD_KEYS) >= _HEAD_CACHE_MAX:
+                _GOOD_KEYS.clear()
+            _GOOD_KEYS.add(key)
         if j >= n or text[j] != "=":
             raise _Bad(f"missing '=' and value after field key {show(key, 40)}", j)
         j += 1
@@ -427,6 +434,9 @@ def _scan(text: str, i: int, precision_ns: int) -> tuple[_Point | None, int]:
                 raise _Bad(f"unexpected text {show(text[j:stop if stop >= 0 else n], 40)} after the timestamp", j)
     return (measurement, tags, fields, time_ms), end
 
+
+_GOOD_KEYS: Final[set[str]] = set()
+"""Field keys the scanner found allowed (bounded like the head cache)."""
 
 # Measurement + tag set of recently seen heads: series repeat from one push to the next, so most
 # lines skip tag parsing. Cleared wholesale when full; long heads are not cached, so the cache
