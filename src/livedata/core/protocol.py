@@ -154,6 +154,25 @@ def parse_subscribe(obj: Mapping[str, Any], now_ms: int) -> Subscribe:
     )
 
 
+# A \uD800-\uDBFF escape not followed by a \uDC00-\uDFFF one, or a low one on its own (not after
+# an escaped backslash): msgspec reports the first as "Input data was truncated".
+_LONE_SURROGATE = re.compile(
+    r"(?<!\\)(?:\\\\)*(\\u[dD][89abAB][0-9a-fA-F]{2})(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    r"|(?<![0-9a-fA-F]{4})(?<!\\)(?:\\\\)*(\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+)
+
+
+def json_reason(data: str | bytes, exc: msgspec.DecodeError) -> str:
+    """What is wrong with JSON that msgspec refused, in words a client can act on."""
+    text = data.decode(errors="replace") if isinstance(data, bytes | bytearray) else data
+    m = _LONE_SURROGATE.search(text)
+    if m is not None:
+        group = 1 if m.group(1) else 2
+        return (f"{m.group(group)} at character {m.start(group) + 1} is a lone surrogate, which is not a "
+                "character: send the text as UTF-8, or a \\uD8xx escape followed by its \\uDCxx pair")
+    return str(exc)
+
+
 def decode_client(data: str | bytes) -> dict[str, Any]:
     """Decode one client frame into a dict with a string ``type``.
 
@@ -163,7 +182,7 @@ def decode_client(data: str | bytes) -> dict[str, Any]:
     try:
         obj = msgspec.json.decode(data)
     except msgspec.DecodeError as exc:
-        raise ProtocolError(f"malformed JSON: {exc}") from None
+        raise ProtocolError(f"malformed JSON: {json_reason(data, exc)}") from None
     if not isinstance(obj, dict):
         raise ProtocolError("a message must be a JSON object")
     if not isinstance(obj.get("type"), str):
@@ -346,6 +365,7 @@ __all__ = [
     "Subscribe",
     "check_channel",
     "decode_client",
+    "json_reason",
     "parse_subscribe",
     "parse_time",
     "points_to_batch",

@@ -15,7 +15,7 @@ from aiohttp import web
 from livedata.core import lineprotocol
 from livedata.core.clock import wall_ms
 from livedata.core.frames import Batch, SchemaError
-from livedata.core.protocol import ProtocolError, check_channel, points_to_batch, tables_to_batches
+from livedata.core.protocol import ProtocolError, check_channel, json_reason, points_to_batch, tables_to_batches
 from livedata.core.sources import GENERATORS
 from livedata.core.sourcespec import STATUS_PREFIX
 from livedata.core.window import MAX_REORDER_MS
@@ -124,12 +124,13 @@ def decode_json(content_type: str, body: bytes) -> Any:
             try:
                 points.append(msgspec.json.decode(line))
             except msgspec.DecodeError as exc:
-                raise IngestError(400, f"line {i + 1}: malformed JSON: {exc}", "json", line=i + 1) from None
+                raise IngestError(400, f"line {i + 1}: malformed JSON: {json_reason(line, exc)}", "json",
+                                  line=i + 1) from None
         return points
     try:
         return msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
-        raise IngestError(400, f"malformed JSON: {exc}", "json") from None
+        raise IngestError(400, f"malformed JSON: {json_reason(body, exc)}", "json") from None
 
 
 def _count_points(body: Any) -> int:
