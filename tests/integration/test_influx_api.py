@@ -76,8 +76,9 @@ async def test_influxdb_client_synchronous_write(server: LiveServer, http: aioht
 async def test_influxdb_client_batching_write(server: LiveServer, http: aiohttp.ClientSession) -> None:
     with (InfluxDBClient(url=server.url, token="anything", org="any-org") as client,
           client.write_api(write_options=WriteOptions(batch_size=50, flush_interval=200)) as api):
+        t0 = now_ms() - 10_000  # recent: --retention (1 h) trims older chunks
         for i in range(500):
-            api.write(bucket="v2batch", record=Point("m").field("i", i).time(1_700_000_000_000 + i, "ms"))
+            api.write(bucket="v2batch", record=Point("m").field("i", i).time(t0 + i, "ms"))
     got = await history(http, server.url, "v2batch/m")
     assert [row[1]["i"] for row in got.rows] == list(range(500))
 

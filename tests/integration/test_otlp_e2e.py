@@ -50,13 +50,14 @@ def export_with_sdk(url: str, compression: Compression, headers: dict[str, str] 
                     service: str = "checkout") -> None:
     exporter = OTLPMetricExporter(endpoint=f"{url}/v1/metrics", compression=compression, headers=headers)
     reader = PeriodicExportingMetricReader(exporter, export_interval_millis=60_000)
-    provider = MeterProvider(resource=Resource.create({"service.name": service, "deployment": "test"}),
+    resource = Resource.create({"service.name": service, "service.instance.id": "i-1", "deployment": "test"})
+    provider = MeterProvider(resource=resource,
                              metric_readers=[reader])
     meter = provider.get_meter("shop")
     orders = meter.create_counter("orders", unit="1")
     queue = meter.create_up_down_counter("queue.depth")
     latency = meter.create_histogram("http.server.duration", unit="ms")
-    temp = meter.create_gauge("température")
+    temp = meter.create_gauge("room.temperature")  # the SDK takes ASCII instrument names only
     orders.add(3, {"method": "card"})
     orders.add(2, {"method": "cash"})
     queue.add(7)
@@ -68,8 +69,8 @@ def export_with_sdk(url: str, compression: Compression, headers: dict[str, str] 
 
 
 def labels(**extra: str) -> str:
-    inner = ",".join(f'{k}="{v}"' for k, v in sorted({"deployment": "test", "service.name": "checkout",
-                                                      **extra}.items()))
+    inner = ",".join(f'{k}="{v}"' for k, v in sorted({"deployment": "test", "service.instance.id": "i-1",
+                                                      "service.name": "checkout", **extra}.items()))
     return "{" + inner + "}"
 
 
@@ -90,7 +91,8 @@ async def test_sdk_exporter(server: LiveServer, http: aiohttp.ClientSession, com
     orders = last((await history(http, server.url, "otel/orders")).rows)
     assert orders == {key("orders", method="card"): 3, key("orders", method="cash"): 2}
     assert last((await history(http, server.url, "otel/queue.depth")).rows) == {key("queue.depth"): 7}
-    assert last((await history(http, server.url, "otel/température")).rows) == {key("température", pièce="salon"): 21.5}
+    assert last((await history(http, server.url, "otel/room.temperature")).rows) == {
+        key("room.temperature", pièce="salon"): 21.5}
     hist = last((await history(http, server.url, "otel/http.server.duration")).rows)
     assert hist[key("http.server.duration_count", route="/pay")] == 4
     assert hist[key("http.server.duration_sum", route="/pay")] == 345
@@ -101,7 +103,7 @@ async def test_sdk_exporter(server: LiveServer, http: aiohttp.ClientSession, com
     assert hist[key("http.server.duration_bucket", route="/pay", le="5")] == 1
     async with http.get(f"{server.url}/api/channels") as r:
         names = {c["name"] for c in (await r.json())["channels"]}
-    assert {"otel/orders", "otel/queue.depth", "otel/http.server.duration", "otel/température"} <= names
+    assert {"otel/orders", "otel/queue.depth", "otel/http.server.duration", "otel/room.temperature"} <= names
 
 
 async def test_sdk_exporter_with_tokens(http: aiohttp.ClientSession) -> None:

@@ -415,11 +415,11 @@ def test_trailing_text_after_timestamp() -> None:
 
 
 def test_bad_precision() -> None:
-    for call in (lambda: parse("", "m"), lambda: lp.TableParser("sec")):
-        with pytest.raises(ValueError, match=r"unknown precision .* \(expected one of ns, us, ms, s\)") as info:
+    for call in (lambda: parse("", "min"), lambda: lp.TableParser("sec")):
+        with pytest.raises(ValueError, match=r"unknown precision .* \(expected one of ns, us, ms, s, m, h\)") as info:
             call()
         assert not isinstance(info.value, LineProtocolError)
-    assert set(PRECISIONS) == {"ns", "us", "ms", "s"}
+    assert set(PRECISIONS) == {"ns", "us", "ms", "s", "m", "h"}
 
 
 # --------------------------------------------------------------------------------------------

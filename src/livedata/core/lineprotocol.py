@@ -70,8 +70,10 @@ __all__ = [
 Value: TypeAlias = float | int | str | bool
 """A field value: ``float``, ``int`` (from ``i`` and ``u`` integers), ``str`` or ``bool``."""
 
-PRECISIONS: Final[dict[str, int]] = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
-"""Timestamp precisions, in nanoseconds per unit."""
+PRECISIONS: Final[dict[str, int]] = {
+    "ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000,
+}
+"""Timestamp precisions, in nanoseconds per unit (``m`` and ``h`` for InfluxDB 1.x's write API)."""
 
 PARSE_SLICE_LINES: Final = 4096
 """Lines :meth:`TableParser.slices` parses between two pauses (about 10 ms of work)."""
@@ -81,6 +83,8 @@ _UNIT_NAMES: Final[dict[int, str]] = {
     1_000: "microseconds",
     1_000_000: "milliseconds",
     1_000_000_000: "seconds",
+    60_000_000_000: "minutes",
+    3_600_000_000_000: "hours",
 }
 _NS_PER_MS: Final = 1_000_000
 _INT64_MIN: Final = -(2**63)
@@ -167,7 +171,7 @@ def _precision_ns(precision: str) -> int:
     try:
         return PRECISIONS[precision]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown precision {precision!r} (expected one of ns, us, ms, s)") from None
+        raise ValueError(f"unknown precision {precision!r} (expected one of ns, us, ms, s, m, h)") from None
 
 
 def decode(data: bytes) -> str:

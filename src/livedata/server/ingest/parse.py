@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import msgspec
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from livedata.core import lineprotocol
 from livedata.core.clock import wall_ms
@@ -94,10 +95,14 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise too_large
     buf = bytearray()
-    async for chunk in request.content.iter_any():
-        buf += chunk
-        if len(buf) > limit:
-            raise too_large
+    try:
+        async for chunk in request.content.iter_any():  # decompressed (Content-Encoding) as it comes
+            buf += chunk
+            if len(buf) > limit:
+                raise too_large
+    except RequestPayloadError as exc:
+        raise IngestError(400, f"the body cannot be read: {str(exc).strip()} (send it as its "
+                          "Content-Encoding says)", "size") from None
     return bytes(buf)
 
 
