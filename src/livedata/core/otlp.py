@@ -62,6 +62,8 @@ def decode_request(body: bytes, json: bool) -> ExportMetricsServiceRequest:
         obj = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
         raise OtlpError(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise OtlpError("malformed JSON: nested too deeply") from None
     if not isinstance(obj, dict):
         raise OtlpError("an OTLP JSON body must be an object with resourceMetrics")
     _drop_exemplars(obj)  # their trace ids are hex in OTLP JSON, base64 to protobuf's JSON; unused here
@@ -69,6 +71,8 @@ def decode_request(body: bytes, json: bool) -> ExportMetricsServiceRequest:
         json_format.ParseDict(obj, request, ignore_unknown_fields=True)
     except (json_format.ParseError, TypeError, ValueError) as exc:
         raise OtlpError(f"not an OTLP JSON ExportMetricsServiceRequest: {exc}") from None
+    except RecursionError:
+        raise OtlpError("not an OTLP JSON ExportMetricsServiceRequest: nested too deeply") from None
     return request
 
 

@@ -88,12 +88,20 @@ def reorder_ms(request: web.Request) -> int:
     return value
 
 
+ENCODINGS = ("", "identity", "gzip", "x-gzip", "deflate")
+"""Content-Encodings a body may come in (aiohttp decompresses them as the body is read)."""
+
+
 async def read_body(request: web.Request, limit: int) -> bytes:
     """The body, or 413 as soon as it passes ``limit`` (declared or actually read)."""
     too_large = IngestError(413, f"body too large: the limit is {limit} bytes; split the push "
                             "(or raise --max-body-bytes)", "size")
     if request.content_length is not None and request.content_length > limit:
         raise too_large
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in ENCODINGS:
+        raise IngestError(415, f"unsupported Content-Encoding {encoding[:20]!r}: send gzip, deflate or none",
+                          "content-type")
     buf = bytearray()
     try:
         async for chunk in request.content.iter_any():  # decompressed (Content-Encoding) as it comes
