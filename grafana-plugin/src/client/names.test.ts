@@ -29,7 +29,9 @@ describe('channel names in URLs', () => {
   });
 
   it('puts a Unicode channel in a stream URL as one query value', () => {
-    const url = new URL(streamUrl('http://localhost:8080', { channel: 'telegraf/c,pu température', from: 0 }));
+    const url = new URL(
+      streamUrl('http://localhost:8080', { type: 'subscribe', id: 'A', channel: 'telegraf/c,pu température', from: 0 })
+    );
     expect(url.pathname).toBe('/api/stream');
     expect(url.searchParams.get('channel')).toBe('telegraf/c,pu température');
   });
