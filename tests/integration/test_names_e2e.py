@@ -156,3 +156,14 @@ def test_cli_push_and_tail_unicode_channel(server: LiveServer) -> None:
     assert t.returncode == 0, t.stderr
     rows: list[dict[str, Any]] = [json.loads(line) for line in t.stdout.splitlines() if line.strip()]
     assert [r["t"] for r in rows] == [21.5]
+
+
+async def test_field_names_with_commas_over_the_http_stream(server: LiveServer, http: aiohttp.ClientSession) -> None:
+    async with http.post(f"{server.url}/api/push/commas?precision=ms",
+                         data=b"m,host=a\\,b usage=1,other=2 1000\nm,host=c usage=3 1000\n") as r:
+        assert r.status == 204, await r.text()
+    wanted = 'usage {host="a,b"}'
+    got = await history(http, server.url, "commas/m", field=wanted)
+    assert got.rows == [(1000, {wanted: 1.0})]
+    got = await history(http, server.url, "commas/m", field='other {host="a,b"}', fields="usage {host=\"c\"}")
+    assert got.rows == [(1000, {'other {host="a,b"}': 2.0, 'usage {host="c"}': 3.0})]

@@ -35,4 +35,14 @@ describe('channel names in URLs', () => {
     expect(url.pathname).toBe('/api/stream');
     expect(url.searchParams.get('channel')).toBe('telegraf/c,pu température');
   });
+
+  it('sends field names with commas one by one, never joined', () => {
+    const url = new URL(
+      streamUrl('http://x', { type: 'subscribe', id: 'A', channel: 'c', fields: ['usage {host="a,b"}', 'n'] })
+    );
+    expect(url.searchParams.getAll('field')).toEqual(['usage {host="a,b"}', 'n']);
+    expect(url.searchParams.has('fields')).toBe(false);
+    const plain = new URL(streamUrl('http://x', { type: 'subscribe', id: 'A', channel: 'c', fields: ['a', 'b'] }));
+    expect(plain.searchParams.get('fields')).toBe('a,b');
+  });
 });
