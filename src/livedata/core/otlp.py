@@ -137,38 +137,56 @@ def _plain(value: AnyValue) -> Any:
     return getattr(value, kind) if kind else None
 
 
+_GOOD: set[str] = set()
+"""Label keys and values already found allowed (bounded): most points repeat their attributes."""
+
+
 def _labels(attributes: Iterable[KeyValue], into: dict[str, str], where: str) -> None:
+    good = _GOOD
     for kv in attributes:
-        try:
-            key = check_name(kv.key, f"{where} attribute key")
-            text = _attribute_text(kv.value)
-            if not text:
-                into.pop(key, None)  # an empty value is no label, as in Prometheus
-                continue
-            into[key] = check_name(text, f"value of {where} attribute {show(key)}")
-        except InvalidName as exc:
-            raise OtlpError(str(exc)) from None
+        key = kv.key
+        text = _attribute_text(kv.value)
+        if key not in good or (text and text not in good):
+            try:
+                check_name(key, f"{where} attribute key")
+                if text:
+                    check_name(text, f"value of {where} attribute {show(key)}")
+            except InvalidName as exc:
+                raise OtlpError(str(exc)) from None
+            if len(good) > 65_536:
+                good.clear()
+            good.add(key)
+            good.add(text)
+        if text:
+            into[key] = text
+        else:
+            into.pop(key, None)  # an empty value is no label, as in Prometheus
 
 
 class _Channel:
     """Rows (one per distinct time) and columns of one channel being built."""
 
-    __slots__ = ("columns", "fields", "rows", "times")
+    __slots__ = ("by_series", "columns", "fields", "rows", "times")
 
     def __init__(self) -> None:
         self.rows: dict[int, int] = {}
         self.times: list[int] = []
         self.columns: dict[str, dict[int, Value]] = {}
         self.fields: dict[str, FieldDef] = {}
+        self.by_series: dict[tuple[str, frozenset[tuple[str, str]]], dict[int, Value]] = {}
 
     def put(self, time_ms: int, name: str, labels: Mapping[str, str], value: Value) -> None:
         row = self.rows.get(time_ms)
         if row is None:
             row = self.rows[time_ms] = len(self.times)
             self.times.append(time_ms)
-        fd = FieldDef.of(name, "number", labels or None)
-        self.fields.setdefault(fd.key, fd)
-        self.columns.setdefault(fd.key, {})[row] = value
+        series = (name, frozenset(labels.items()))
+        column = self.by_series.get(series)
+        if column is None:
+            fd = FieldDef.of(name, "number", dict(sorted(labels.items())) or None)
+            self.fields.setdefault(fd.key, fd)
+            column = self.by_series[series] = self.columns.setdefault(fd.key, {})
+        column[row] = value
 
     def batch(self) -> Batch:
         order = sorted(range(len(self.times)), key=self.times.__getitem__)
