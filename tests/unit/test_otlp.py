@@ -141,6 +141,13 @@ def test_refusals(metric: m.Metric, resource: dict[str, object], why: str) -> No
     assert why in str(info.value)
 
 
+def test_an_empty_attribute_value_does_not_make_an_empty_key_pass() -> None:
+    p = point(1.0, k="")
+    to_batches(request(gauge("g", p)), NOW, 10)  # k="" is no label
+    with pytest.raises(OtlpError, match="must not be empty"):
+        to_batches(request(gauge("g", point(1.0, **{"": "v"}))), NOW, 10)
+
+
 def test_too_many_points() -> None:
     with pytest.raises(OtlpError, match="more than 3"):
         to_batches(request(gauge("g", *(point(float(i), T + i) for i in range(4)))), NOW, 3)

@@ -156,7 +156,8 @@ def _labels(attributes: Iterable[KeyValue], into: dict[str, str], where: str) ->
             if len(good) > 65_536:
                 good.clear()
             good.add(key)
-            good.add(text)
+            if text:
+                good.add(text)
         if text:
             into[key] = text
         else:
