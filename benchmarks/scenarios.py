@@ -253,6 +253,34 @@ def _json_body(k: int, proc: int, lines: int) -> bytes:
     return msgspec.json.encode(body)
 
 
+def _otlp_body(k: int, proc: int, lines: int) -> bytes:
+    """An OTLP/HTTP protobuf export: 10 gauges x lines/10 data points (distinct times), 2 attributes each."""
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.metrics.v1 import metrics_pb2 as m
+
+    per = lines // 10
+    base_ns = (1_700_000_000_000 + (k * per + proc * 10**9)) * 1_000_000
+    metrics = []
+    for s in range(10):
+        points = [m.NumberDataPoint(time_unix_nano=base_ns + i * 1_000_000, as_double=((i * 7 + s) % 1000) / 10,
+                                    attributes=[KeyValue(key="host", value=AnyValue(string_value=f"h{s}"))])
+                  for i in range(per)]
+        metrics.append(m.Metric(name=f"bench.m{s}", gauge=m.Gauge(data_points=points)))
+    rm = m.ResourceMetrics(scope_metrics=[m.ScopeMetrics(metrics=metrics)])
+    rm.resource.attributes.append(KeyValue(key="service.name", value=AnyValue(string_value=f"bench-{proc}")))
+    return ExportMetricsServiceRequest(resource_metrics=[rm]).SerializeToString()
+
+
+# Per kind: the body maker, the request path for pusher ``proc``, the Content-Type, the success status.
+INGEST_KINDS: dict[str, tuple[Callable[[int, int, int], bytes], Callable[[int], str], str, int]] = {
+    "lp": (lambda k, p, n: _lp_body(k, p, n), lambda p: f"/api/push/bench/lp-{p}?precision=ns", "text/plain", 204),
+    "json": (lambda k, p, n: _json_body(k, p, n), lambda p: f"/api/push/bench/json-{p}", "application/json", 204),
+    "influx": (lambda k, p, n: _lp_body(k, p, n), lambda p: f"/api/v2/write?bucket=bench-influx-{p}&org=o&precision=ns",
+               "text/plain; charset=utf-8", 204),
+    "otlp": (lambda k, p, n: _otlp_body(k, p, n), lambda p: "/v1/metrics", "application/x-protobuf", 200),
+}
+
 LP_BODY_CAP = 400
 """Line-protocol bodies a pusher builds before the window (5,000 lines each, ~225 KB): enough for
 400,000 points/s per pusher for 5 s; past that its bodies repeat (their times too)."""
@@ -260,14 +288,13 @@ LP_BODY_CAP = 400
 
 def _pusher(port: int, kind: str, proc: int, seconds: float, lines: int, q: Any, go: Any) -> None:
     conn = http.client.HTTPConnection(HOST, port, timeout=30)
-    ctype = "text/plain" if kind == "lp" else "application/json"
-    make = _lp_body if kind == "lp" else _json_body
-    path = f"/api/push/bench/{kind}-{proc}" + ("?precision=ns" if kind == "lp" else "")
+    make, path_of, ctype, ok = INGEST_KINDS[kind]
+    path = path_of(proc)
     points = requests = errors = 0
     last_error = ""
     # Bodies are built before the window, so the client costs next to no CPU in it (it shares the
     # machine with the server). Line protocol bodies carry strictly increasing times.
-    count = min(LP_BODY_CAP, max(8, int(seconds * 400_000 / lines))) if kind == "lp" else 8
+    count = min(LP_BODY_CAP, max(8, int(seconds * 400_000 / lines))) if kind in ("lp", "influx") else 8
     bodies = [make(k, proc, lines) for k in range(count)]
     q.put(("ready", proc))
     go.wait()
@@ -280,7 +307,7 @@ def _pusher(port: int, kind: str, proc: int, seconds: float, lines: int, q: Any,
         resp = conn.getresponse()
         data = resp.read()
         requests += 1
-        if resp.status == 204:
+        if resp.status == ok:
             points += lines
         else:
             errors += 1
@@ -333,9 +360,11 @@ def ingest(kind: str) -> Callable[[Options], dict[str, Any]]:
         }
         if errors:
             out["last_error"] = next(r[3] for r in results if r[3])
-        if kind == "lp":
+        if kind in ("lp", "influx"):
             out["unit"] = "1 line = 1 field = 1 point"
             out["bodies_repeated"] = any(r[4] for r in results)
+        elif kind == "otlp":
+            out["unit"] = "10 gauges x 500 data points = 5,000 points per request (protobuf)"
         else:
             out["unit"] = "500 rows x 10 series = 5,000 points per request"
         return out
@@ -477,6 +506,10 @@ SCENARIOS: list[Scenario] = [
              (Target("ingest rate", "points_per_s", ">=", 300_000, "points/s"),)),
     Scenario("ingest-json", "ingest: JSON columnar over HTTP, 5,000-point batches", ingest("json"),
              (Target("ingest rate", "points_per_s", ">=", 500_000, "points/s"),)),
+    Scenario("ingest-influx", "ingest: InfluxDB v2 write API (/api/v2/write), 5,000-line batches",
+             ingest("influx"), (Target("ingest rate", "points_per_s", ">=", 300_000, "points/s"),)),
+    Scenario("ingest-otlp", "ingest: OTLP/HTTP protobuf metrics (/v1/metrics), 5,000-point exports",
+             ingest("otlp"), (Target("ingest rate", "points_per_s", ">=", 50_000, "points/s"),)),
     Scenario("mqtt-100", "MQTT source: one source, 100 topics, local mosquitto, QoS 0 burst", mqtt_bench.throughput,
              (Target("into channels", "messages_per_s", ">=", 50_000, "messages/s"),
               Target("none lost", "lost", "<=", 0))),

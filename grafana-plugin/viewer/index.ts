@@ -4,7 +4,16 @@
  * state. It talks to the server through the same protocol client as the Grafana plugin
  * (`src/client`), so the page and the plugin exercise one implementation.
  */
-import { ChannelInfo, LiveClient, NoticeMessage, StreamStatus, parseChannelList } from '../src/client';
+import {
+  ChannelInfo,
+  LiveClient,
+  NoticeMessage,
+  StreamStatus,
+  parseChannelList,
+  readChannels,
+  readableQuery,
+  writeChannels,
+} from '../src/client';
 import { FrameError, FrameStore } from '../src/store/FrameStore';
 import { Panel, el } from './panel';
 
@@ -56,10 +65,7 @@ class LiveView {
 
   constructor() {
     const q = new URLSearchParams(location.search);
-    const chosen = (q.get('channels') ?? q.get('channel') ?? '')
-      .split(',')
-      .map((s) => s.trim())
-      .filter(Boolean);
+    const chosen = readChannels(location.search);
     this.selected = chosen.length ? chosen : [...DEFAULT_CHANNELS];
     const w = q.get('window') ?? '1m';
     this.windowKey = w in WINDOWS ? w : '1m';
@@ -293,13 +299,13 @@ class LiveView {
     const q = new URLSearchParams();
     const defaults = this.selected.length === 1 && this.selected[0] === DEFAULT_CHANNELS[0];
     if (!defaults) {
-      q.set('channels', this.selected.join(','));
+      writeChannels(q, this.selected); // one `channel` per name: names may hold commas
     }
     if (this.windowKey !== '1m') {
       q.set('window', this.windowKey);
     }
-    const s = q.toString();
-    history.replaceState(null, '', s ? `?${s.replace(/%2C/g, ',').replace(/%2F/g, '/')}` : location.pathname);
+    const s = readableQuery(q);
+    history.replaceState(null, '', s ? `?${s}` : location.pathname);
   }
 
   // --- drawing ------------------------------------------------------------------------------------

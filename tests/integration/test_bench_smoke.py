@@ -43,8 +43,8 @@ def test_floor_serves_the_same_shapes() -> None:
     assert w["connected"] == 3 and w["points"] > 0
 
 
-@pytest.mark.parametrize("name", ["ref-10x2000", "backfill", "ingest-json", "ingest-lp", "ws-idle-10k", "stalled-500",
-                                  "mqtt-100", "mqtt-latency"])
+@pytest.mark.parametrize("name", ["ref-10x2000", "backfill", "ingest-json", "ingest-lp", "ingest-influx", "ingest-otlp",
+                                  "ws-idle-10k", "stalled-500", "mqtt-100", "mqtt-latency"])
 def test_scenarios_run_tiny(name: str) -> None:
     opts = Options(quick=True, duration=2.0, warmup=0.5, scale=0.002)
     out = by_name(name).fn(opts)

@@ -332,9 +332,9 @@ async def test_points_per_request_limit(small: LiveServer, http: aiohttp.ClientS
 
 
 async def test_channel_name_and_channel_count(small: LiveServer, http: aiohttp.ClientSession) -> None:
-    status, body = await post(http, small.url, "x" * 161, {"v": 1})
+    status, body = await post(http, small.url, "x" * 257, {"v": 1})
     assert status == 400 and "channel name" in body["error"]
-    status, body = await post(http, small.url, "bad%20name", {"v": 1})
+    status, body = await post(http, small.url, "bad%00name", {"v": 1})
     assert status == 400 and "channel name" in body["error"]
     status, body = await post(http, small.url, "random-walk", {"v": 1})
     assert status == 400 and "generated" in body["error"]

@@ -87,7 +87,7 @@ async def test_push_errors_by_reason(server: LiveServer, http: aiohttp.ClientSes
         "points": (await send("met/e", b'[{"v":[]}]'), 400),
         "json": (await send("met/e", b"{oops"), 400),
         "lineprotocol": (await send("met/e", b"m v=", "text/plain"), 400),
-        "channel": (await send("bad%20name", b'{"v":1}'), 400),
+        "channel": (await send("bad%00name", b'{"v":1}'), 400),
     }
     for reason, (got, want) in cases.items():
         assert got == want, reason

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from tests.conftest import LiveServer
 
@@ -20,16 +21,18 @@ async def test_openapi_document_is_served_and_valid(shared_server: LiveServer) -
     assert {"/api/health", "/api/channels", "/api/push/{channel}", "/api/stream", "/api/ws"} <= set(doc["paths"])
 
 
-def test_schemathesis_finds_no_server_errors(tmp_path: Path) -> None:
+PRODUCERS = "^/(api/v2/write|write|ping|health|ready|v1/metrics)$"
+"""The InfluxDB and OTLP routes: fuzzed in a run of their own, with fewer examples."""
+
+
+def schemathesis(tmp_path: Path, *select: str, examples: str) -> None:
     server = LiveServer(["--max-channels", "100000"]).start()
     exe = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or "schemathesis"
     try:
         proc = subprocess.run(
             [exe, "run", f"{server.url}/api/openapi.json", "--checks", "all",
              "--exclude-checks", "positive_data_acceptance",  # equal-length columns are not expressible
-             "--exclude-path-regex", "^/(api/stream|api/ws)?$", "--exclude-path", "/metrics",
-             "--max-examples", os.environ.get("LIVEDATA_FUZZ_EXAMPLES", "1000"), "--seed", "1",
-             "--suppress-health-check", "all"],
+             *select, "--max-examples", examples, "--seed", "1", "--suppress-health-check", "all"],
             capture_output=True, text=True, timeout=900, cwd=tmp_path,
         )
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
@@ -37,3 +40,15 @@ def test_schemathesis_finds_no_server_errors(tmp_path: Path) -> None:
         assert server.proc is not None and server.proc.poll() is None, "the server died"
     finally:
         server.stop()
+
+
+@pytest.mark.timeout(600)  # any printable Unicode in names: more to generate, more pushes accepted
+def test_schemathesis_finds_no_server_errors(tmp_path: Path) -> None:
+    schemathesis(tmp_path, "--exclude-path-regex", f"^/(api/stream|api/ws)?$|{PRODUCERS}", "--exclude-path", "/metrics",
+                 examples=os.environ.get("LIVEDATA_FUZZ_EXAMPLES", "1000"))
+
+
+@pytest.mark.timeout(600)
+def test_schemathesis_on_the_influx_and_otlp_routes(tmp_path: Path) -> None:
+    schemathesis(tmp_path, "--include-path-regex", PRODUCERS,
+                 examples=os.environ.get("LIVEDATA_FUZZ_EXAMPLES_PRODUCERS", "150"))

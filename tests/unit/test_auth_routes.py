@@ -14,6 +14,10 @@ OPEN = {
     "/api/openapi.json": "the API description",
     "/api/ws": "a WebSocket opens without a token; each subscribe/publish is checked (auth.MESSAGES)",
     "/static/": "the live view's assets",
+    "/ping": "InfluxDB readiness check: open in InfluxDB too, and clients call it before any token",
+    "/health": "InfluxDB 2 health: open in InfluxDB too",
+    "/ready": "InfluxDB 2 readiness: open in InfluxDB too",
+    "/query": "answers CREATE DATABASE (a no-op) and refuses everything else; it touches no data",
 }
 
 
@@ -39,6 +43,9 @@ def test_rules() -> None:
         "sources": ("read", False),
         "push": ("write", False),
         "delete-channel": ("write", False),
+        "influx-write-v2": ("write", False),
+        "influx-write-v1": ("write", False),
+        "otlp-metrics": ("write", False),
     }
     assert auth.MESSAGES == {"subscribe": "read", "publish": "write"}
 

@@ -13,3 +13,4 @@ export type { FetchLike, HttpStreamClientOptions } from './HttpStreamClient';
 export { realTimers } from './timers';
 export type { Timers, TimerHandle } from './timers';
 export { joinUrl, streamUrl, trimSlash, wsUrl } from './url';
+export { channelPath, readChannels, readableQuery, writeChannels } from './names';

@@ -38,7 +38,12 @@ export function streamUrl(baseUrl: string, req: SubscribeMessage): string {
   if (req.to !== undefined) {
     q.set('to', String(req.to));
   }
-  if (req.fields && req.fields.length) {
+  if (req.fields && req.fields.some((f) => f.includes(','))) {
+    // Names with commas (line-protocol labels, escaped keys): one `field` each, never split.
+    for (const f of req.fields) {
+      q.append('field', f);
+    }
+  } else if (req.fields && req.fields.length) {
     q.set('fields', req.fields.join(','));
   }
   if (req.interval !== undefined) {

@@ -12,11 +12,13 @@ from typing import Any
 
 import aiohttp
 import msgspec
+import yarl
 
 from livedata.client.push import PushBuffer, is_columnar
 from livedata.client.subscription import Subscription
 from livedata.client.types import LivedataError, NoticeCallback, Value
 from livedata.core.clock import wall_ms
+from livedata.core.names import InvalidName, channel_path, check_channel
 from livedata.core.protocol import ProtocolError, parse_time
 
 log = logging.getLogger("livedata.client")
@@ -410,9 +412,14 @@ class Client:
 
     async def _post(self, channel: str, body: bytes, content_type: str,
                     params: Mapping[str, str] | None = None) -> None:
+        try:
+            check_channel(channel)
+        except InvalidName as exc:
+            raise LivedataError(str(exc), status=400, channel=channel) from None
         await self.open()
         assert self.session is not None
-        url = f"{self.url}/api/push/{channel}"
+        # Each level percent-encoded: names may hold spaces, '%', '?', '#' or any other character.
+        url = yarl.URL(f"{self.url}/api/push/{channel_path(channel)}", encoded=True)
         headers = {"Content-Type": content_type, "Idempotency-Key": uuid.uuid4().hex}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.retry_for_s

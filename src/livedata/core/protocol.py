@@ -16,9 +16,10 @@ import msgspec
 
 from livedata.core.frames import Batch, FieldDef, PositionError, SchemaError, Value, parse_position, value_type
 from livedata.core.lineprotocol import Table
+from livedata.core.names import InvalidName, check_name, child_channel
+from livedata.core.names import check_channel as _check_channel
 from livedata.core.sources import GeneratedChannel, ParamError, resolve_generated
 
-CHANNEL_RE = re.compile(r"[A-Za-z0-9_\-./=]{1,160}")
 _RELATIVE = re.compile(r"now(?:([+-])(\d+)(ms|s|m|h|d|w))?")
 _UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 MAX_INTERVAL_MS = 60_000
@@ -34,13 +35,12 @@ class ProtocolError(ValueError):
 
 
 def check_channel(name: Any) -> str:
-    """Return ``name`` if it is a valid channel name, else raise ProtocolError."""
-    if not isinstance(name, str) or not CHANNEL_RE.fullmatch(name):
-        shown = name[:60] if isinstance(name, str) else type(name).__name__
-        raise ProtocolError(
-            f"invalid channel name {shown!r}: use 1 to 160 of A-Z a-z 0-9 _ - . / ="
-        )
-    return name
+    """Return ``name`` if it is a valid channel name (see :mod:`livedata.core.names`), else
+    raise ProtocolError saying why."""
+    try:
+        return _check_channel(name)
+    except InvalidName as exc:
+        raise ProtocolError(str(exc)) from None
 
 
 def parse_time(value: Any, now_ms: int, what: str = "time") -> int:
@@ -154,6 +154,25 @@ def parse_subscribe(obj: Mapping[str, Any], now_ms: int) -> Subscribe:
     )
 
 
+# A \uD800-\uDBFF escape not followed by a \uDC00-\uDFFF one, or a low one on its own (not after
+# an escaped backslash): msgspec reports the first as "Input data was truncated".
+_LONE_SURROGATE = re.compile(
+    r"(?<!\\)(?:\\\\)*(\\u[dD][89abAB][0-9a-fA-F]{2})(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    r"|(?<![0-9a-fA-F]{4})(?<!\\)(?:\\\\)*(\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+)
+
+
+def json_reason(data: str | bytes, exc: msgspec.DecodeError) -> str:
+    """What is wrong with JSON that msgspec refused, in words a client can act on."""
+    text = data.decode(errors="replace") if isinstance(data, bytes | bytearray) else data
+    m = _LONE_SURROGATE.search(text)
+    if m is not None:
+        group = 1 if m.group(1) else 2
+        return (f"{m.group(group)} at character {m.start(group) + 1} is a lone surrogate, which is not a "
+                "character: send the text as UTF-8, or a \\uD8xx escape followed by its \\uDCxx pair")
+    return str(exc)
+
+
 def decode_client(data: str | bytes) -> dict[str, Any]:
     """Decode one client frame into a dict with a string ``type``.
 
@@ -163,7 +182,7 @@ def decode_client(data: str | bytes) -> dict[str, Any]:
     try:
         obj = msgspec.json.decode(data)
     except msgspec.DecodeError as exc:
-        raise ProtocolError(f"malformed JSON: {exc}") from None
+        raise ProtocolError(f"malformed JSON: {json_reason(data, exc)}") from None
     if not isinstance(obj, dict):
         raise ProtocolError("a message must be a JSON object")
     if not isinstance(obj.get("type"), str):
@@ -196,9 +215,10 @@ def _check_value(key: str, value: Any, index: int) -> Value:
 
 
 def _check_key(key: Any, index: int) -> str:
-    if not isinstance(key, str) or not key or len(key) > 160:
-        raise ProtocolError(f"point {index + 1}: field names must be 1 to 160 characters", line=index + 1)
-    return key
+    try:
+        return check_name(key)
+    except InvalidName as exc:
+        raise ProtocolError(f"point {index + 1}: {exc}", line=index + 1) from None
 
 
 def points_to_batch(body: Any, now_ms: int, max_points: int) -> Batch:
@@ -315,13 +335,10 @@ def tables_to_batches(tables: Sequence[Table], base: str, now_ms: int) -> dict[s
     for table in tables:
         if not table.times:
             continue
-        channel = f"{base}/{table.measurement}"
-        if not CHANNEL_RE.fullmatch(channel):
-            raise ProtocolError(
-                f"line {table.first_line}: measurement {table.measurement!r} makes an invalid channel "
-                f"name {channel[:60]!r}",
-                line=table.first_line,
-            )
+        try:
+            channel = child_channel(base, table.measurement)
+        except InvalidName as exc:
+            raise ProtocolError(f"line {table.first_line}: {exc}", line=table.first_line) from None
         times = table.times
         if table.untimed:
             times = [now_ms if t is None else t for t in times]
@@ -343,12 +360,12 @@ def tables_to_batches(tables: Sequence[Table], base: str, now_ms: int) -> dict[s
 
 
 __all__ = [
-    "CHANNEL_RE",
     "ProtocolError",
     "SchemaError",
     "Subscribe",
     "check_channel",
     "decode_client",
+    "json_reason",
     "parse_subscribe",
     "parse_time",
     "points_to_batch",

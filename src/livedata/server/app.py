@@ -17,7 +17,7 @@ from aiohttp import web
 
 from livedata import __version__
 from livedata.config import Config
-from livedata.server import auth
+from livedata.server import auth, influx, otlp
 from livedata.server.channels import channels, delete_channel
 from livedata.server.compat import reference_stream
 from livedata.server.http import json_error, json_response
@@ -175,8 +175,16 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/api/stream", stream, name="stream")
     app.router.add_get("/api/channels", channels, name="channels")
     app.router.add_get("/api/sources", sources, name="sources")
-    app.router.add_post("/api/push/{channel:.+}", push, name="push")
-    app.router.add_delete("/api/channels/{channel:.+}", delete_channel, name="delete-channel")
+    app.router.add_post("/api/push/{channel:[\\s\\S]+}", push, name="push")  # any character: checked by the handler
+    app.router.add_delete("/api/channels/{channel:[\\s\\S]+}", delete_channel, name="delete-channel")
+    # Real producers, unchanged: the InfluxDB write API and OpenTelemetry (docs/ingest.md).
+    app.router.add_post("/api/v2/write", influx.write_v2, name="influx-write-v2")
+    app.router.add_post("/write", influx.write_v1, name="influx-write-v1")
+    app.router.add_get("/ping", influx.ping)
+    app.router.add_get("/health", influx.health)
+    app.router.add_get("/ready", influx.ready)
+    app.router.add_route("*", "/query", influx.query)
+    app.router.add_post("/v1/metrics", otlp.metrics, name="otlp-metrics")
     if (STATIC / "dist").exists():
         app.router.add_static("/static/", STATIC / "dist")
     return app

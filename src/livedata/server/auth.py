@@ -11,6 +11,8 @@ protect a new route, name it in ``app.py`` and add a rule here.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,9 +22,11 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from livedata.config import Config
-from livedata.server.http import json_error
+from livedata.core.otlp import encode_status
+from livedata.server.http import influx_error, json_error
 
 Right = Literal["read", "write"]
+Dialect = Literal["livedata", "influx-v2", "influx-v1", "otlp"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +39,10 @@ class Rule:
     WebSocket cannot set headers)."""
     error_reason: str | None = None
     """A denial is counted in ``livedata_push_errors{reason="auth"}`` when set to ``"auth"``."""
+    dialect: Dialect = "livedata"
+    """Where the token is and how a denial is answered: livedata's own (``Bearer``, JSON
+    ``{"error"}``), InfluxDB 2 / 1.x (``Token`` or ``Bearer`` or basic auth, 1.x also ``?p=``;
+    InfluxDB's error bodies), or OTLP (``Bearer`` or ``Token``; a ``google.rpc.Status``)."""
 
 
 ROUTES: dict[str, Rule] = {
@@ -43,6 +51,9 @@ ROUTES: dict[str, Rule] = {
     "sources": Rule("read"),
     "push": Rule("write", error_reason="auth"),
     "delete-channel": Rule("write"),
+    "influx-write-v2": Rule("write", error_reason="auth", dialect="influx-v2"),
+    "influx-write-v1": Rule("write", error_reason="auth", dialect="influx-v1"),
+    "otlp-metrics": Rule("write", error_reason="auth", dialect="otlp"),
 }
 """Route name (``app.py``) -> the right it needs. Routes not named here are open
 (the page, health, metrics, the OpenAPI document, the reference stream, and ``/api/ws``, whose
@@ -72,6 +83,25 @@ def request_token(request: web.Request, query_token: bool) -> str | None:
     if token is None and query_token:
         token = request.query.get("token")
     return token
+
+
+def influx_token(request: web.Request, v1: bool) -> str | None:
+    """The token where InfluxDB clients and OTLP exporters put it: ``Authorization: Token <t>`` or
+    ``Bearer <t>``, HTTP basic auth (the password), and for InfluxDB 1.x also ``?p=<t>``."""
+    scheme, _, rest = request.headers.get("Authorization", "").partition(" ")
+    scheme = scheme.lower()
+    rest = rest.strip()
+    if scheme in ("token", "bearer") and rest:
+        return rest
+    if scheme == "basic" and rest:
+        try:
+            user, _, password = base64.b64decode(rest, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return password or user or None
+    if v1:
+        return request.query.get("p") or None
+    return None
 
 
 def check(config: Config, token: str | None, right: Right) -> tuple[int, str] | None:
@@ -108,15 +138,25 @@ def middleware(config: Config, on_denied: Denied) -> Middleware:
         rule = ROUTES.get(request.match_info.route.name or "")
         if rule is None:
             return handler(request)
-        denied = check(config, request_token(request, rule.query_token), rule.right)
+        if rule.dialect == "livedata":
+            token = request_token(request, rule.query_token)
+        else:
+            token = influx_token(request, v1=rule.dialect == "influx-v1")
+        denied = check(config, token, rule.right)
         if denied is None:
             return handler(request)
         if rule.error_reason is not None:
             on_denied(rule.error_reason)
-        return _answer(*denied)
+        return _answer(request, rule.dialect, *denied)
 
     return auth
 
 
-async def _answer(status: int, text: str) -> web.StreamResponse:
-    return json_error(status, text)
+async def _answer(request: web.Request, dialect: Dialect, status: int, text: str) -> web.StreamResponse:
+    if dialect == "livedata":
+        return json_error(status, text)
+    text = text.replace("'Authorization: Bearer <token>'", "'Authorization: Token <token>'")
+    if dialect == "otlp":
+        body, ctype = encode_status(16 if status == 401 else 7, text, request.content_type == "application/json")
+        return web.Response(status=status, body=body, content_type=ctype)
+    return influx_error("v2" if dialect == "influx-v2" else "v1", status, text)

@@ -27,3 +27,23 @@ class HTTPJSONError(web.HTTPException):
         super().__init__(
             body=msgspec.json.encode({"error": message, **extra}), content_type="application/json"
         )
+
+
+INFLUX_VERSION = "2.7.0"
+"""The InfluxDB version livedata's write API answers as (``X-Influxdb-Version``)."""
+INFLUX_HEADERS = {"X-Influxdb-Version": INFLUX_VERSION, "X-Influxdb-Build": "livedata"}
+_INFLUX_CODES = {400: "invalid", 401: "unauthorized", 403: "forbidden", 413: "request too large",
+                 415: "unsupported media type", 422: "unprocessable entity", 503: "unavailable"}
+
+
+def influx_error(flavour: str, status: int, message: str, **extra: Any) -> web.Response:
+    """An error as InfluxDB answers it: ``{"code", "message"}`` (2.x) or ``{"error"}`` (1.x)."""
+    headers = dict(INFLUX_HEADERS)
+    if status == 503:
+        headers["Retry-After"] = "1"
+    if flavour == "v2":
+        code = _INFLUX_CODES.get(status, "invalid")
+        headers["X-Platform-Error-Code"] = code
+        return json_response({"code": code, "message": message, **extra}, status=status, headers=headers)
+    return json_response({"error": message, **extra}, status=status, headers=headers)
+

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from livedata import __version__
+from livedata.core.limits import MAX_CHANNEL_CHARS, MAX_FIELD_CHARS
 
 _ERROR = {
     "type": "object",
@@ -16,10 +17,17 @@ _ERROR = {
     "properties": {
         "error": {"type": "string", "description": "What is wrong, as a sentence."},
         "line": {"type": "integer", "description": "The 1-based line or point the error is about."},
+        "column": {"type": "integer", "description": "The 1-based column of a line-protocol error."},
         "field": {"type": "string"},
         "allowed": {"type": "array", "items": {"type": "string"}},
     },
 }
+
+
+def _influx_err(description: str) -> dict[str, Any]:
+    schema = {"type": "object", "required": ["code", "message"],
+              "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
 def _err(description: str) -> dict[str, Any]:
@@ -27,10 +35,15 @@ def _err(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+# Names: printable Unicode (see livedata/core/names.py); a channel's levels between slashes are
+# neither empty nor "." / "..".
+_NAME_CHAR = "[^/\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029]"
+_LEVEL = f"{_NAME_CHAR}+"  # "." and ".." levels are refused too (400), but a lookahead slows fuzzing down
 _CHANNEL = {
     "name": "channel", "in": "path", "required": True,
-    "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_\-./=]{1,160}$"},
-    "description": "Channel name; may contain slashes.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_CHANNEL_CHARS,
+               "pattern": f"^{_LEVEL}(?:/{_LEVEL})*$"},
+    "description": "Channel name: printable Unicode, '/' between levels; percent-encode each level in the URL.",
 }
 _VALUE = {"type": ["number", "string", "boolean", "null"]}
 _SOME = {"type": ["number", "string", "boolean"]}
@@ -38,7 +51,8 @@ _TIME = {"oneOf": [{"type": "number", "description": "epoch ms"},
                    {"type": "string", "description": "RFC 3339, or now-5m style"},
                    {"type": "null", "description": "absent or null: the server's time"}]}
 _POINT = {"type": "object", "properties": {"time": _TIME}, "additionalProperties": _SOME, "minProperties": 1,
-          "propertyNames": {"minLength": 1, "maxLength": 160},
+          "propertyNames": {"minLength": 1, "maxLength": MAX_FIELD_CHARS,
+                            "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029]*$"},
           "not": {"required": ["time"], "maxProperties": 1}}
 
 SPEC: dict[str, Any] = {
@@ -93,7 +107,8 @@ SPEC: dict[str, Any] = {
             "parameters": [_CHANNEL,
                            {"name": "precision", "in": "query", "required": False,
                             "schema": {"enum": ["ns", "us", "ms", "s"]}}],
-            "requestBody": {"required": True, "content": {
+            # Optional: an empty line-protocol body, like one of only comments, stores nothing (204).
+            "requestBody": {"required": False, "content": {
                 "application/json": {"schema": {"oneOf": [
                     _POINT,
                     {"type": "array", "items": _POINT, "minItems": 1},
@@ -134,5 +149,46 @@ SPEC: dict[str, Any] = {
         "/metrics": {"get": {"operationId": "metrics", "summary": "Prometheus metrics",
                              "responses": {"200": {"description": "Text exposition format",
                                                    "content": {"text/plain": {}}}}}},
+        # Real producers: InfluxDB's write API and OTLP (docs/ingest.md).
+        "/api/v2/write": {"post": {
+            "operationId": "influxWriteV2", "summary": "InfluxDB 2 write: line protocol into <bucket>/<measurement>",
+            "parameters": [{"name": "bucket", "in": "query", "required": True, "schema": {"type": "string"}},
+                           {"name": "org", "in": "query", "required": False, "schema": {"type": "string"}},
+                           {"name": "precision", "in": "query", "required": False,
+                            "schema": {"enum": ["ns", "us", "ms", "s"]}}],
+            "requestBody": {"required": False, "content": {"text/plain": {"schema": {"type": "string"}}}},
+            "responses": {"204": {"description": "Every point is stored"}, **{
+                code: _influx_err(what) for code, what in (
+                    ("400", "Bad line protocol or parameters"), ("401", "A write token is required"),
+                    ("403", "The token may not write"), ("413", "Too large"), ("415", "Unsupported encoding"),
+                    ("422", "A field type conflict, or the channel limit"), ("503", "The broker is unavailable"))}}}},
+        "/write": {"post": {
+            "operationId": "influxWriteV1", "summary": "InfluxDB 1.x write: line protocol into <db>/<measurement>",
+            "parameters": [{"name": "db", "in": "query", "required": True, "schema": {"type": "string"}},
+                           {"name": "rp", "in": "query", "required": False, "schema": {"type": "string"}},
+                           {"name": "precision", "in": "query", "required": False,
+                            "schema": {"enum": ["n", "ns", "u", "us", "µ", "ms", "s", "m", "h"]}}],
+            "requestBody": {"required": False, "content": {"text/plain": {"schema": {"type": "string"}}}},
+            "responses": {"204": {"description": "Every point is stored"}, **{
+                code: _err(what) for code, what in (
+                    ("400", "Bad line protocol or parameters, a field type conflict, the channel limit"),
+                    ("401", "A write token is required"), ("403", "The token may not write"),
+                    ("413", "Too large"), ("415", "Unsupported encoding"), ("503", "The broker is unavailable"))}}}},
+        "/ping": {"get": {"operationId": "influxPing", "summary": "InfluxDB readiness (204; ?verbose=true: 200)",
+                          "responses": {"204": {"description": "Ready"}, "200": {"description": "Ready, verbose"}}}},
+        "/health": {"get": {"operationId": "influxHealth", "summary": "InfluxDB 2 health (livedata's: /api/health)",
+                            "responses": {"200": {"description": "pass", "content": {"application/json": {}}}}}},
+        "/ready": {"get": {"operationId": "influxReady", "summary": "InfluxDB 2 readiness",
+                           "responses": {"200": {"description": "ready", "content": {"application/json": {}}}}}},
+        "/v1/metrics": {"post": {
+            "operationId": "otlpMetrics", "summary": "OTLP/HTTP metrics into otel/<metric name>",
+            "requestBody": {"required": True, "content": {
+                "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
+                "application/json": {"schema": {"type": "object"}}}},
+            "responses": {"200": {"description": "ExportMetricsServiceResponse"}, **{
+                code: {"description": what} for code, what in (
+                    ("400", "Not OTLP, or a name that is not allowed (google.rpc.Status)"),
+                    ("401", "A write token is required"), ("403", "The token may not write"), ("413", "Too large"),
+                    ("415", "Not protobuf or JSON"), ("503", "The broker is unavailable"))}}}},
     },
 }

@@ -15,7 +15,7 @@ from livedata.server.http import json_error
 from livedata.server.server import SERVER
 from livedata.server.sinks import NdjsonSink, SseSink
 
-RESERVED = {"channel", "id", "from", "to", "since", "fields", "interval", "token", "params"}
+RESERVED = {"channel", "id", "from", "to", "since", "fields", "field", "interval", "token", "params"}
 
 
 def subscribe_from_query(query: Any, last_event_id: str | None) -> dict[str, Any]:
@@ -27,6 +27,8 @@ def subscribe_from_query(query: Any, last_event_id: str | None) -> dict[str, Any
         obj["since"] = last_event_id
     if "fields" in query:
         obj["fields"] = [f for f in query["fields"].split(",") if f]
+    if "field" in query:  # one name each, never split: field names may hold commas
+        obj.setdefault("fields", []).extend(query.getall("field"))
     if "interval" in query:
         try:
             obj["interval"] = float(query["interval"])

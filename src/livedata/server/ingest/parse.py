@@ -11,11 +11,12 @@ from typing import Any, Literal
 
 import msgspec
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from livedata.core import lineprotocol
 from livedata.core.clock import wall_ms
 from livedata.core.frames import Batch, SchemaError
-from livedata.core.protocol import ProtocolError, check_channel, points_to_batch, tables_to_batches
+from livedata.core.protocol import ProtocolError, check_channel, json_reason, points_to_batch, tables_to_batches
 from livedata.core.sources import GENERATORS
 from livedata.core.sourcespec import STATUS_PREFIX
 from livedata.core.window import MAX_REORDER_MS
@@ -24,27 +25,25 @@ from livedata.server.http import json_error
 Precision = Literal["ns", "us", "ms", "s"]
 PRECISIONS: tuple[Precision, ...] = ("ns", "us", "ms", "s")
 
-PARSE_SLICE_LINES = 4096
-"""Lines parsed between two yields to the event loop: about 10 ms of work, so a 10 MiB body
-(some 200,000 lines) never holds the loop for long while other clients are being served."""
-
-
 class IngestError(Exception):
     """A push that stores nothing: ``status`` and a sentence, maybe the bad line/point number."""
 
     def __init__(self, status: int, message: str, reason: str, line: int | None = None,
-                 field: str | None = None) -> None:
+                 field: str | None = None, column: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.reason = reason
         self.line = line
+        self.column = column
         self.field = field
 
     def response(self) -> web.Response:
         extra: dict[str, Any] = {}
         if self.line is not None:
             extra["line"] = self.line
+        if self.column is not None:
+            extra["column"] = self.column
         if self.field:
             extra["field"] = self.field
         return json_error(self.status, self.message, **extra)
@@ -89,17 +88,29 @@ def reorder_ms(request: web.Request) -> int:
     return value
 
 
+ENCODINGS = ("", "identity", "gzip", "x-gzip", "deflate")
+"""Content-Encodings a body may come in (aiohttp decompresses them as the body is read)."""
+
+
 async def read_body(request: web.Request, limit: int) -> bytes:
     """The body, or 413 as soon as it passes ``limit`` (declared or actually read)."""
     too_large = IngestError(413, f"body too large: the limit is {limit} bytes; split the push "
                             "(or raise --max-body-bytes)", "size")
     if request.content_length is not None and request.content_length > limit:
         raise too_large
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in ENCODINGS:
+        raise IngestError(415, f"unsupported Content-Encoding {encoding[:20]!r}: send gzip, deflate or none",
+                          "content-type")
     buf = bytearray()
-    async for chunk in request.content.iter_any():
-        buf += chunk
-        if len(buf) > limit:
-            raise too_large
+    try:
+        async for chunk in request.content.iter_any():  # decompressed (Content-Encoding) as it comes
+            buf += chunk
+            if len(buf) > limit:
+                raise too_large
+    except RequestPayloadError as exc:
+        raise IngestError(400, f"the body cannot be read: {str(exc).strip()} (send it as its "
+                          "Content-Encoding says)", "size") from None
     return bytes(buf)
 
 
@@ -126,12 +137,13 @@ def decode_json(content_type: str, body: bytes) -> Any:
             try:
                 points.append(msgspec.json.decode(line))
             except msgspec.DecodeError as exc:
-                raise IngestError(400, f"line {i + 1}: malformed JSON: {exc}", "json", line=i + 1) from None
+                raise IngestError(400, f"line {i + 1}: malformed JSON: {json_reason(line, exc)}", "json",
+                                  line=i + 1) from None
         return points
     try:
         return msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
-        raise IngestError(400, f"malformed JSON: {exc}", "json") from None
+        raise IngestError(400, f"malformed JSON: {json_reason(body, exc)}", "json") from None
 
 
 def _count_points(body: Any) -> int:
@@ -155,28 +167,28 @@ def json_batch(points: Any, limit: int) -> Batch:
         raise IngestError(400, str(exc), "points", field=exc.field or None) from None
 
 
-async def line_batches(channel: str, body: bytes, precision: Precision, limit: int) -> dict[str, Batch]:
-    """Line protocol (UTF-8) as one batch per ``channel/measurement``; yields to the loop while parsing."""
+async def line_batches(channel: str, body: bytes, precision: str, limit: int) -> dict[str, Batch]:
+    """Line protocol (UTF-8) as one batch per ``channel/measurement``. Parsed in slices of lines
+    (about 10 ms of work each) with a yield to the event loop between them, so a 10 MiB body (some
+    200,000 lines) never holds the loop for long while other clients are being served. A body of
+    no points (empty, or only comments) is no batches."""
     try:
-        text = body.decode()
-    except UnicodeDecodeError:
-        raise IngestError(400, "line protocol must be UTF-8", "lineprotocol") from None
+        text = lineprotocol.decode(body)
+    except lineprotocol.LineProtocolError as exc:
+        raise IngestError(400, str(exc), "lineprotocol", line=exc.line, column=exc.column) from None
     parser = lineprotocol.TableParser(precision)
-    lines = text.split("\n")
-    for start in range(0, len(lines), PARSE_SLICE_LINES):
-        if start:
-            await asyncio.sleep(0)
-        try:
-            parser.feed(lines[start:start + PARSE_SLICE_LINES], start + 1)
-        except lineprotocol.LineProtocolError as exc:
-            raise IngestError(400, str(exc), "lineprotocol", line=exc.line) from None
-        if parser.lines > limit:
-            raise IngestError(413, f"too many lines in one request: {parser.lines} > {limit}; split the push",
-                              "points")
-    if not parser.lines:
-        raise IngestError(400, "no lines in the body", "lineprotocol")
-    tables = parser.tables
     try:
-        return tables_to_batches(tables, channel, wall_ms())
+        for count in parser.slices(text):
+            if count > limit:
+                break
+            await asyncio.sleep(0)
+    except lineprotocol.LineProtocolError as exc:
+        raise IngestError(400, str(exc), "lineprotocol", line=exc.line, column=exc.column) from None
+    if parser.lines > limit:
+        raise IngestError(413, f"too many lines in one request: {parser.lines} > {limit}; split the push", "points")
+    if not parser.lines:
+        return {}
+    try:
+        return tables_to_batches(parser.tables, channel, wall_ms())
     except ProtocolError as exc:
         raise IngestError(400, str(exc), "lineprotocol", line=exc.line) from None
