@@ -11,11 +11,12 @@ from typing import Any, Literal
 
 import msgspec
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from livedata.core import lineprotocol
 from livedata.core.clock import wall_ms
 from livedata.core.frames import Batch, SchemaError
-from livedata.core.protocol import ProtocolError, check_channel, points_to_batch, tables_to_batches
+from livedata.core.protocol import TOO_DEEP, ProtocolError, check_channel, points_to_batch, tables_to_batches
 from livedata.core.sources import GENERATORS
 from livedata.core.sourcespec import STATUS_PREFIX
 from livedata.core.window import MAX_REORDER_MS
@@ -96,10 +97,14 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise too_large
     buf = bytearray()
-    async for chunk in request.content.iter_any():
-        buf += chunk
-        if len(buf) > limit:
-            raise too_large
+    try:
+        async for chunk in request.content.iter_any():
+            buf += chunk
+            if len(buf) > limit:
+                raise too_large
+    except RequestPayloadError as exc:  # a broken chunked or compressed body
+        raise IngestError(400, f"the body could not be read: {str(exc.__cause__ or exc).strip()[:200]}",
+                          "body") from None
     return bytes(buf)
 
 
@@ -127,11 +132,15 @@ def decode_json(content_type: str, body: bytes) -> Any:
                 points.append(msgspec.json.decode(line))
             except msgspec.DecodeError as exc:
                 raise IngestError(400, f"line {i + 1}: malformed JSON: {exc}", "json", line=i + 1) from None
+            except RecursionError:
+                raise IngestError(400, f"line {i + 1}: {TOO_DEEP}", "json", line=i + 1) from None
         return points
     try:
         return msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
         raise IngestError(400, f"malformed JSON: {exc}", "json") from None
+    except RecursionError:
+        raise IngestError(400, TOO_DEEP, "json") from None
 
 
 def _count_points(body: Any) -> int:
