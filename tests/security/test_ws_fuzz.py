@@ -56,7 +56,7 @@ def hostile(rng: random.Random) -> object:
         return DEEP
     if kind < 0.85:
         return {"time": rng.choice(DIGITS), "v": 1}
-    return [{"time": rng.choice(DIGITS + [1]), rng.choice(CONTROL): rng.choice(CONTROL)}]
+    return [{"time": rng.choice([*DIGITS, 1]), rng.choice(CONTROL): rng.choice(CONTROL)}]
 
 
 DEEP = deep()
