@@ -237,3 +237,22 @@ async def test_python_client_tokens(server: LiveServer) -> None:
         sub = await c.subscribe("tok/client")
         with pytest.raises(LivedataError, match="4001: unauthorized: unknown token"):
             await asyncio.wait_for(sub.__anext__(), 10)
+
+
+async def test_websocket_with_write_tokens_only(http: aiohttp.ClientSession) -> None:
+    """Reading is open (no read tokens): a socket subscribes without a token; a publish without
+    one closes it with 4001, a publish after ``auth`` with the write token is stored."""
+    s = LiveServer(["--write-tokens", WRITE]).start()
+    try:
+        w = await open_ws(http, s.url)
+        sub = await subscribed(w, "A", "random-walk")
+        assert sub.all[0]["type"] == "data"
+        await w.send({"type": "auth", "token": WRITE})
+        await w.send({"type": "publish", "channel": "tok/wo", "points": {"v": 1}, "ack": "ok"})
+        await w.until(lambda: {"type": "ack", "ack": "ok"} in w.other)
+        await w.ws.close()
+        code, reason, _ = await close_of(http, s.url, [{"type": "publish", "channel": "tok/wo", "points": {"v": 2}}])
+        assert (code, reason) == (4001, "unauthorized: a token is required to write: send 'Authorization: Bearer "
+                                        "<token>'")
+    finally:
+        s.stop()

@@ -57,6 +57,7 @@ async def test_head_is_headers_only_and_the_connection_stays_in_step(server: Liv
         assert after.status == 200, (path, after)
         assert json.loads(after.body)["status"] == "ok"
         assert head.headers["content-type"].startswith(ctype), head  # what GET would say
+        assert head.headers["x-content-type-options"] == "nosniff"  # no answer is ever run as a script
     finally:
         writer.close()
 

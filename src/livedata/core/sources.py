@@ -125,7 +125,7 @@ class Param:
             raise ParamError(f"param {self.name!r} of {channel} must be finite, got {shown(raw)}") from None
         if self.kind is int and number != value:
             raise ParamError(f"param {self.name!r} of {channel} must be an integer, got {shown(raw)}")
-        if not math.isfinite(value):
+        if not isinstance(value, int) and not math.isfinite(value):
             raise ParamError(f"param {self.name!r} of {channel} must be finite")
         low_ok = value > self.minimum if self.exclusive_min else value >= self.minimum
         if not low_ok or (self.maximum is not None and value > self.maximum):
@@ -183,7 +183,9 @@ class GeneratedChannel:
 
 
 def _fmt(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
+    if isinstance(value, int):
+        return shown(value, 30)  # an int may be too large for a float
+    return str(int(value)) if value.is_integer() else repr(value)
 
 
 def resolve_generated(channel: str, params: Mapping[str, Any] | None) -> GeneratedChannel | None:
