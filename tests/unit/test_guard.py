@@ -148,3 +148,17 @@ def test_star_allows_every_origin() -> None:
     assert refused(g, "http://evil.example") is None
     assert refused(g, "null") is None
     assert refused(g, None, site="cross-site") == 403  # no Origin to allow: a browser always sends one with a write
+
+
+def test_config_file_takes_the_new_keys(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from livedata.config import ConfigError
+
+    path = Path(str(tmp_path)) / "livedata.toml"
+    path.write_text('allowed_hosts = ["livedata.example.com", ".corp.example"]\nmetrics_token = "m"\n')
+    config = Config.load(file=str(path), env={})
+    assert config.allowed_hosts == ("livedata.example.com", ".corp.example") and config.metrics_token == "m"
+    path.write_text('allowed-hosts = "https://livedata.example.com"\n')
+    with pytest.raises(ConfigError, match="allowed_hosts: --allowed-hosts takes host names"):
+        Config.load(file=str(path), env={})
