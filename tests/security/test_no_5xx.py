@@ -158,6 +158,23 @@ async def test_broken_bodies(server: LiveServer) -> None:
     assert 400 <= got.status < 500, got  # request smuggling: both framings at once is refused
 
 
+async def test_a_gzip_bomb_is_413_without_holding_its_size(server: LiveServer) -> None:
+    """200 MiB of zeros in 200 KiB of gzip: refused as soon as the decompressed body passes the limit."""
+    import gzip
+
+    import psutil
+
+    assert server.proc is not None
+    proc = psutil.Process(server.proc.pid)
+    body = gzip.compress(b"0" * (200 << 20), compresslevel=9)
+    rss = proc.memory_info().rss
+    raw = get("/api/push/n5/bomb", server.port, "Content-Type: text/plain", "Content-Encoding: gzip",
+              f"Content-Length: {len(body)}", method="POST") + body
+    got = await request(server.port, raw)
+    assert got.status == 413, got
+    assert proc.memory_info().rss - rss < 64 << 20  # not the 200 MiB
+
+
 # --- WebSocket ----------------------------------------------------------------------------------------
 
 

@@ -25,7 +25,8 @@ from tests.conftest import ROOT, LiveServer
 EXE = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or "schemathesis"
 SAMPLE = int(os.environ.get("LIVEDATA_FUZZ_EXAMPLES", "100"))
 """Cases per route in ``make test``; the long run takes 10,000."""
-ROUTES = {"GET /api/health", "GET /api/channels", "POST /api/push/{channel}", "DELETE /api/channels/{channel}",
+ROUTES = {"GET /api/health", "GET /api/channels", "GET /api/sources", "POST /api/push/{channel}",
+          "DELETE /api/channels/{channel}",
           "GET /api/stream", "GET /api/ws", "GET /", "GET /metrics", "GET /api/openapi.json"}
 KINDS = {"digits", "deep", "surrogate", "control", "host", "origin", "head"}
 

@@ -16,6 +16,7 @@ constant-time and answers never echo the token.
 
 from __future__ import annotations
 
+import functools
 import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -138,20 +139,22 @@ def middleware(config: Config, on_denied: Denied) -> Middleware:
     own), so a long-lived stream does not keep a middleware frame alive for its whole life.
     """
     guard = Guard.of(config)
+    # A server sees few distinct Host/Origin values: remember the answers (bounded, as clients choose them).
+    check_host = functools.lru_cache(maxsize=256)(guard.check_host)
+    check_origin = functools.lru_cache(maxsize=256)(guard.check_origin)
 
     @web.middleware
     def auth(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
         headers = request.headers
         host = headers.get("Host")
-        refused = guard.check_host(host)
+        refused = check_host(host)
         if refused is not None:
             return _answer(refused.status, refused.message)
         match = request.match_info
         name = match.route.name
         rule = ROUTES.get(name) if name is not None else None
         writes = request.method not in SAFE_METHODS or (rule is not None and rule.websocket)
-        refused = guard.check_origin(headers.get("Origin"), headers.get("Sec-Fetch-Site"), request.scheme, host,
-                                     writes)
+        refused = check_origin(headers.get("Origin"), headers.get("Sec-Fetch-Site"), request.scheme, host, writes)
         if refused is not None:
             return _answer(refused.status, refused.message)
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in headers:
