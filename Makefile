@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-8)
 PLUGIN := grafana-plugin
 PORT ?= 8080
 
-.PHONY: run test install system-deps plugin lint typecheck pytest jest bench soak clean
+.PHONY: run test install system-deps plugin lint typecheck pytest jest bench soak fuzz-long clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -71,6 +71,11 @@ run: install plugin
 # Not part of `make test` (minutes of load on the machine). BENCH_ARGS="--quick" or "--scenario ws-10k --runs 1".
 bench: install
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+# Not part of `make test`: schemathesis and the WebSocket fuzzer at 10,000+ hostile cases per route
+# (about 40 minutes on 2 cores; tests/security/test_openapi_fuzz.py says what is generated).
+fuzz-long: install system-deps
+	$(BIN)/python -m pytest -q -m long tests/security
 
 # SOAK_ARGS="--minutes 30"
 soak: install

@@ -29,7 +29,11 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--interval", type=float, dest="interval_ms",
                    help="tick of the reference stream in ms (default 50)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--cors-origin", help="comma-separated allowed origins, or * (default http://localhost:3000)")
+    p.add_argument("--cors-origin", help="browser origins that may call this server, comma-separated, or * "
+                                         "(default http://localhost:3000)")
+    p.add_argument("--allowed-hosts", help="host names this server answers besides loopback names and IP "
+                                           "addresses (behind a proxy): comma-separated, .example.com for a "
+                                           "domain and its subdomains, or *")
     p.add_argument("--broker", help="'memory' (default) or redis://host:6379/0")
     p.add_argument("--redis-prefix", help="key prefix in Redis (default livedata:)")
     p.add_argument("--retention", type=float, dest="retention_s", help="history kept per channel, s (3600)")
@@ -44,6 +48,7 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-connections-per-ip", type=int, help="connections per client address (1000)")
     p.add_argument("--write-tokens", help="comma-separated tokens allowed to push (env LIVEDATA_WRITE_TOKENS)")
     p.add_argument("--read-tokens", help="comma-separated tokens allowed to subscribe")
+    p.add_argument("--metrics-token", help="a token that may read /metrics only (env LIVEDATA_METRICS_TOKEN)")
     p.add_argument("--certfile", help="TLS certificate (PEM)")
     p.add_argument("--keyfile", help="TLS private key (PEM)")
 
@@ -104,7 +109,7 @@ def config_from_args(ns: argparse.Namespace) -> Config:
         "host", "port", "interval_ms", "log_level", "cors_origin", "broker", "redis_prefix",
         "retention_s", "retention_points", "heartbeat_s", "buffer_bytes", "max_subscriptions",
         "max_channels", "max_body_bytes", "max_frame_bytes", "max_points_per_request", "max_connections_per_ip",
-        "write_tokens", "read_tokens",
+        "write_tokens", "read_tokens", "metrics_token", "allowed_hosts",
         "certfile", "keyfile",
     ]
     overrides: dict[str, Any] = {k: getattr(ns, k, None) for k in keys}
@@ -178,6 +183,9 @@ async def serve(config: Config) -> int:
         "no tokens: bound to localhost only" if not config.host_explicit else "no tokens configured")
     log.info("livedata %s listening on %s://%s:%d (broker %s, %s)", __version__, scheme, shown, port,
              config.broker.split("@")[-1], auth)
+    if "*" in config.cors_origin and not config.write_tokens:
+        log.warning("--cors-origin * without --write-tokens: any web page the user opens may write to this "
+                    "server (docs/security.md)")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

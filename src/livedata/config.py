@@ -47,7 +47,12 @@ class Config:
     """Tick of the original reference stream (``GET /?numSeries=N``)."""
     log_level: str = "info"
     cors_origin: tuple[str, ...] = DEFAULT_CORS
-    """Origins allowed by CORS and by the WebSocket ``Origin`` check. ``*`` allows any."""
+    """Browser origins that may call this server (CORS, and the ``Origin`` check of writes and
+    WebSockets). ``*`` allows any page on any site: never without write tokens."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Host names this server answers besides loopback names and IP addresses: ``name``,
+    ``.example.com`` (it and its subdomains) or ``*``. Empty: loopback names only when bound to
+    a loopback address, any name otherwise (docs/security.md, DNS rebinding)."""
     broker: str = "memory"
     """``memory`` or a ``redis://host:port/db`` URL."""
     redis_prefix: str = "livedata:"
@@ -64,6 +69,8 @@ class Config:
     max_connections_per_ip: int = 1_000
     write_tokens: tuple[str, ...] = ()
     read_tokens: tuple[str, ...] = ()
+    metrics_token: str = ""
+    """A token that may read ``/metrics`` only (a Prometheus scraper's); read and write tokens may too."""
     certfile: str = ""
     keyfile: str = ""
     host_explicit: bool = False
@@ -97,10 +104,19 @@ class Config:
             raise ConfigError(f"broker must be 'memory' or a redis:// URL, got {self.broker!r}", "broker")
         if bool(self.certfile) != bool(self.keyfile):
             raise ConfigError("--certfile and --keyfile go together", "keyfile" if self.certfile else "certfile")
+        for h in self.allowed_hosts:
+            if not h or (any(c in h for c in "/:@ ") and not h.startswith("[")):
+                raise ConfigError(f"--allowed-hosts takes host names without scheme or port, got {h!r}",
+                                  "allowed_hosts")
 
     @property
     def auth_enabled(self) -> bool:
         return bool(self.write_tokens or self.read_tokens)
+
+    @property
+    def any_token(self) -> bool:
+        """Some token is configured (``--metrics-token`` included)."""
+        return bool(self.write_tokens or self.read_tokens or self.metrics_token)
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
@@ -131,7 +147,7 @@ class Config:
                 values[key] = value
         if "host" in values and "host_explicit" not in values:
             values["host_explicit"] = True
-        for key in ("cors_origin", "write_tokens", "read_tokens"):
+        for key in ("cors_origin", "allowed_hosts", "write_tokens", "read_tokens"):
             if key in values:
                 values[key] = _tokens(values[key])
         return cls(**values)
@@ -145,6 +161,7 @@ FILE_KEYS: dict[str, str] = {
     "max_body_bytes": "max_body_bytes", "max_frame_bytes": "max_frame_bytes",
     "max_points_per_request": "max_points_per_request", "max_connections_per_ip": "max_connections_per_ip",
     "write_tokens": "write_tokens", "read_tokens": "read_tokens", "certfile": "certfile", "keyfile": "keyfile",
+    "allowed_hosts": "allowed_hosts", "metrics_token": "metrics_token",
 }
 """Config file key (the flag's name, ``-`` or ``_``) to Config field."""
 _FIELD_KEYS = {v: k for k, v in FILE_KEYS.items()}

@@ -118,7 +118,7 @@ async def test_bad_input_gets_errors_and_other_subscriptions_keep_streaming() ->
             ]
             for msg, _ in bad:
                 await ws.send_json(msg)
-            await ws.send_str("{not json")
+            await ws.send_json({"no": "type"})  # a JSON object that is not a message: an error, the socket goes on
             for i in range(3):
                 await ws.send_json({"type": "subscribe", "id": f"m{i}", "channel": "sine"})
             await ws.send_json({"type": "subscribe", "id": "m9", "channel": "sine"})
@@ -128,16 +128,22 @@ async def test_bad_input_gets_errors_and_other_subscriptions_keep_streaming() ->
             texts = " | ".join(e["message"] for e in errors)
             for _, needle in bad:
                 assert needle in texts
-            assert "malformed JSON" in texts
+            assert "a message needs a string 'type'" in texts
             assert any("too many subscriptions" in e["message"] and e["id"] == "m9" for e in errors)
             assert len(pts.rows["ok"]) >= 10, "the good subscription stopped"
-            # a binary frame is a broken frame: close 1008
-            await ws.send_bytes(b"\x00\x01")
-            msg = await ws.receive(timeout=5)
-            while msg.type == aiohttp.WSMsgType.TEXT:  # packets already on their way
+        # a frame that is not a JSON object, or a binary frame, is a broken frame: close 1008 with the reason
+        for frame, reason in (("{not json", "invalid message: malformed JSON"), ("[1]", "must be a JSON object"),
+                              (b"\x00\x01", "binary frames are not accepted")):
+            async with aiohttp.ClientSession() as s, s.ws_connect(f"{server.url}/api/ws") as ws:
+                await ws.receive_json()
+                await ws.send_json({"type": "subscribe", "id": "ok", "channel": "random-walk"})
+                await (ws.send_bytes(frame) if isinstance(frame, bytes) else ws.send_str(frame))
                 msg = await ws.receive(timeout=5)
-            assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
-            assert ws.close_code == 1008
+                while msg.type == aiohttp.WSMsgType.TEXT:  # packets already on their way
+                    msg = await ws.receive(timeout=5)
+                assert msg.type == aiohttp.WSMsgType.CLOSE
+                assert ws.close_code == 1008
+                assert reason in msg.extra
         async with aiohttp.ClientSession() as s, s.get(f"{server.url}/api/health") as r:
             assert r.status == 200
     finally:
@@ -193,7 +199,8 @@ async def test_stalled_reader_is_closed_as_slow_and_others_keep_up() -> None:
             sock = socket.socket()
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             sock.connect(("127.0.0.1", server.port))
-            sock.sendall(b"GET /api/stream?channel=test/flood HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.sendall(f"GET /api/stream?channel=test/flood HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n"
+                         .encode())
             async with s.ws_connect(f"{server.url}/api/ws", max_msg_size=0) as ws:
                 await ws.receive_json()
                 await ws.send_json({"type": "subscribe", "id": "fast", "channel": "test/flood"})

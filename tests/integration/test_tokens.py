@@ -112,20 +112,60 @@ def errors(w: WS) -> list[str]:
     return [m["message"] for m in w.other if m["type"] == "error"]
 
 
-async def test_websocket_without_token_then_auth_message(server: LiveServer, http: aiohttp.ClientSession) -> None:
+async def close_of(http: aiohttp.ClientSession, url: str, send: list[dict[str, object]],
+                   headers: dict[str, str] | None = None) -> tuple[int | None, str, list[dict[str, object]]]:
+    """Open a socket, send ``send``, and read to the end: (close code, reason, messages)."""
+    async with http.ws_connect(f"{url}/api/ws", headers=headers) as ws:
+        for m in send:
+            await ws.send_json(m)
+        got: list[dict[str, object]] = []
+        while True:
+            msg = await ws.receive(timeout=5)
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                break
+            got.append(json.loads(msg.data))
+        assert msg.type == aiohttp.WSMsgType.CLOSE, msg
+        return ws.close_code, str(msg.extra), got
+
+
+@pytest.mark.parametrize("first", [
+    {"type": "subscribe", "id": "A", "channel": "tok/ws"},
+    {"type": "publish", "channel": "tok/ws", "points": {"v": 1}},
+    {"type": "ping"},
+])
+async def test_websocket_needs_auth_first(server: LiveServer, http: aiohttp.ClientSession,
+                                          first: dict[str, object]) -> None:
+    """With read tokens, a socket opened without one must send ``auth`` first: anything else ends it (4001)."""
+    code, reason, got = await close_of(http, server.url, [first])
+    assert code == 4001
+    assert reason.startswith("unauthorized: this server needs a token")
+    assert [m["type"] for m in got] == ["hello"]
+
+
+@pytest.mark.parametrize(("auth", "reason"), [
+    ({"type": "auth", "token": WRONG}, "unauthorized: unknown token"),
+    ({"type": "auth"}, "unauthorized: auth needs a non-empty string 'token'"),
+    ({"type": "auth", "token": ""}, "unauthorized: auth needs a non-empty string 'token'"),
+    ({"type": "auth", "token": ["x"]}, "unauthorized: auth needs a non-empty string 'token'"),
+])
+async def test_websocket_bad_auth_closes_4001(server: LiveServer, http: aiohttp.ClientSession,
+                                              auth: dict[str, object], reason: str) -> None:
+    code, text, _ = await close_of(http, server.url, [auth])
+    assert (code, text) == (4001, reason)
+    assert "SECRET" not in text
+
+
+async def test_websocket_auth_then_rights(server: LiveServer, http: aiohttp.ClientSession) -> None:
+    """A read token subscribes; publishing with it is an error (the socket goes on); a write token publishes."""
     w = await open_ws(http, server.url)
-    denied = await subscribed(w, "A", "tok/ws")
-    assert denied.all[0]["type"] == "error" and "token is required" in denied.all[0]["message"]
-    await w.send({"type": "auth", "token": WRONG})
-    await w.until(lambda: len(errors(w)) == 1)
-    assert errors(w) == ["unknown token"]
     await w.send({"type": "auth", "token": READ})
     await w.until(lambda: any(m["type"] == "auth" for m in w.other))
     sub = await subscribed(w, "B", "tok/ws")
     assert sub.all[0]["type"] == "data"
     await w.send({"type": "publish", "channel": "tok/ws", "points": {"v": 1}, "ack": "p"})
-    await w.until(lambda: len(errors(w)) == 2)
-    assert "may not write" in errors(w)[1]
+    await w.until(lambda: len(errors(w)) == 1)
+    assert "may not write" in errors(w)[0]
+    assert {"type": "error", "message": "this token may not write", "ack": "p"} in w.other
     await w.send({"type": "auth", "token": WRITE})
     await w.send({"type": "publish", "channel": "tok/ws", "points": {"v": 1}, "ack": "q"})
     await w.until(lambda: {"type": "ack", "ack": "q"} in w.other)
@@ -133,22 +173,49 @@ async def test_websocket_without_token_then_auth_message(server: LiveServer, htt
     await w.ws.close()
 
 
+async def test_websocket_later_bad_auth_ends_earlier_subscriptions(server: LiveServer,
+                                                                  http: aiohttp.ClientSession) -> None:
+    """Subscriptions made with a good token stop when a later ``auth`` brings a bad one: the socket
+    closes with 4001 and nothing more is delivered."""
+    w = await open_ws(http, server.url)
+    await w.send({"type": "auth", "token": READ})
+    sub = await subscribed(w, "live", "random-walk")
+    await w.until(lambda: len(sub.rows) >= 3)
+    await w.send({"type": "auth", "token": WRONG})
+    await asyncio.wait_for(w.task, 5)
+    assert w.ws.close_code == 4001
+    assert w.ws.closed
+
+
 @pytest.mark.parametrize(("token", "ok"), [(READ, True), (WRITE, True), (WRONG, False), (None, False)])
 async def test_websocket_authorization_header(server: LiveServer, http: aiohttp.ClientSession,
                                               token: str | None, ok: bool) -> None:
-    w = await open_ws(http, server.url, headers=bearer(token))
-    sub = await subscribed(w, "A", "tok/hdr")
-    first = sub.all[0]
     if ok:
-        assert first["type"] == "data" and "schema" in first["frame"]
-    else:  # refused with a sentence, for that subscription only; the socket stays usable
-        assert first["type"] == "error" and first["id"] == "A", first
-        assert ("a token is required" if token is None else "unknown token") in first["message"]
-        assert "SECRET" not in first["message"]
-        await w.send({"type": "ping"})
-        await w.until(lambda: any(m["type"] == "pong" for m in w.other))
-        assert [m["type"] for m in sub.all] == ["error"]
-    await w.ws.close()
+        w = await open_ws(http, server.url, headers=bearer(token))
+        sub = await subscribed(w, "A", "tok/hdr")
+        assert sub.all[0]["type"] == "data" and "schema" in sub.all[0]["frame"]
+        await w.ws.close()
+        return
+    # a wrong token ends the socket at once; no token, at the first message that is not auth
+    code, reason, got = await close_of(http, server.url, [] if token else [{"type": "subscribe", "id": "A",
+                                                                            "channel": "tok/hdr"}],
+                                       headers=bearer(token))
+    assert code == 4001
+    assert reason == ("unauthorized: unknown token" if token else
+                      'unauthorized: this server needs a token: send {"type":"auth","token":...} first')
+    assert [m["type"] for m in got] == ["hello"]
+
+
+async def test_websocket_token_in_query(server: LiveServer, http: aiohttp.ClientSession) -> None:
+    """A browser's WebSocket cannot set headers: ``?token=`` works as the header does."""
+    async with http.ws_connect(f"{server.url}/api/ws", params={"token": READ}) as ws:
+        assert (await ws.receive_json())["type"] == "hello"
+        await ws.send_json({"type": "subscribe", "id": "A", "channel": "tok/q2", "from": "now-1m"})
+        assert (await ws.receive_json(timeout=5))["type"] == "data"
+    async with http.ws_connect(f"{server.url}/api/ws", params={"token": WRONG}) as ws:
+        assert (await ws.receive_json())["type"] == "hello"
+        msg = await ws.receive(timeout=5)
+        assert msg.type == aiohttp.WSMsgType.CLOSE and ws.close_code == 4001
 
 
 async def test_python_client_tokens(server: LiveServer) -> None:
@@ -161,7 +228,31 @@ async def test_python_client_tokens(server: LiveServer) -> None:
         with pytest.raises(LivedataError) as info:
             await c.send("tok/client", {"v": 2})
         assert info.value.status == 403
-    async with Client(server.url) as c:
+    async with Client(server.url) as c:  # no token: the socket is closed with 4001, and the client gives up
         sub = await c.subscribe("tok/client")
-        with pytest.raises(LivedataError, match="token is required"):
-            await sub.__anext__()
+        with pytest.raises(LivedataError, match="4001: unauthorized: this server needs a token") as info:
+            await asyncio.wait_for(sub.__anext__(), 10)
+        assert info.value.status == 401
+    async with Client(server.url, WRONG) as c:
+        sub = await c.subscribe("tok/client")
+        with pytest.raises(LivedataError, match="4001: unauthorized: unknown token"):
+            await asyncio.wait_for(sub.__anext__(), 10)
+
+
+async def test_websocket_with_write_tokens_only(http: aiohttp.ClientSession) -> None:
+    """Reading is open (no read tokens): a socket subscribes without a token; a publish without
+    one closes it with 4001, a publish after ``auth`` with the write token is stored."""
+    s = LiveServer(["--write-tokens", WRITE]).start()
+    try:
+        w = await open_ws(http, s.url)
+        sub = await subscribed(w, "A", "random-walk")
+        assert sub.all[0]["type"] == "data"
+        await w.send({"type": "auth", "token": WRITE})
+        await w.send({"type": "publish", "channel": "tok/wo", "points": {"v": 1}, "ack": "ok"})
+        await w.until(lambda: {"type": "ack", "ack": "ok"} in w.other)
+        await w.ws.close()
+        code, reason, _ = await close_of(http, s.url, [{"type": "publish", "channel": "tok/wo", "points": {"v": 2}}])
+        assert (code, reason) == (4001, "unauthorized: a token is required to write: send 'Authorization: Bearer "
+                                        "<token>'")
+    finally:
+        s.stop()

@@ -75,7 +75,7 @@ def test_cli_reads_config_from_flag_or_env(tmp_path: Path, monkeypatch: pytest.M
      "mqtts://"),
     ("[[sources.stream]]\nurl = 'ftp://x'\nchannel = 'c'\n", "sources.stream[0].url", "http://"),
     ("[[sources.stream]]\nurl = 'http://x'\n", "sources.stream[0].channel", "is required"),
-    ("[[sources.stream]]\nurl = 'http://x'\nchannel = 'bad name!'\n", "sources.stream[0].channel",
+    ("[[sources.stream]]\nurl = 'http://x'\nchannel = 'bad//name'\n", "sources.stream[0].channel",
      "invalid channel name"),
     ("[[sources.stream]]\nurl = 'http://x'\nchannel = 'c'\nsubscribe = '{}'\n", "sources.stream[0].subscribe",
      "ws://"),

@@ -47,6 +47,7 @@ def test_valid_channel_names(name: str) -> None:
         ("a\x9bb", "U+009B"),
         ("a\u2028b", "U+2028"),
         ("a\ud800b", "lone surrogate U+D800"),
+        ("a\ufffdb", "not valid UTF-8"),  # what yarl makes of %ED%A0%80 in a query
     ],
 )
 def test_invalid_channel_names(name: str, why: str) -> None:

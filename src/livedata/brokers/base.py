@@ -125,6 +125,11 @@ class Broker(Protocol):
 
     async def close(self) -> None: ...
 
+    async def ping(self) -> None:
+        """Return when the broker answers; raise BrokerError when it cannot be reached (within
+        its command timeout). ``/api/health`` reports it."""
+        ...
+
     async def publish(self, channel: str, batch: Batch) -> Pos:
         """Store ``batch`` (sorted here) atomically; return the position of its last point.
 

@@ -61,6 +61,9 @@ class MemoryBroker:
     async def close(self) -> None:
         self._channels.clear()
 
+    async def ping(self) -> None:
+        return None  # in this process: always there
+
     def _channel(self, name: str, create: bool) -> _Channel | None:
         ch = self._channels.get(name)
         if ch is None and create:

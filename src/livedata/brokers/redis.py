@@ -187,6 +187,9 @@ class RedisBroker:
             with contextlib.suppress(Exception):
                 await client.aclose()
 
+    async def ping(self) -> None:
+        await self._run(self._r.ping)
+
     # --- writing --------------------------------------------------------------------------------
 
     def epoch_of(self, channel: str) -> str | None:

@@ -95,6 +95,8 @@ class Client:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._send_lock = asyncio.Lock()
         self._push_error: LivedataError | None = None
+        self._refused: LivedataError | None = None
+        """The server closed the socket with 4001 (a missing or wrong token): no reconnect can help."""
         self._bg: set[asyncio.Task[Any]] = set()
 
     # --- lifetime -------------------------------------------------------------------------------
@@ -175,6 +177,9 @@ class Client:
         sub = Subscription(self, id, channel, params, from_ms, to_ms, fields, interval, since,
                            on_notice or self.on_notice, self.queue_size)
         sub.started_ms = now
+        if self._refused is not None:  # the socket was refused while this was being set up
+            sub._end(self._refused)
+            return sub
         self.subs[id] = sub
         await self._send(sub.request())
         return sub
@@ -258,6 +263,10 @@ class Client:
                 self._ws = None
                 if self._closing:
                     return
+                if ws.close_code == 4001:  # a missing or wrong token: retrying cannot help
+                    self._refused = LivedataError(f"{self.ws_url}: {why}", status=401)
+                    self._fail(first, self._refused)
+                    return
                 for sub in self.subs.values():
                     sub._resume()
             loop = asyncio.get_running_loop()
@@ -299,7 +308,8 @@ class Client:
                 await self._dispatch(obj)
             elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
                 code = ws.close_code
-                return f"closed by the server (code {code})" if code else "closed"
+                reason = f": {msg.extra}" if msg.type == aiohttp.WSMsgType.CLOSE and msg.extra else ""
+                return f"closed by the server (code {code}{reason})" if code else "closed"
             elif msg.type == aiohttp.WSMsgType.ERROR:
                 return f"error: {ws.exception()}"
 

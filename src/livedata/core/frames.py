@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -153,21 +154,21 @@ class PositionError(ValueError):
     """A ``since`` position that cannot be parsed."""
 
 
+_POSITION = re.compile(r"([^:]+):([0-9]{1,19})-([0-9]{1,19}):([0-9]{1,19})")
+"""``epoch:a-b:count``: ASCII digits only, at most 19 of them (below 2**64, as Redis stream IDs are)."""
+
+
 def parse_position(text: str) -> tuple[str, Pos]:
     """Parse ``epoch:a-b:count`` into ``(epoch, Pos)``.
 
     Raises:
         PositionError: not a position this server hands out.
     """
-    try:
-        epoch, ab, count = text.rsplit(":", 2)
-        a, b = ab.split("-")
-        pos = Pos(int(a), int(b), int(count))
-    except ValueError:
-        raise PositionError(f"invalid position {text[:80]!r}") from None
-    if not epoch or pos.a < 0 or pos.b < 0 or pos.count < 0:
-        raise PositionError(f"invalid position {text[:80]!r}")
-    return epoch, pos
+    m = _POSITION.fullmatch(text)
+    if m is None:
+        raise PositionError(f"invalid position {text[:80]!r}: send back a position this server sent")
+    epoch, a, b, count = m.groups()
+    return epoch, Pos(int(a), int(b), int(count))
 
 
 @dataclass(slots=True)

@@ -36,7 +36,7 @@ __all__ = [
     "show",
 ]
 
-_BAD_CHAR_RE: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_BAD_CHAR_RE: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffd]")
 
 
 class InvalidName(ValueError):
@@ -59,6 +59,8 @@ def name_problem(name: str) -> tuple[int, str] | None:
     if 0xD800 <= code <= 0xDFFF:
         return m.start(), (f"a lone surrogate U+{code:04X}, which is not a character (send UTF-8 text; "
                            "in JSON, a \\uD8xx escape must be followed by its \\uDCxx pair)")
+    if code == 0xFFFD:  # what a decoder makes of bytes that are not UTF-8: the name the client meant is lost
+        return m.start(), "U+FFFD, the replacement character (the name was not valid UTF-8: send UTF-8 text)"
     return m.start(), f"the control character U+{code:04X} (names must be printable)"
 
 

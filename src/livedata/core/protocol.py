@@ -19,8 +19,11 @@ from livedata.core.lineprotocol import Table
 from livedata.core.names import InvalidName, check_name, child_channel
 from livedata.core.names import check_channel as _check_channel
 from livedata.core.sources import GeneratedChannel, ParamError, resolve_generated
+from livedata.core.text import shown
 
-_RELATIVE = re.compile(r"now(?:([+-])(\d+)(ms|s|m|h|d|w))?")
+_RELATIVE = re.compile(r"now(?:([+-])([0-9]{1,15})(ms|s|m|h|d|w))?")
+_INTEGER = re.compile(r"-?[0-9]{1,16}")
+"""Epoch ms as text: ASCII digits only (``str.isdigit`` and ``int`` also take other scripts' digits)."""
 _UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 MAX_INTERVAL_MS = 60_000
 
@@ -32,6 +35,11 @@ class ProtocolError(ValueError):
         super().__init__(message)
         self.id = id
         self.line = line
+
+
+class FrameError(ProtocolError):
+    """A WebSocket frame that is not a JSON object (malformed, another JSON value, or nested too
+    deeply to decode): the socket is closed with 1008 (docs/protocol.md, close codes)."""
 
 
 def check_channel(name: Any) -> str:
@@ -53,7 +61,7 @@ def parse_time(value: Any, now_ms: int, what: str = "time") -> int:
         raise ProtocolError(f"{what} must be epoch ms or a time like now-5m, got {value!r}")
     if isinstance(value, int | float):
         if value != value or abs(value) > 1e15:
-            raise ProtocolError(f"{what} out of range: {value!r}")
+            raise ProtocolError(f"{what} out of range: {shown(value)}")
         return int(value)
     if isinstance(value, str):
         text = value.strip()
@@ -62,8 +70,8 @@ def parse_time(value: Any, now_ms: int, what: str = "time") -> int:
             if m.group(1) is None:
                 return now_ms
             delta = int(m.group(2)) * _UNITS[m.group(3)]
-            return now_ms - delta if m.group(1) == "-" else now_ms + delta
-        if text.lstrip("-").isdigit():
+            return parse_time(now_ms - delta if m.group(1) == "-" else now_ms + delta, now_ms, what)
+        if _INTEGER.fullmatch(text):
             return parse_time(int(text), now_ms, what)
         try:
             dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -74,7 +82,7 @@ def parse_time(value: Any, now_ms: int, what: str = "time") -> int:
                 return int(dt.timestamp() * 1000)
     raise ProtocolError(
         f"{what} must be epoch ms, an RFC 3339 time, or relative like now-5m (units ms s m h d w); "
-        f"got {str(value)[:60]!r}"
+        f"got {shown(value)}"
     )
 
 
@@ -171,20 +179,24 @@ def json_reason(data: str | bytes, exc: msgspec.DecodeError) -> str:
         return (f"{m.group(group)} at character {m.start(group) + 1} is a lone surrogate, which is not a "
                 "character: send the text as UTF-8, or a \\uD8xx escape followed by its \\uDCxx pair")
     return str(exc)
+TOO_DEEP = "JSON nested too deeply: livedata's messages and points are at most a few levels deep"
 
 
 def decode_client(data: str | bytes) -> dict[str, Any]:
     """Decode one client frame into a dict with a string ``type``.
 
     Raises:
-        ProtocolError: not JSON, not an object, or no type.
+        FrameError: not JSON, not an object, or nested too deeply to decode.
+        ProtocolError: an object without a string ``type``.
     """
     try:
         obj = msgspec.json.decode(data)
     except msgspec.DecodeError as exc:
-        raise ProtocolError(f"malformed JSON: {json_reason(data, exc)}") from None
+        raise FrameError(f"malformed JSON: {json_reason(data, exc)}") from None
+    except RecursionError:
+        raise FrameError(TOO_DEEP) from None
     if not isinstance(obj, dict):
-        raise ProtocolError("a message must be a JSON object")
+        raise FrameError("a message must be a JSON object")
     if not isinstance(obj.get("type"), str):
         raise ProtocolError("a message needs a string 'type'")
     return obj
@@ -360,6 +372,8 @@ def tables_to_batches(tables: Sequence[Table], base: str, now_ms: int) -> dict[s
 
 
 __all__ = [
+    "TOO_DEEP",
+    "FrameError",
     "ProtocolError",
     "SchemaError",
     "Subscribe",

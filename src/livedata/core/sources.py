@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from livedata.core.text import shown
+
 MAX_NUM_SERIES = 1000
 _INT = re.compile(r"[+-]?[0-9]{1,12}")
 
@@ -111,15 +113,19 @@ class Param:
     exclusive_min: bool = False
 
     def parse(self, raw: Any, channel: str) -> float:
-        if isinstance(raw, bool):
-            raise ParamError(f"param {self.name!r} of {channel} must be a number, got {raw!r}")
+        if isinstance(raw, bool) or not isinstance(raw, int | float | str) or (
+                isinstance(raw, str) and not raw.isascii()):
+            raise ParamError(f"param {self.name!r} of {channel} must be a number, got {shown(raw)}")
         try:
-            value: float = self.kind(raw) if not isinstance(raw, str) else self.kind(float(raw))
-        except (TypeError, ValueError):
-            raise ParamError(f"param {self.name!r} of {channel} must be a number, got {raw!r}") from None
-        if self.kind is int and isinstance(raw, float | str) and float(raw) != value:
-            raise ParamError(f"param {self.name!r} of {channel} must be an integer, got {raw!r}")
-        if not math.isfinite(value):
+            number = float(raw) if isinstance(raw, str) else raw
+            value: float = self.kind(number)
+        except ValueError:  # not a number, or nan as an int
+            raise ParamError(f"param {self.name!r} of {channel} must be a number, got {shown(raw)}") from None
+        except OverflowError:  # inf as an int, or an int too large for a float
+            raise ParamError(f"param {self.name!r} of {channel} must be finite, got {shown(raw)}") from None
+        if self.kind is int and number != value:
+            raise ParamError(f"param {self.name!r} of {channel} must be an integer, got {shown(raw)}")
+        if not isinstance(value, int) and not math.isfinite(value):
             raise ParamError(f"param {self.name!r} of {channel} must be finite")
         low_ok = value > self.minimum if self.exclusive_min else value >= self.minimum
         if not low_ok or (self.maximum is not None and value > self.maximum):
@@ -177,7 +183,9 @@ class GeneratedChannel:
 
 
 def _fmt(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
+    if isinstance(value, int):
+        return shown(value, 30)  # an int may be too large for a float
+    return str(int(value)) if value.is_integer() else repr(value)
 
 
 def resolve_generated(channel: str, params: Mapping[str, Any] | None) -> GeneratedChannel | None:

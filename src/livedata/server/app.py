@@ -16,11 +16,13 @@ from pathlib import Path
 from aiohttp import web
 
 from livedata import __version__
+from livedata.brokers.base import BrokerError
 from livedata.config import Config
 from livedata.server import auth, influx, otlp
 from livedata.server.channels import channels, delete_channel
 from livedata.server.compat import reference_stream
-from livedata.server.http import json_error, json_response
+from livedata.server.guard import Guard
+from livedata.server.http import json_error, json_response, quiet_bad_requests, wants_page
 from livedata.server.openapi import SPEC
 from livedata.server.push import push
 from livedata.server.server import SERVER, Server
@@ -47,17 +49,14 @@ PAGE_HEADERS = {
 }
 
 
-def _accepts_html(request: web.Request) -> bool:
-    return "text/html" in request.headers.get("Accept", "")
-
-
 async def root(request: web.Request) -> web.StreamResponse:
     """The live view for browsers; the original reference stream for everyone else.
 
-    Rule: a request that accepts ``text/html`` and has no ``numSeries`` gets the page.
+    Rule: a request that accepts ``text/html`` and has no ``numSeries`` gets the page
+    (``http.wants_page``; the page needs no token, the stream a read token: ``auth.py``).
     """
     server = request.app[SERVER]
-    if _accepts_html(request) and "numSeries" not in request.query:
+    if wants_page(request):
         index = STATIC / "index.html"
         if index.exists():
             return web.FileResponse(index, headers={"Cache-Control": "no-cache", **PAGE_HEADERS})
@@ -65,10 +64,16 @@ async def root(request: web.Request) -> web.StreamResponse:
 
 
 async def health(request: web.Request) -> web.Response:
+    """Liveness (always 200 while the process serves) and the broker's state: ``status`` is
+    ``degraded`` and ``broker`` ``unavailable`` while the broker cannot be reached."""
     server = request.app[SERVER]
-    return json_response(
-        {"status": "ok", "version": __version__, "uptime_s": round(time.monotonic() - server.started, 3)}
-    )
+    try:
+        await server.broker.ping()
+        broker = "ok"
+    except BrokerError:
+        broker = "unavailable"
+    return json_response({"status": "ok" if broker == "ok" else "degraded", "broker": broker,
+                          "version": __version__, "uptime_s": round(time.monotonic() - server.started, 3)})
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -94,8 +99,6 @@ def errors(request: web.Request, handler: Handler) -> Awaitable[web.StreamRespon
 
 
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
-        return await preflight(request)
     try:
         return await handler(request)
     except web.HTTPNotFound:
@@ -110,6 +113,10 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return json_error(413, f"body too large: the limit is {limit} bytes")
     except web.HTTPException:
         raise
+    except BrokerError as exc:
+        resp = json_error(503, f"the broker is unavailable, try again later: {exc}")
+        resp.headers["Retry-After"] = "1"
+        return resp
     except (asyncio.CancelledError, ConnectionError):
         raise
     except Exception:
@@ -118,17 +125,18 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def _cors(config: Config) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
-    allowed = set(config.cors_origin)
+    allowed = Guard.of(config).origins
 
     async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
         if response.status == 101:  # a WebSocket upgrade: CORS does not apply (the Origin check does)
             return
+        response.headers["X-Content-Type-Options"] = "nosniff"  # no answer is ever run as a script
         origin = request.headers.get("Origin")
         if origin is None:
             if "*" in allowed:
                 response.headers["Access-Control-Allow-Origin"] = "*"
             return
-        if "*" in allowed or origin in allowed:
+        if "*" in allowed or origin.rstrip("/").lower() in allowed:
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Vary"] = "Origin"
             response.headers["Access-Control-Expose-Headers"] = "Content-Type"
@@ -136,22 +144,12 @@ def _cors(config: Config) -> Callable[[web.Request, web.StreamResponse], Awaitab
     return on_prepare
 
 
-async def preflight(request: web.Request) -> web.Response:
-    return web.Response(
-        status=204,
-        headers={
-            "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
-            "Access-Control-Allow-Headers": "Authorization, Content-Type, Last-Event-ID",
-            "Access-Control-Max-Age": "600",
-        },
-    )
-
-
 def create_app(config: Config) -> web.Application:
     """Build the aiohttp application for ``config``."""
+    quiet_bad_requests()
     server = Server(config)
-    tokens = auth.middleware(config, lambda reason: server.metrics.push_errors.labels(reason).inc())
-    app = web.Application(middlewares=[errors, tokens], client_max_size=config.max_body_bytes)
+    guard = auth.middleware(config, lambda reason: server.metrics.push_errors.labels(reason).inc())
+    app = web.Application(middlewares=[errors, guard], client_max_size=config.max_body_bytes)
     app[SERVER] = server
     app.on_response_prepare.append(_cors(config))
 
@@ -167,11 +165,12 @@ def create_app(config: Config) -> web.Application:
     app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)
     app.on_cleanup.append(on_cleanup)
-    app.router.add_get("/", root)
-    app.router.add_get("/api/health", health)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/api/openapi.json", openapi)
-    app.router.add_get("/api/ws", websocket)
+    # Every route is named and has a rule in auth.ROUTES (tests/unit/test_auth_routes.py).
+    app.router.add_get("/", root, name="root")
+    app.router.add_get("/api/health", health, name="health")
+    app.router.add_get("/metrics", metrics, name="metrics")
+    app.router.add_get("/api/openapi.json", openapi, name="openapi")
+    app.router.add_get("/api/ws", websocket, name="ws")
     app.router.add_get("/api/stream", stream, name="stream")
     app.router.add_get("/api/channels", channels, name="channels")
     app.router.add_get("/api/sources", sources, name="sources")
@@ -180,11 +179,11 @@ def create_app(config: Config) -> web.Application:
     # Real producers, unchanged: the InfluxDB write API and OpenTelemetry (docs/ingest.md).
     app.router.add_post("/api/v2/write", influx.write_v2, name="influx-write-v2")
     app.router.add_post("/write", influx.write_v1, name="influx-write-v1")
-    app.router.add_get("/ping", influx.ping)
-    app.router.add_get("/health", influx.health)
-    app.router.add_get("/ready", influx.ready)
-    app.router.add_route("*", "/query", influx.query)
+    app.router.add_get("/ping", influx.ping, name="influx-ping")
+    app.router.add_get("/health", influx.health, name="influx-health")
+    app.router.add_get("/ready", influx.ready, name="influx-ready")
+    app.router.add_route("*", "/query", influx.query, name="influx-query")
     app.router.add_post("/v1/metrics", otlp.metrics, name="otlp-metrics")
     if (STATIC / "dist").exists():
-        app.router.add_static("/static/", STATIC / "dist")
+        app.router.add_static("/static/", STATIC / "dist", name="static")
     return app

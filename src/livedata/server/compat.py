@@ -118,9 +118,10 @@ async def reference_stream(request: web.Request, ticker: ReferenceTicker,
     busy = connections.over_limit(request)
     if busy is not None:
         return json_error(429, busy)
-    resp = web.StreamResponse(
-        headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-cache"}
-    )
+    headers = {"Content-Type": "application/x-ndjson", "Cache-Control": "no-cache"}
+    if request.method == "HEAD":  # what GET would answer, without opening the stream
+        return web.Response(headers=headers)
+    resp = web.StreamResponse(headers=headers)
     resp.enable_chunked_encoding()
     await resp.prepare(request)
     conn = connections.open(request)

@@ -62,10 +62,13 @@ SPEC: dict[str, Any] = {
     "components": {"schemas": {"Error": _ERROR}},
     "paths": {
         "/api/health": {"get": {
-            "operationId": "health", "summary": "Liveness and version",
-            "responses": {"200": {"description": "Up", "content": {"application/json": {"schema": {
-                "type": "object", "required": ["status", "version", "uptime_s"],
-                "properties": {"status": {"const": "ok"}, "version": {"type": "string"},
+            "operationId": "health", "summary": "Liveness, version and the broker's state (needs no token)",
+            "responses": {"200": {"description": "Up; status 'degraded' while the broker is unavailable",
+                                  "content": {"application/json": {"schema": {
+                "type": "object", "required": ["status", "broker", "version", "uptime_s"],
+                "properties": {"status": {"enum": ["ok", "degraded"]},
+                               "broker": {"enum": ["ok", "unavailable"]},
+                               "version": {"type": "string"},
                                "uptime_s": {"type": "number"}}}}}}}}},
         "/api/channels": {"get": {
             "operationId": "listChannels", "summary": "Channels with schema, last time and rate",
@@ -83,7 +86,8 @@ SPEC: dict[str, Any] = {
                             "generated": {"type": "boolean"},
                             "source": {"type": "string", "description": "the source writing the channel"},
                             "params": {"type": "object"}}}}}}}}},
-                "401": _err("A read token is required"), "403": _err("The token may not read")}}},
+                "401": _err("A read token is required"), "403": _err("The token may not read"),
+                "503": _err("The broker is unavailable")}}},
         "/api/sources": {"get": {
             "operationId": "listSources", "summary": "MQTT and stream sources: state, last message, counts",
             "responses": {
@@ -127,28 +131,36 @@ SPEC: dict[str, Any] = {
             "parameters": [_CHANNEL],
             "responses": {"204": {"description": "Deleted"}, "404": _err("No such channel"),
                           "400": _err("Invalid channel name"),
-                          "401": _err("A write token is required"), "403": _err("The token may not write")}}},
+                          "401": _err("A write token is required"), "403": _err("The token may not write"),
+                          "503": _err("The broker is unavailable")}}},
         "/api/stream": {"get": {
             "operationId": "stream", "summary": "One subscription as NDJSON or SSE (see docs/protocol.md)",
             "parameters": [
                 {"name": k, "in": "query", "required": k == "channel", "schema": {"type": "string"}}
                 for k in ("channel", "id", "from", "to", "since", "fields", "interval")],
-            "responses": {"200": {"description": "A stream of server messages",
+            "responses": {"200": {"description": "A stream of server messages (HEAD: its headers only)",
                                   "content": {"application/x-ndjson": {}, "text/event-stream": {}}},
-                          "400": _err("Bad subscription"), "429": _err("Too many connections")}}},
+                          "400": _err("Bad subscription"), "401": _err("A read token is required"),
+                          "403": _err("The token may not read"), "429": _err("Too many connections"),
+                          "503": _err("The broker is unavailable")}}},
         "/api/ws": {"get": {"operationId": "websocket", "summary": "WebSocket protocol (see docs/protocol.md)",
                             "responses": {"101": {"description": "Switching protocols"},
-                                          "403": _err("Origin not allowed")}}},
+                                          "400": _err("Not a WebSocket upgrade"),
+                                          "429": _err("Too many connections")}}},
         "/": {"get": {
             "operationId": "reference", "summary": "The original reference stream, or the live view page",
             "parameters": [{"name": "numSeries", "in": "query", "required": False,
                             "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
-            "responses": {"200": {"description": "NDJSON lines every tick, or the HTML page",
+            "responses": {"200": {"description": "NDJSON lines every tick (HEAD: headers only), or the HTML page",
                                   "content": {"application/x-ndjson": {}, "text/html": {}}},
-                          "400": _err("Bad numSeries")}}},
-        "/metrics": {"get": {"operationId": "metrics", "summary": "Prometheus metrics",
+                          "400": _err("Bad numSeries"), "401": _err("A read token is required (the stream)"),
+                          "403": _err("The token may not read"), "429": _err("Too many connections")}}},
+        "/metrics": {"get": {"operationId": "metrics",
+                             "summary": "Prometheus metrics (a read token or --metrics-token when tokens are set)",
                              "responses": {"200": {"description": "Text exposition format",
-                                                   "content": {"text/plain": {}}}}}},
+                                                   "content": {"text/plain": {}}},
+                                           "401": _err("A token is required"),
+                                           "403": _err("The token may not read metrics")}}},
         # Real producers: InfluxDB's write API and OTLP (docs/ingest.md).
         "/api/v2/write": {"post": {
             "operationId": "influxWriteV2", "summary": "InfluxDB 2 write: line protocol into <bucket>/<measurement>",
@@ -192,3 +204,17 @@ SPEC: dict[str, Any] = {
                     ("415", "Not protobuf or JSON"), ("503", "The broker is unavailable"))}}}},
     },
 }
+
+_REFUSED = {
+    "400": _err("Invalid Host header"),
+    "403": _err("A host name or browser origin this server does not answer (docs/security.md)"),
+}
+for _path in SPEC["paths"].values():
+    for _op in _path.values():
+        for _code, _answer in _REFUSED.items():
+            _op["responses"].setdefault(_code, _answer)
+SPEC["paths"]["/api/openapi.json"] = {"get": {
+    "operationId": "openapi", "summary": "This document (a read token when read tokens are set)",
+    "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}},
+                  "401": _err("A read token is required"), "403": _err("The token may not read"),
+                  **_REFUSED}}}

@@ -55,11 +55,15 @@ async def stream(request: web.Request) -> web.StreamResponse:
         req = parse_subscribe(subscribe_from_query(request.query, request.headers.get("Last-Event-ID")), wall_ms())
     except ProtocolError as exc:
         return json_error(400, str(exc))
-    resp = web.StreamResponse(headers={
+    await server.broker.ping()  # BrokerError: a 503 (app.py) rather than a 200 whose stream fails at once
+    headers = {
         "Content-Type": "text/event-stream" if sse else "application/x-ndjson",
         "Cache-Control": "no-cache",
         "X-Accel-Buffering": "no",
-    })
+    }
+    if request.method == "HEAD":  # what GET would answer, without opening the stream
+        return web.Response(headers=headers)
+    resp = web.StreamResponse(headers=headers)
     resp.enable_chunked_encoding()
     await resp.prepare(request)
     try:

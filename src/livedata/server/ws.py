@@ -10,10 +10,10 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from livedata.config import Config
 from livedata.core.clock import wall_ms
 from livedata.core.frames import message
-from livedata.core.protocol import ProtocolError, decode_client, parse_subscribe
+from livedata.core.protocol import FrameError, ProtocolError, decode_client, parse_subscribe
+from livedata.core.text import shown
 from livedata.delivery import Subscription
 from livedata.server import auth
 from livedata.server.conn import Conn
@@ -23,6 +23,26 @@ from livedata.server.server import SERVER, Server
 from livedata.server.sinks import WsSink
 
 log = logging.getLogger("livedata.ws")
+
+MAX_ACK = 128
+
+
+class Close(Exception):
+    """End the socket with a close code (docs/protocol.md, close codes) and a short reason."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+    @property
+    def payload(self) -> bytes:
+        """The reason as a close frame carries it: at most 123 bytes of UTF-8."""
+        return self.reason.encode()[:123].decode(errors="ignore").encode()
+
+
+def unauthorized(why: str) -> Close:
+    return Close(4001, f"unauthorized: {why}")
 
 
 class Session:
@@ -52,35 +72,45 @@ class Session:
             obj["id"] = sid
         self.send(obj)
 
+    def needs_auth(self) -> bool:
+        """Reading needs a token and this socket has none: only ``auth`` may come now."""
+        return self.token is None and bool(self.server.config.read_tokens)
+
     async def handle(self, obj: dict[str, Any]) -> None:
+        """Act on one message. Raises :class:`Close` when the socket must end."""
         kind = obj["type"]
+        if kind == "auth":
+            self.auth(obj)
+            return
+        if self.needs_auth():
+            raise unauthorized("this server needs a token: send {\"type\":\"auth\",\"token\":...} first")
         if kind == "subscribe":
             self.subscribe(obj)
         elif kind == "unsubscribe":
             sid = obj.get("id")
             sub = self.subs.pop(sid, None) if isinstance(sid, str) else None
             if sub is None:
-                self.error(f"no subscription with id {str(sid)[:64]!r}", sid if isinstance(sid, str) else None)
+                self.error(f"no subscription with id {shown(sid, 64)}", sid if isinstance(sid, str) else None)
                 return
             self.server.hub.unsubscribe(sub)
         elif kind == "publish":
             await self.publish(obj)
-        elif kind == "auth":
-            token = obj.get("token")
-            if not isinstance(token, str):
-                self.error("auth needs a string 'token'")
-                return
-            self.token = token
-            config = self.server.config
-            if auth.check(config, token, "read") is not None and auth.check(config, token, "write") is not None:
-                self.error("unknown token")
-            else:
-                self.send({"type": "auth", "ok": True})
         elif kind == "ping":
             self.send({"type": "pong", "time": wall_ms()})
         else:
             self.error(f"unknown message type {kind[:40]!r} (expected subscribe, unsubscribe, publish, auth, ping)",
                        obj.get("id") if isinstance(obj.get("id"), str) else None)
+
+    def auth(self, obj: dict[str, Any]) -> None:
+        """``auth``: a token for the messages that follow. A missing or unknown one ends the socket
+        (4001), and with it every subscription made so far."""
+        token = obj.get("token")
+        if not isinstance(token, str) or not token:
+            raise unauthorized("auth needs a non-empty string 'token'")
+        if self.server.config.auth_enabled and not auth.known(self.server.config, token):
+            raise unauthorized("unknown token")
+        self.token = token
+        self.send({"type": "auth", "ok": True})
 
     def subscribe(self, obj: dict[str, Any]) -> None:
         config = self.server.config
@@ -91,7 +121,7 @@ class Session:
             return
         denied = auth.check(config, self.token, auth.MESSAGES["subscribe"])
         if denied is not None:
-            self.error(denied[1], req.id)
+            self.deny(denied, req.id)
             return
         if req.id in self.subs:
             self.error(f"duplicate subscription id {req.id!r}: unsubscribe it first or pick another", req.id)
@@ -105,11 +135,29 @@ class Session:
         if self.subs.get(sub.id) is sub:
             del self.subs[sub.id]
 
+    def deny(self, denied: tuple[int, str], sid: str | None = None, ack: str | float | None = None) -> None:
+        """A token that is missing or unknown ends the socket (4001); a known token without the
+        right gets an ``error`` (like HTTP's 403), and the socket goes on."""
+        status, text = denied
+        if status == 401:
+            raise unauthorized(text)
+        out: dict[str, Any] = {"type": "error", "message": text}
+        if sid is not None:
+            out["id"] = sid
+        if ack is not None:
+            out["ack"] = ack
+        self.send(out)
+
     async def publish(self, obj: dict[str, Any]) -> None:
         ack = obj.get("ack")
+        if ack is not None and not (
+                (isinstance(ack, str) and 0 < len(ack) <= MAX_ACK)
+                or (isinstance(ack, int | float) and not isinstance(ack, bool) and abs(ack) < 2**53)):
+            self.error(f"ack must be a string of 1 to {MAX_ACK} characters or a number; nothing was published")
+            return
         denied = auth.check(self.server.config, self.token, auth.MESSAGES["publish"])
         if denied is not None:
-            self.send({"type": "error", "message": denied[1], **({"ack": ack} if ack is not None else {})})
+            self.deny(denied, ack=ack)
             return
         try:
             await self.server.ingest.publish_json(obj.get("channel"), obj.get("points"))
@@ -131,25 +179,6 @@ class Session:
         self.subs.clear()
 
 
-LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
-
-
-def origin_allowed(request: web.Request, origin: str, config: Config) -> bool:
-    """An allowed origin (``--cors-origin``), or this server's own: the live view page it serves.
-
-    A server bound to loopback only accepts its own origin under a loopback name, so a page on a
-    rebound DNS name (``evil.example`` resolving to 127.0.0.1) cannot pass as "its own origin".
-    """
-    allowed = config.cors_origin
-    if "*" in allowed or origin in allowed:
-        return True
-    if origin != f"{request.scheme}://{request.host}":
-        return False
-    hostname = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
-    bound_to_loopback = config.host in LOOPBACK_NAMES
-    return not bound_to_loopback or hostname in LOOPBACK_NAMES
-
-
 async def websocket(request: web.Request) -> web.StreamResponse:
     """``GET /api/ws``. The app's ``errors`` middleware hands this route straight over (its frame
     would live as long as the socket), so errors before the upgrade are answered here the same way.
@@ -161,12 +190,14 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return json_error(500, "internal error (see the server log)")
-    if isinstance(opened, web.WebSocketResponse):
-        return opened  # the connection went away during the upgrade
+    if not isinstance(opened, tuple):
+        return opened  # not an upgrade (a JSON 400), or the connection went away during it
     # From here this coroutine lives as long as the socket.
-    ws, session = opened
+    ws, session, refused = opened
     conn = session.conn
     try:
+        if refused is not None:
+            raise refused
         while True:
             msg = await ws.receive()
             kind = msg.type
@@ -174,21 +205,32 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             if kind is WSMsgType.TEXT:
                 try:
                     obj = decode_client(msg.data)
+                except FrameError as exc:
+                    raise Close(1008, f"invalid message: {exc}") from None
                 except ProtocolError as exc:
                     session.error(str(exc))
                     continue
-                await session.handle(obj)
+                try:
+                    await session.handle(obj)
+                except (Close, asyncio.CancelledError, ConnectionError):
+                    raise
+                except Exception:  # a bug: say so, keep the socket and its other subscriptions
+                    log.exception("unhandled error on a %r message from %s", str(obj["type"])[:40], conn.peer)
+                    session.error("internal error handling this message (see the server log)")
             elif kind is WSMsgType.PING:
                 await ws.pong(msg.data)
             elif kind is WSMsgType.PONG:
                 pass
             elif kind is WSMsgType.BINARY:
-                await ws.close(code=1008, message=b"invalid message: binary frames are not accepted")
-                break
+                raise Close(1008, "invalid message: binary frames are not accepted")
             else:  # CLOSE, CLOSING, CLOSED (aiohttp answered the close), ERROR
                 break
             if not conn.is_open:
                 break
+    except Close as close:
+        session.close()  # subscriptions end before the close frame goes out
+        if not ws.closed:
+            await ws.close(code=close.code, message=close.payload)
     except (asyncio.CancelledError, ConnectionError):
         raise
     except Exception:
@@ -204,21 +246,28 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _upgrade(request: web.Request) -> web.WebSocketResponse | tuple[web.WebSocketResponse, Session]:
+async def _upgrade(
+    request: web.Request,
+) -> web.StreamResponse | tuple[web.WebSocketResponse, Session, Close | None]:
+    """Open the socket (host and origin were checked by ``auth.middleware``: a page of another
+    site cannot open a socket with the user's cookies). A token given with the upgrade that this
+    server does not know ends the socket at once with 4001 (a browser sees no HTTP status)."""
     server = request.app[SERVER]
     config = server.config
-    origin = request.headers.get("Origin")
-    if origin is not None and not origin_allowed(request, origin, config):
-        # Cross-site WebSocket hijacking: another page cannot open a socket with the user's cookies.
-        raise_json(403, f"origin {origin[:100]!r} is not allowed (see --cors-origin)")
+    # No aiohttp heartbeat (a timer and a ping task per socket): the server's Pinger pings every
+    # socket from one task. autoping off: pongs reach the loop in websocket() (liveness), which answers pings.
+    ws = web.WebSocketResponse(max_msg_size=config.max_frame_bytes, compress=False, autoping=False)
+    if not ws.can_prepare(request).ok:
+        return json_error(400, "this is the WebSocket endpoint: connect with a WebSocket client "
+                               "(GET with Upgrade: websocket); see docs/protocol.md")
     connections = server.connections
     busy = connections.over_limit(request)
     if busy is not None:
         raise_json(429, busy)
     token = auth.request_token(request, query_token=True)
-    # No aiohttp heartbeat (a timer and a ping task per socket): the server's Pinger pings every
-    # socket from one task. autoping off: pongs reach the loop in websocket() (liveness), which answers pings.
-    ws = web.WebSocketResponse(max_msg_size=config.max_frame_bytes, compress=False, autoping=False)
+    refused = None
+    if token is not None and config.auth_enabled and not auth.known(config, token):
+        refused = unauthorized("unknown token")
     await ws.prepare(request)
     ws.headers.clear()  # sent with the 101; nothing reads them again
     try:
@@ -229,7 +278,7 @@ async def _upgrade(request: web.Request) -> web.WebSocketResponse | tuple[web.We
     session = Session(server, ws, sink, token)
     _after_upgrade(request, conn)
     connections.attach(conn, sink, ws=ws)
-    return ws, session
+    return ws, session, refused
 
 
 def _after_upgrade(request: web.Request, conn: Conn) -> None:

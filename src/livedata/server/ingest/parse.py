@@ -16,7 +16,14 @@ from aiohttp.web_protocol import RequestPayloadError
 from livedata.core import lineprotocol
 from livedata.core.clock import wall_ms
 from livedata.core.frames import Batch, SchemaError
-from livedata.core.protocol import ProtocolError, check_channel, json_reason, points_to_batch, tables_to_batches
+from livedata.core.protocol import (
+    TOO_DEEP,
+    ProtocolError,
+    check_channel,
+    json_reason,
+    points_to_batch,
+    tables_to_batches,
+)
 from livedata.core.sources import GENERATORS
 from livedata.core.sourcespec import STATUS_PREFIX
 from livedata.core.window import MAX_REORDER_MS
@@ -108,9 +115,9 @@ async def read_body(request: web.Request, limit: int) -> bytes:
             buf += chunk
             if len(buf) > limit:
                 raise too_large
-    except RequestPayloadError as exc:
-        raise IngestError(400, f"the body cannot be read: {str(exc).strip()} (send it as its "
-                          "Content-Encoding says)", "size") from None
+    except RequestPayloadError as exc:  # a broken chunked or compressed body
+        raise IngestError(400, f"the body cannot be read: {str(exc.__cause__ or exc).strip()[:200]} (send it as "
+                          "its Content-Encoding says)", "body") from None
     return bytes(buf)
 
 
@@ -139,11 +146,15 @@ def decode_json(content_type: str, body: bytes) -> Any:
             except msgspec.DecodeError as exc:
                 raise IngestError(400, f"line {i + 1}: malformed JSON: {json_reason(line, exc)}", "json",
                                   line=i + 1) from None
+            except RecursionError:
+                raise IngestError(400, f"line {i + 1}: {TOO_DEEP}", "json", line=i + 1) from None
         return points
     try:
         return msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
         raise IngestError(400, f"malformed JSON: {json_reason(body, exc)}", "json") from None
+    except RecursionError:
+        raise IngestError(400, TOO_DEEP, "json") from None
 
 
 def _count_points(body: Any) -> int:
