@@ -10,6 +10,7 @@ are defined in the file only.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -62,6 +63,9 @@ class Config:
     max_points_per_request: int = 1_000_000
     max_frame_bytes: int = 4 << 20
     max_connections_per_ip: int = 1_000
+    trusted_proxies: tuple[str, ...] = ()
+    """CIDRs of reverse proxies whose ``Forwarded``/``X-Forwarded-For`` name the client
+    (``server/clientaddr.py``); empty: those headers are ignored."""
     write_tokens: tuple[str, ...] = ()
     read_tokens: tuple[str, ...] = ()
     certfile: str = ""
@@ -97,6 +101,12 @@ class Config:
             raise ConfigError(f"broker must be 'memory' or a redis:// URL, got {self.broker!r}", "broker")
         if bool(self.certfile) != bool(self.keyfile):
             raise ConfigError("--certfile and --keyfile go together", "keyfile" if self.certfile else "certfile")
+        for cidr in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ConfigError(f"--trusted-proxies: {cidr!r} is not an IP address or CIDR "
+                                  "(e.g. 10.0.0.0/8, 127.0.0.1, ::1)", "trusted_proxies") from None
 
     @property
     def auth_enabled(self) -> bool:
@@ -131,7 +141,7 @@ class Config:
                 values[key] = value
         if "host" in values and "host_explicit" not in values:
             values["host_explicit"] = True
-        for key in ("cors_origin", "write_tokens", "read_tokens"):
+        for key in ("cors_origin", "write_tokens", "read_tokens", "trusted_proxies"):
             if key in values:
                 values[key] = _tokens(values[key])
         return cls(**values)

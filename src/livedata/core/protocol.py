@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from livedata.core import jsonerror
 from livedata.core.frames import Batch, FieldDef, PositionError, SchemaError, Value, parse_position, value_type
 from livedata.core.lineprotocol import Table
 from livedata.core.sources import GeneratedChannel, ParamError, resolve_generated
@@ -137,7 +138,9 @@ def parse_subscribe(obj: Mapping[str, Any], now_ms: int) -> Subscribe:
             parse_position(msg.since)
         interval = msg.interval
         if not 0 <= interval <= MAX_INTERVAL_MS:
-            raise ProtocolError(f"interval must be 0..{MAX_INTERVAL_MS} ms, got {interval}")
+            shown = str(int(interval)) if float(interval).is_integer() else repr(interval)
+            raise ProtocolError(f"interval must be 0 to {MAX_INTERVAL_MS} ms (at most one message a minute; "
+                                f"0: as points come), got {shown}")
         if msg.fields is not None and (not msg.fields or not all(f for f in msg.fields)):
             raise ProtocolError("fields must be a non-empty list of field names")
     except (ProtocolError, ParamError, PositionError) as exc:
@@ -163,7 +166,7 @@ def decode_client(data: str | bytes) -> dict[str, Any]:
     try:
         obj = msgspec.json.decode(data)
     except msgspec.DecodeError as exc:
-        raise ProtocolError(f"malformed JSON: {exc}") from None
+        raise ProtocolError(jsonerror.describe(exc, data)[0]) from None
     if not isinstance(obj, dict):
         raise ProtocolError("a message must be a JSON object")
     if not isinstance(obj.get("type"), str):
