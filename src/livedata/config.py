@@ -154,7 +154,8 @@ FILE_KEYS: dict[str, str] = {
     "buffer_bytes": "buffer_bytes", "max_subscriptions": "max_subscriptions", "max_channels": "max_channels",
     "max_body_bytes": "max_body_bytes", "max_frame_bytes": "max_frame_bytes",
     "max_points_per_request": "max_points_per_request", "max_connections_per_ip": "max_connections_per_ip",
-    "write_tokens": "write_tokens", "read_tokens": "read_tokens", "certfile": "certfile", "keyfile": "keyfile",
+    "trusted_proxies": "trusted_proxies", "write_tokens": "write_tokens", "read_tokens": "read_tokens",
+    "certfile": "certfile", "keyfile": "keyfile",
 }
 """Config file key (the flag's name, ``-`` or ``_``) to Config field."""
 _FIELD_KEYS = {v: k for k, v in FILE_KEYS.items()}
