@@ -20,6 +20,7 @@ import { Panel, el } from './panel';
 export const WINDOWS: Record<string, number> = { '1m': 60_000, '5m': 300_000, '1h': 3_600_000 };
 const DEFAULT_CHANNELS = ['random-walk'];
 const CHANNELS_EVERY_MS = 5000;
+const CHANNELS_RETRY_MS = 1000;
 const RESUMED_SHOW_MS = 5000;
 
 type ConnState = 'connecting' | 'connected' | 'reconnecting' | 'resumed' | 'idle';
@@ -54,7 +55,10 @@ class LiveView {
   private resumedTimer: number | undefined;
   private channels: ChannelInfo[] = [];
   private channelsError: string | null = null;
+  private channelsRetry: number | undefined;
   private lastTrim = 0;
+  /** Points the server said were lost since the connection dropped (-1: an unknown number). */
+  private lostSinceDrop: number | null = null;
 
   private readonly panelsEl = byId('panels');
   private readonly listEl = byId('channels');
@@ -184,6 +188,11 @@ class LiveView {
   private onNotice(entry: Live, n: NoticeMessage): void {
     if (n.lost !== undefined) {
       entry.store.noteLoss();
+      const prev = this.lostSinceDrop;
+      this.lostSinceDrop = n.lost < 0 || (prev !== null && prev < 0) ? -1 : (prev ?? 0) + n.lost;
+      if (this.state === 'resumed') {
+        this.setStatus('resumed', this.resumedDetail(0));
+      }
     }
     entry.notices.push(n.text);
     entry.notices.splice(0, Math.max(0, entry.notices.length - 5));
@@ -197,11 +206,28 @@ class LiveView {
 
   private onStatus(s: StreamStatus): void {
     if (s.state === 'reconnecting') {
+      if (this.state !== 'reconnecting') {
+        this.lostSinceDrop = null;
+      }
       const secs = (s.delayMs / 1000).toFixed(1);
       this.setStatus('reconnecting', `${s.reason}; attempt ${s.attempt}, next in ${secs} s`);
     } else if (s.state === 'resumed') {
-      this.setStatus('resumed', `${s.recovered} point${s.recovered === 1 ? '' : 's'} recovered`);
+      this.setStatus('resumed', this.resumedDetail(s.recovered));
+      // The server is back: the channel list (and its error) need not wait for the next poll.
+      void this.loadChannels();
     }
+  }
+
+  /** What a resume brought back, never contradicting a loss notice of the same reconnect. */
+  private resumedDetail(recovered: number): string {
+    const lost = this.lostSinceDrop;
+    if (lost !== null && lost < 0) {
+      return 'the server restarted: points from before it may be missing';
+    }
+    if (lost !== null && lost > 0) {
+      return `${lost} point${lost === 1 ? '' : 's'} lost (beyond retention)`;
+    }
+    return `${recovered} point${recovered === 1 ? '' : 's'} recovered`;
   }
 
   private setStatus(state: ConnState, detail?: string): void {
@@ -377,7 +403,26 @@ class LiveView {
     } catch (err) {
       this.channelsError = `cannot list channels (${err instanceof Error ? err.message : String(err)})`;
     }
+    window.clearTimeout(this.channelsRetry);
+    if (this.channelsError) {
+      // Ask again soon rather than at the next poll, so the error goes as soon as the server is back.
+      this.channelsRetry = window.setTimeout(() => void this.loadChannels(), CHANNELS_RETRY_MS);
+    }
     this.renderChannels();
+  }
+
+  /** Whether `name` is a generated channel: a base the server generates, with or without params. */
+  private isGenerated(name: string): boolean | undefined {
+    const listed = this.channels.find((c) => c.name === name);
+    if (listed?.generated !== undefined) {
+      return listed.generated;
+    }
+    const base = name.split('/')[0];
+    const bases = this.channels.filter((c) => c.generated).map((c) => c.name.split('/')[0]);
+    if (bases.includes(base)) {
+      return true;
+    }
+    return this.channels.length ? false : undefined;
   }
 
   private renderChannels(): void {
@@ -407,8 +452,9 @@ class LiveView {
       name.title = c.name;
       const meta = el('span', 'channel-meta');
       const rate = c.points_per_s;
+      const generated = this.isGenerated(c.name);
       meta.textContent = [
-        c.source !== undefined ? `source ${c.source}` : c.generated ? 'generated' : 'pushed',
+        c.source !== undefined ? `source ${c.source}` : generated === undefined ? '' : generated ? 'generated' : 'pushed',
         rate !== undefined && rate > 0 ? `${rate >= 10 ? rate.toFixed(0) : rate.toFixed(1)}/s` : '',
       ]
         .filter(Boolean)
@@ -441,6 +487,8 @@ class LiveView {
     };
     const getters: Record<string, () => unknown> = {
       status: () => this.state,
+      statusDetail: () => this.statusLog[this.statusLog.length - 1]?.detail ?? '',
+      channelsError: () => this.channelsError,
       statusLog: () => this.statusLog.map((s) => ({ ...s })),
       window: () => this.windowKey,
       windowMs: () => this.windowMs,
@@ -471,6 +519,8 @@ class LiveView {
       position: s.position ?? null,
       draws: e.panel.draws,
       drawnRows: e.panel.drawnRows,
+      shownRows: e.panel.shownRows,
+      shownSpan: e.panel.shownSpanMs,
       error: e.error ?? null,
       notices: [...e.notices],
     };

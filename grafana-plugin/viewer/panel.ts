@@ -1,6 +1,7 @@
 /** One channel on screen: a title bar, a uPlot chart of its number fields and a legend. */
 import uPlot from 'uplot';
 
+import { lowerBound, upperBound } from '../src/store/bisect';
 import { Cell, FrameStore } from '../src/store/FrameStore';
 import { labelText, publishedName } from '../src/store/names';
 
@@ -118,6 +119,9 @@ export class Panel {
   lastDrawAt = 0;
   /** Rows in the drawn data and the time span they cover. */
   drawnRows = 0;
+  /** Rows inside the shown window, and the ms from the first to the last of them (the meta line). */
+  shownRows = 0;
+  shownSpanMs = 0;
 
   constructor(
     readonly channel: string,
@@ -182,13 +186,13 @@ export class Panel {
     if (same && !force && this.plot) {
       return;
     }
+    this.view = view;
     if (!this.plot && !this.store.fields.length) {
       // No schema yet: an empty chart made now would be replaced, canvas and all, a moment later.
       this.updateLegend();
       this.updateMeta();
       return;
     }
-    this.view = view;
     if (!this.plot || numeric.join(',') !== this.plotted.join(',')) {
       this.create(numeric);
     }
@@ -332,11 +336,16 @@ export class Panel {
   }
 
   private updateMeta(): void {
+    // What the chart shows: the rows inside the window, not the few seconds kept beyond it for scrolling.
     const s = this.store;
-    const first = s.firstTime;
+    const lo = lowerBound(s.times, this.view.max - this.view.windowMs);
+    const hi = upperBound(s.times, this.view.max);
+    const first = hi > lo ? s.times[lo] : undefined;
     const last = s.lastTime;
-    const span = first !== undefined && last !== undefined ? (last - first) / 1000 : 0;
-    const parts = [`${s.times.length.toLocaleString('en-US')} point${s.times.length === 1 ? '' : 's'}`];
+    const span = first !== undefined && hi > lo ? (s.times[hi - 1] - first) / 1000 : 0;
+    this.shownRows = hi - lo;
+    this.shownSpanMs = span * 1000;
+    const parts = [`${(hi - lo).toLocaleString('en-US')} point${hi - lo === 1 ? '' : 's'}`];
     if (span > 0) {
       parts.push(`${span >= 120 ? `${(span / 60).toFixed(1)} min` : `${span.toFixed(1)} s`}`);
     }

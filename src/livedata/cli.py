@@ -8,11 +8,13 @@ import contextlib
 import errno
 import gc
 import logging
+import os
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from livedata import __version__
 from livedata.config import Config, ConfigError
@@ -46,6 +48,9 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-frame-bytes", type=int, help="largest WebSocket message accepted (4194304)")
     p.add_argument("--max-points-per-request", type=int, help="points in one push (1000000)")
     p.add_argument("--max-connections-per-ip", type=int, help="connections per client address (1000)")
+    p.add_argument("--trusted-proxies", metavar="CIDRS",
+                   help="comma-separated CIDRs of reverse proxies whose Forwarded / X-Forwarded-For name the client "
+                        "(per-address limits then count clients, not the proxy; default: none)")
     p.add_argument("--write-tokens", help="comma-separated tokens allowed to push (env LIVEDATA_WRITE_TOKENS)")
     p.add_argument("--read-tokens", help="comma-separated tokens allowed to subscribe")
     p.add_argument("--metrics-token", help="a token that may read /metrics only (env LIVEDATA_METRICS_TOKEN)")
@@ -53,10 +58,19 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keyfile", help="TLS private key (PEM)")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error said in one line (and where the help is) instead of the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"livedata: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="livedata", description="Live streaming data for Grafana.")
-    parser.add_argument("--version", action="version", version=f"livedata {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    from livedata import cli_channels
+
+    parser = Parser(prog="livedata", description="Live streaming data for Grafana.")
+    parser.add_argument("-V", "--version", action="version", version=f"livedata {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = sub.add_parser("serve", help="run the server")
     _serve_args(serve)
     tail = sub.add_parser("tail", help="print a channel's points as they arrive",
@@ -71,12 +85,23 @@ def build_parser() -> argparse.ArgumentParser:
                                          "message and error counts (GET /api/sources).")
     _client_args(sources)
     sources.add_argument("--json", action="store_true", help="print the server's JSON answer")
+    cli_channels.add_parsers(sub, _client_args)
+    completion = sub.add_parser("completion", help="print a shell completion script (bash or zsh)",
+                                description="Print a completion script for bash or zsh. "
+                                            "bash: eval \"$(livedata completion bash)\" in ~/.bashrc; "
+                                            "zsh: livedata completion zsh > ~/.zfunc/_livedata with ~/.zfunc "
+                                            "in fpath before compinit.")
+    completion.add_argument("shell", choices=["bash", "zsh"])
     return parser
 
 
 def _client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", default=None, help="the server (default http://localhost:8080; env LIVEDATA_URL)")
     p.add_argument("--token", default=None, help="a read or write token (env LIVEDATA_TOKEN)")
+    p.add_argument("--cacert", default=None, metavar="FILE",
+                   help="trust the CA certificate (PEM) that signed the server's certificate (env LIVEDATA_CACERT)")
+    p.add_argument("--insecure", action="store_true", default=None,
+                   help="do not verify the server's TLS certificate (testing only; env LIVEDATA_INSECURE=1)")
 
 
 def _tail_args(p: argparse.ArgumentParser) -> None:
@@ -88,11 +113,13 @@ def _tail_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--param", action="append", default=[], metavar="K=V", help="param of a generated channel")
     p.add_argument("--fields", default=None, help="comma-separated field names (default all)")
     p.add_argument("--json", action="store_true", help="print each point as a JSON object")
+    p.add_argument("--wait", action="store_true",
+                   help="if the channel does not exist yet, wait for its first point (default: say so and exit 1)")
 
 
 def _push_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("channel", help="channel name (line protocol goes to CHANNEL/measurement)")
-    p.add_argument("file", nargs="?", default="-", help="file to read, or - for stdin (default)")
+    p.add_argument("file", nargs="?", default=None, help="file to read, or - for stdin (default)")
     _client_args(p)
     p.add_argument("--format", choices=["auto", "ndjson", "csv", "lp"], default="auto",
                    help="input format (default: detected from the first non-empty line)")
@@ -109,7 +136,7 @@ def config_from_args(ns: argparse.Namespace) -> Config:
         "host", "port", "interval_ms", "log_level", "cors_origin", "broker", "redis_prefix",
         "retention_s", "retention_points", "heartbeat_s", "buffer_bytes", "max_subscriptions",
         "max_channels", "max_body_bytes", "max_frame_bytes", "max_points_per_request", "max_connections_per_ip",
-        "write_tokens", "read_tokens", "metrics_token", "allowed_hosts",
+        "trusted_proxies", "write_tokens", "read_tokens", "metrics_token", "allowed_hosts",
         "certfile", "keyfile",
     ]
     overrides: dict[str, Any] = {k: getattr(ns, k, None) for k in keys}
@@ -144,7 +171,40 @@ def _tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-async def serve(config: Config) -> int:
+class TLSError(Exception):
+    """The certificate or key cannot be used: the sentence says which and why."""
+
+
+def tls_context(config: Config) -> ssl.SSLContext | None:
+    """The server's TLS context from ``--certfile``/``--keyfile`` (None without them).
+
+    Raises:
+        TLSError: a file is missing, is not PEM, or the key does not match the certificate.
+    """
+    if not config.certfile:
+        return None
+    for flag, path in (("--certfile", config.certfile), ("--keyfile", config.keyfile)):
+        if not os.path.isfile(path):
+            raise TLSError(f"{flag} {path}: no such file")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(config.certfile, config.keyfile)
+    except ssl.SSLError as exc:
+        reason = str(exc.reason or exc)
+        if "KEY_VALUES_MISMATCH" in reason:
+            why = f"the key {config.keyfile} does not belong to the certificate {config.certfile}"
+        elif "PEM" in reason or "NO_START_LINE" in reason:
+            why = (f"{config.certfile} / {config.keyfile} are not a PEM certificate and private key "
+                   "(files that start with -----BEGIN ...)")
+        else:
+            why = reason.lower().replace("_", " ")
+        raise TLSError(f"cannot load the TLS certificate {config.certfile}: {why}") from None
+    except OSError as exc:
+        raise TLSError(f"cannot load the TLS certificate {config.certfile}: {exc.strerror or exc}") from None
+    return ctx
+
+
+async def serve(config: Config, ssl_ctx: ssl.SSLContext | None = None) -> int:
     """Run the server until SIGINT/SIGTERM. Returns the process exit code."""
     from aiohttp import web
 
@@ -153,12 +213,6 @@ async def serve(config: Config) -> int:
     app = create_app(config)
     runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5, access_log=None)
     await runner.setup()
-    ssl_ctx = None
-    if config.certfile:
-        import ssl
-
-        ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ssl_ctx.load_cert_chain(config.certfile, config.keyfile)
     site = web.TCPSite(runner, config.host, config.port, ssl_context=ssl_ctx, backlog=4096,
                        reuse_address=True)
     try:
@@ -198,35 +252,68 @@ async def serve(config: Config) -> int:
     return 0
 
 
+CLIENT_COMMANDS = ("tail", "push", "sources", "channels", "delete")
+
+
+def _client_env(ns: argparse.Namespace) -> None:
+    """Defaults of the client flags from ``LIVEDATA_URL``, ``_TOKEN``, ``_CACERT``, ``_INSECURE``."""
+    ns.url = ns.url or os.environ.get("LIVEDATA_URL") or "http://localhost:8080"
+    ns.token = ns.token or os.environ.get("LIVEDATA_TOKEN") or None
+    ns.cacert = ns.cacert or os.environ.get("LIVEDATA_CACERT") or None
+    if ns.insecure is None:
+        ns.insecure = os.environ.get("LIVEDATA_INSECURE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C before a command installed its own handling (e.g. while importing)
+        return 130
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    ns = parser.parse_args(argv)
-    if ns.command in ("tail", "push", "sources"):
-        import os
+    ns, extra = parser.parse_known_args(argv)
+    if extra and ns.command == "push" and ns.file is None and len(extra) == 1 and not extra[0].startswith("-"):
+        ns.file = extra[0]  # `livedata push CH --url U data.csv`: the file after the options
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if ns.command in CLIENT_COMMANDS:
+        from livedata import cli_channels
+        from livedata.cli_client import client_options, push_main, sources_main, tail_main, token_hint
 
-        from livedata.cli_client import push_main, sources_main, tail_main
-
-        ns.url = ns.url or os.environ.get("LIVEDATA_URL") or "http://localhost:8080"
-        ns.token = ns.token or os.environ.get("LIVEDATA_TOKEN") or None
+        _client_env(ns)
         logging.basicConfig(level="WARNING", format="livedata: %(message)s")
         if ns.command == "tail":
             return tail_main(ns)
         if ns.command == "sources":
             return sources_main(ns)
-        if ns.batch < 1:
-            parser.error("--batch must be at least 1")
-        return push_main(ns)
+        if ns.command == "push":
+            if ns.batch < 1:
+                parser.error("--batch must be at least 1")
+            return push_main(ns)
+        return cli_channels.main(ns, client_options(ns), token_hint)
+    if ns.command == "completion":
+        import shtab
+
+        print(shtab.complete(parser, shell=ns.shell), end="")
+        return 0
     if ns.command == "serve":
         try:
             config = config_from_args(ns)
         except ConfigError as exc:
             print(f"livedata: {exc}", file=sys.stderr)
             return 2
+        try:
+            ssl_ctx = tls_context(config)  # before the server's imports: a wrong file is said at once
+        except TLSError as exc:
+            print(f"livedata: {exc}", file=sys.stderr)
+            return 2
         logging.basicConfig(
             level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
         _install_loop()
-        return asyncio.run(serve(config))
+        return asyncio.run(serve(config, ssl_ctx))
     parser.error(f"unknown command {ns.command}")
     return 2
 

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import csv
+import difflib
 import os
 import re
 import signal
@@ -14,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, TextIO
@@ -22,6 +23,7 @@ from typing import Any, BinaryIO, TextIO
 import msgspec
 
 from livedata.client import Client, Frame, LivedataError, Notice, Value, to_columns
+from livedata.core import jsonerror
 from livedata.core.clock import wall_ms
 from livedata.tasks import cancel_and_wait
 
@@ -73,6 +75,46 @@ def format_frame(frame: Frame, as_json: bool = False) -> str:
     return "".join(line + "\n" for line in out)
 
 
+def close_names(name: str, names: list[str], n: int = 3) -> list[str]:
+    """Channel names like ``name``: similar spellings first, then names it starts or ends."""
+    found = difflib.get_close_matches(name, names, n=n, cutoff=0.6)
+    low = name.lower()
+    for other in sorted(names):
+        if len(found) >= n:
+            break
+        o = other.lower()
+        if other not in found and (o.startswith(low) or low.startswith(o) or o.endswith(low) or low in o):
+            found.append(other)
+    return found
+
+
+def channel_exists(name: str, channels: list[dict[str, Any]]) -> bool:
+    """Whether ``name`` is listed, or is a generated channel (a base name the server generates,
+    with or without params): those exist as soon as someone subscribes."""
+    generated = {str(c.get("name")) for c in channels if c.get("generated")}
+    return name in {str(c.get("name")) for c in channels} or name.partition("/")[0] in generated
+
+
+async def missing_channel(client: Client, name: str, wait: bool) -> str | None:
+    """None when ``name`` exists (or the list cannot be had); else the sentence to print."""
+    try:
+        channels = await client.channels()
+    except LivedataError as exc:
+        if exc.status in (401, 403):
+            raise
+        return None  # an older server, a proxy in the way: subscribing says what it says
+    if channel_exists(name, channels):
+        return None
+    names = sorted(str(c.get("name")) for c in channels if not c.get("generated") or "/" not in str(c.get("name")))
+    like = close_names(name, names)
+    text = f"no channel named {name!r} yet"
+    if like:
+        text += f" (did you mean {', '.join(like)}?)"
+    if wait:
+        return text + ": waiting for its first point (Ctrl-C to stop)"
+    return text + ": it is created by its first push; pass --wait to wait for it (livedata channels lists them)"
+
+
 async def tail(ns: argparse.Namespace, out: TextIO) -> int:
     params: dict[str, str] = {}
     for kv in ns.param:
@@ -87,28 +129,78 @@ async def tail(ns: argparse.Namespace, out: TextIO) -> int:
     def on_notice(n: Notice) -> None:
         _err(f"{n.level}: {n.text}")
 
-    async with Client(ns.url, ns.token, on_notice=on_notice) as client:
+    async with Client(ns.url, ns.token, on_notice=on_notice, **client_options(ns)) as client:
         try:
+            await client.health()  # no server: said within 2 s
+            if not params:
+                missing = await missing_channel(client, ns.channel, ns.wait)
+                if missing is not None:
+                    _err(missing)
+                    if not ns.wait:
+                        return 1
             sub = await client.subscribe(ns.channel, params or None, from_=from_, to=ns.to, fields=fields)
+            warned = False
             async for item in sub:
-                if isinstance(item, Frame) and len(item):
+                if not isinstance(item, Frame):
+                    continue
+                if fields and item.schema_changed and not warned:
+                    have = [f.name for f in item.schema]
+                    unknown = [f for f in fields if f not in have]
+                    if unknown:
+                        warned = True
+                        _err(f"{ns.channel} has no field {', '.join(map(repr, unknown))} (yet): "
+                             "`livedata channels` lists the fields of each channel")
+                if len(item) and item.fields:
                     out.write(format_frame(item, ns.json))
                     out.flush()
         except LivedataError as exc:
-            _err(exc.message)
+            _err(token_hint(exc.message, exc.status) or exc.message)
             return 1
     return 0
 
 
 def tail_main(ns: argparse.Namespace) -> int:
     try:
-        return asyncio.run(tail(ns, sys.stdout))
+        return _run_until_signal(tail(ns, sys.stdout))
+    except LivedataError as exc:
+        _err(token_hint(exc.message, exc.status) or exc.message)
+        return 1
     except KeyboardInterrupt:
         return 0
     except BrokenPipeError:  # | head: the reader left
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _run_until_signal(coro: Coroutine[Any, Any, int]) -> int:
+    """Run ``coro``; SIGINT or SIGTERM cancel it (exit code 0: the user ended it), a second one
+    exits at once."""
+
+    async def runner() -> int:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        hits = 0
+
+        def on_signal() -> None:
+            nonlocal hits
+            hits += 1
+            if hits > 1:
+                os._exit(130)
+            if task is not None:
+                task.cancel()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, on_signal)
+        try:
+            return await coro
+        except asyncio.CancelledError:
+            if hits:
+                return 0
+            raise
+
+    return asyncio.run(runner())
 
 
 # --- sources ----------------------------------------------------------------------------------------
@@ -148,7 +240,7 @@ def sources_main(ns: argparse.Namespace) -> int:
         text = exc.read().decode(errors="replace")
         with contextlib.suppress(Exception):
             text = str(msgspec.json.decode(text)["error"])
-        print(f"livedata: {ns.url} answered {exc.code}: {text}", file=sys.stderr)
+        print(f"livedata: {token_hint(text, exc.code) or f'{ns.url} answered {exc.code}: {text}'}", file=sys.stderr)
         return 1
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
@@ -230,7 +322,8 @@ class Parser:
             try:
                 obj = msgspec.json.decode(line)
             except msgspec.DecodeError as exc:
-                raise InputError(f"malformed JSON: {exc}") from None
+                text, _ = jsonerror.describe(exc, line)
+                raise InputError(text.replace("at line 1, column", "at column").replace(" at line 1 ", " ")) from None
             if not isinstance(obj, dict):
                 raise InputError("expected one JSON object per line")
             if "time" in obj:
@@ -267,17 +360,25 @@ class PushStats:
                 f"{self.errors} error{'' if self.errors == 1 else 's'}")
 
 
+def pollable(fd: int) -> bool:
+    """Whether the event loop can wait on ``fd``: a pipe, a socket or a terminal. A regular file
+    or a device such as ``/dev/null`` cannot be registered with epoll (EPERM): it is read in a
+    thread instead, where every read returns at once."""
+    mode = os.fstat(fd).st_mode
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or (stat.S_ISCHR(mode) and os.isatty(fd))
+
+
 async def _read_chunks(src: BinaryIO, regular: bool, follow: bool, stop: asyncio.Event,
                        queue: asyncio.Queue[bytes | None]) -> None:
-    """Feed ``queue`` with chunks of input; None at the end."""
+    """Feed ``queue`` with chunks of input; None at the end (also when cancelled)."""
     try:
-        if regular:
+        if not pollable(src.fileno()):
             while not stop.is_set():
-                data = await asyncio.to_thread(src.read, 1 << 20)
+                data = await asyncio.to_thread(src.read1 if hasattr(src, "read1") else src.read, 1 << 20)
                 if data:
                     await queue.put(data)
                     continue
-                if not follow:
+                if not follow or not regular:
                     break
                 with contextlib.suppress(OSError, ValueError):
                     if os.fstat(src.fileno()).st_size < src.tell():  # truncated (log rotation): start over
@@ -297,7 +398,7 @@ async def _read_chunks(src: BinaryIO, regular: bool, follow: bool, stop: asyncio
             finally:
                 transport.close()
     finally:
-        await queue.put(None)
+        await queue.put(None)  # the consumer drains the queue until this end
 
 
 class Pusher:
@@ -372,7 +473,7 @@ class Pusher:
         try:
             points = msgspec.json.decode(body)
         except msgspec.DecodeError as exc:
-            self.error(None, f"malformed JSON: {exc}")
+            self.error(None, jsonerror.describe(exc, body)[0])
             return
         if not isinstance(points, list):
             self.error(None, "expected a JSON array of points")
@@ -397,6 +498,8 @@ class Pusher:
             else:
                 await self.client.send(self.channel, to_columns(points))
         except LivedataError as exc:
+            if exc.status in (401, 403) or exc.status is None:  # no batch would fare better: stop
+                raise
             lineno = linenos[exc.line - 1] if exc.line is not None and 0 < exc.line <= len(linenos) else None
             text = _PREFIX.sub("", exc.message)
             if lineno is None and linenos:
@@ -411,22 +514,58 @@ class Pusher:
         return max(0.0, self.first_at + FLUSH_S - time.monotonic())
 
 
+def token_hint(message: str, status: int | None) -> str | None:
+    """The server's sentence about a token, said in terms of this command's flags (None: not one)."""
+    low = message.lower()
+    if status not in (401, 403) and "token" not in low:
+        return None
+    if "required" in low:
+        right = "write" if "write" in low else "read"
+        return f"the server needs a {right} token: pass --token TOKEN (or set LIVEDATA_TOKEN)"
+    if "may not" in low:
+        return f"{message}: pass a token that may (--token or LIVEDATA_TOKEN)"
+    if "unknown token" in low:
+        return "the server does not know this token: check --token (or LIVEDATA_TOKEN)"
+    return None
+
+
+def client_options(ns: argparse.Namespace) -> dict[str, Any]:
+    return {"cacert": getattr(ns, "cacert", None), "insecure": bool(getattr(ns, "insecure", False))}
+
+
 async def push(ns: argparse.Namespace, src: BinaryIO) -> int:
     source = "stdin" if ns.file == "-" else ns.file
     regular = stat.S_ISREG(os.fstat(src.fileno()).st_mode)
     size = os.fstat(src.fileno()).st_size if regular and ns.file != "-" and not ns.follow else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    signals = 0
+    reader: asyncio.Task[None] | None = None
+
+    def on_signal() -> None:
+        # The first Ctrl-C/SIGTERM ends the input: what was read is sent, then the summary. A
+        # second one does not wait for that (nor for retries).
+        nonlocal signals
+        signals += 1
+        stop.set()
+        if reader is not None:
+            reader.cancel()
+        if signals > 1 and main is not None:
+            main.cancel()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
     queue: asyncio.Queue[bytes | None] = asyncio.Queue(16)
     progress = _progress(size)
-    async with Client(ns.url, ns.token, retry_for_s=ns.retry, batch_ms=0) as client:
-        pusher = Pusher(client, ns, source)
+    client = Client(ns.url, ns.token, retry_for_s=ns.retry, batch_ms=0, **client_options(ns))
+    pusher = Pusher(client, ns, source)
+    lineno = 0
+    try:
+        await client.health()  # no server, a wrong URL or an untrusted certificate: said within 2 s
         reader = loop.create_task(_read_chunks(src, regular, ns.follow, stop, queue))
         rest = b""
-        lineno = 0
         try:
             if progress is not None:
                 progress.start()
@@ -455,6 +594,17 @@ async def push(ns: argparse.Namespace, src: BinaryIO) -> int:
             await cancel_and_wait(reader)
             if progress is not None:
                 progress.stop()
+    except LivedataError as exc:
+        _err(token_hint(exc.message, exc.status) or exc.message)
+        if pusher.stats.points:
+            print(pusher.stats.summary() + " before that", flush=True)
+        return 1
+    finally:
+        await client.close(flush=False)
+    if not pusher.stats.points and not pusher.stats.errors and not signals:
+        what = "no input on stdin" if source == "stdin" and not lineno else f"no points in {source}"
+        _err(f"{what}: nothing was pushed (pipe points in, or name a file: livedata push CHANNEL FILE)")
+        return 1
     print(pusher.stats.summary(), flush=True)
     return 1 if pusher.stats.errors else 0
 
@@ -475,6 +625,17 @@ def _progress(size: int | None) -> Any:
 
 
 def push_main(ns: argparse.Namespace) -> int:
+    if ns.file is None:
+        piped = stat.S_ISFIFO(os.fstat(sys.stdin.fileno()).st_mode) if not sys.stdin.closed else False
+        if os.path.isfile(ns.channel) and not piped:
+            # `livedata push data.csv`: the channel name was forgotten, stdin would be read instead.
+            _err(f"{ns.channel} is a file, not a channel name: name the channel first, "
+                 f"e.g. livedata push CHANNEL {ns.channel}")
+            return 2
+        ns.file = "-"
+        if sys.stdin.isatty():
+            _err("reading points from the terminal: type NDJSON, CSV or line protocol, end with Ctrl-D "
+                 "(or pipe them in, or name a file)")
     try:
         src: BinaryIO = sys.stdin.buffer if ns.file == "-" else open(ns.file, "rb")  # noqa: SIM115
     except OSError as exc:
@@ -482,7 +643,11 @@ def push_main(ns: argparse.Namespace) -> int:
         return 1
     try:
         return asyncio.run(push(ns, src))
-    except KeyboardInterrupt:
+    except LivedataError as exc:
+        _err(token_hint(exc.message, exc.status) or exc.message)
+        return 1
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        _err("stopped: points not yet sent were not pushed")
         return 130
     finally:
         if src is not sys.stdin.buffer:

@@ -10,6 +10,7 @@ are defined in the file only.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -67,6 +68,9 @@ class Config:
     max_points_per_request: int = 1_000_000
     max_frame_bytes: int = 4 << 20
     max_connections_per_ip: int = 1_000
+    trusted_proxies: tuple[str, ...] = ()
+    """CIDRs of reverse proxies whose ``Forwarded``/``X-Forwarded-For`` name the client
+    (``server/clientaddr.py``); empty: those headers are ignored."""
     write_tokens: tuple[str, ...] = ()
     read_tokens: tuple[str, ...] = ()
     metrics_token: str = ""
@@ -108,6 +112,12 @@ class Config:
             if not h or (any(c in h for c in "/:@ ") and not h.startswith("[")):
                 raise ConfigError(f"--allowed-hosts takes host names without scheme or port, got {h!r}",
                                   "allowed_hosts")
+        for cidr in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ConfigError(f"--trusted-proxies: {cidr!r} is not an IP address or CIDR "
+                                  "(e.g. 10.0.0.0/8, 127.0.0.1, ::1)", "trusted_proxies") from None
 
     @property
     def auth_enabled(self) -> bool:
@@ -147,7 +157,7 @@ class Config:
                 values[key] = value
         if "host" in values and "host_explicit" not in values:
             values["host_explicit"] = True
-        for key in ("cors_origin", "allowed_hosts", "write_tokens", "read_tokens"):
+        for key in ("cors_origin", "allowed_hosts", "write_tokens", "read_tokens", "trusted_proxies"):
             if key in values:
                 values[key] = _tokens(values[key])
         return cls(**values)
@@ -160,8 +170,8 @@ FILE_KEYS: dict[str, str] = {
     "buffer_bytes": "buffer_bytes", "max_subscriptions": "max_subscriptions", "max_channels": "max_channels",
     "max_body_bytes": "max_body_bytes", "max_frame_bytes": "max_frame_bytes",
     "max_points_per_request": "max_points_per_request", "max_connections_per_ip": "max_connections_per_ip",
-    "write_tokens": "write_tokens", "read_tokens": "read_tokens", "certfile": "certfile", "keyfile": "keyfile",
-    "allowed_hosts": "allowed_hosts", "metrics_token": "metrics_token",
+    "trusted_proxies": "trusted_proxies", "write_tokens": "write_tokens", "read_tokens": "read_tokens",
+    "certfile": "certfile", "keyfile": "keyfile", "allowed_hosts": "allowed_hosts", "metrics_token": "metrics_token",
 }
 """Config file key (the flag's name, ``-`` or ``_``) to Config field."""
 _FIELD_KEYS = {v: k for k, v in FILE_KEYS.items()}

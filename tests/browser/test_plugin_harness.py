@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from playwright.async_api import Page
+from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from tests.browser.conftest import HARNESS_DIR, PLUGIN_MODULE, metrics
 from tests.conftest import LiveServer
@@ -72,11 +73,15 @@ async def run(page: Page, target: dict[str, Any], frm: str = "now-1m") -> int:
 
 
 async def wait_rows(page: Page, rid: int) -> dict[str, Any]:
-    await page.wait_for_function(
-        "(r) => { const e = window.harness.last(r); return !!e && e.rows > 0 && e.state === 'Streaming'; }",
-        arg=rid,
-        timeout=5000,
-    )
+    try:
+        await page.wait_for_function(
+            "(r) => { const e = window.harness.last(r); return !!e && e.rows > 0 && e.state === 'Streaming'; }",
+            arg=rid,
+            timeout=5000,
+        )
+    except PlaywrightTimeout:
+        state = await page.evaluate("(r) => JSON.stringify(window.harness.last(r) ?? null)", rid)
+        raise AssertionError(f"no streaming rows within 5 s; the query's last state: {state}") from None
     last: dict[str, Any] = await page.evaluate("(r) => window.harness.last(r)", rid)
     return last
 
@@ -103,22 +108,36 @@ async def test_frames_arrive(harness: Page) -> None:
     assert (await harness.evaluate("window.harness.sent('subscribe')"))[0]["channel"] == "random-walk"
 
 
-async def test_repaints_are_throttled(harness: Page) -> None:
-    # 100 points/s, each sent at once (interval 0): without the throttle, 100 emissions/s.
-    rid = await run(harness, {"channel": "random-walk", "params": {"interval": 10}, "interval": 0}, "now-5s")
+async def data_messages(page: Page) -> int:
+    """``data`` messages the page received so far, every socket and subscription."""
+    received: dict[str, int] = await page.evaluate("window.harness.received()")
+    return sum(n for key, n in received.items() if key.startswith("data:"))
+
+
+async def test_repaints_are_throttled(harness: Page, harness_server: LiveServer) -> None:
+    # 100 points/s, each sent at once (interval 0): without the throttle, up to 100 emissions/s.
+    # A 300 ms throttle (at most 3.3 emissions/s) stays well below what the server sends even on a
+    # loaded machine, where the generator's ticks coalesce (12-19 messages/s seen at load 17 on 2
+    # cores; at 100 ms the two rates met and the test could not tell).
+    ds = await harness.evaluate("(url) => window.harness.createDataSource({ url, throttleMs: 300 })",
+                                harness_server.url)
+    rid: int = await harness.evaluate(
+        "([ds, t]) => window.harness.run(ds, [t], { from: 'now-5s', to: 'now' })",
+        [ds, {"channel": "random-walk", "params": {"interval": 10}, "interval": 0}],
+    )
     await wait_rows(harness, rid)
     await harness.wait_for_timeout(700)
     n0 = await harness.evaluate("(r) => window.harness.count(r)", rid)
-    raw0 = (await harness.evaluate("window.harness.received()")).get("data:s1", 0)
+    raw0 = await data_messages(harness)
     t0 = time.monotonic()
-    await harness.wait_for_timeout(3000)
+    await harness.wait_for_timeout(4000)
     n1 = await harness.evaluate("(r) => window.harness.count(r)", rid)
-    raw1 = (await harness.evaluate("window.harness.received()")).get("data:s1", 0)
+    raw1 = await data_messages(harness)
     secs = time.monotonic() - t0
     rate = (n1 - n0) / secs
     raw_rate = (raw1 - raw0) / secs
     print(f"throttle: {rate:.1f} emissions/s, {raw_rate:.1f} server messages/s")
-    assert 6 <= rate <= 14, f"{rate:.1f} emissions/s at a 100 ms throttle"
+    assert 1.5 <= rate <= 4.5, f"{rate:.1f} emissions/s at a 300 ms throttle"
     assert raw_rate >= 2 * rate, f"the server sent only {raw_rate:.1f} messages/s: the throttle was not tested"
 
 

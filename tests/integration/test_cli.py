@@ -124,8 +124,9 @@ def test_push_to_unreachable_server_fails_fast_enough(tmp_path: Path) -> None:
     path.write_text("v\n1\n")
     t = time.monotonic()
     r = run("push", "x", str(path), "--url", f"http://127.0.0.1:{free_port()}", "--retry", "0.5")
-    assert r.returncode == 1 and "cannot push" in r.stderr
-    assert time.monotonic() - t < 10
+    assert r.returncode == 1 and "connection refused" in r.stderr and "livedata serve" in r.stderr
+    assert len(r.stderr.splitlines()) == 1 and "Traceback" not in r.stderr
+    assert time.monotonic() - t < 5  # no retries before the first answer: a server that is not there is said
 
 
 def test_streaming_stdin_is_pushed_as_it_comes(server: LiveServer) -> None:

@@ -21,9 +21,14 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+CENTURY_S = "3153600000"
+"""--retention for servers whose tests push fixed timestamps from 2023 (1700000000000) and read
+them back: retention is by point time, so the default hour would serve none of them."""
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[LiveServer]:
-    s = LiveServer().start()
+    s = LiveServer(["--retention", CENTURY_S]).start()
     yield s
     s.stop()
 

@@ -24,7 +24,9 @@ WRONG = "wrong-SECRET-000000"
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[LiveServer]:
-    s = LiveServer(["--write-tokens", WRITE, "--read-tokens", READ, "--log-level", "debug"]).start()
+    # --retention: the tests push fixed early timestamps (time 1000) and read them back.
+    s = LiveServer(["--write-tokens", WRITE, "--read-tokens", READ, "--log-level", "debug",
+                    "--retention", "3153600000"]).start()
     yield s
     s.stop()
     assert "SECRET" not in s.log_path.read_text(), "a token was logged"

@@ -43,7 +43,7 @@ export interface ChannelInfo {
   generated?: boolean;
   /** The source (MQTT, upstream stream) that writes this channel, if any. */
   source?: string;
-  /** Default params of a generated channel not started yet. */
+  /** Params of a generated channel, defaults included (also for a base not started yet). */
   params?: Record<string, ParamValue>;
 }
 

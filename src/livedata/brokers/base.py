@@ -26,6 +26,17 @@ class ChannelLimitError(RuntimeError):
     """Creating one more channel would pass the configured limit."""
 
 
+def retained_from(start_ms: int | None, now_s: float, retention_ms: int) -> int:
+    """The start of a history read: never before ``now - retention`` (point time).
+
+    Both brokers trim at publish and keep a channel's newest batch whatever its age (positions
+    need it), so a channel that was pushed old points and nothing since still holds them; reads
+    leave them out, so "history is kept for --retention, by point time" holds for what is served.
+    """
+    cutoff = int(now_s * 1000) - retention_ms
+    return cutoff if start_ms is None else max(start_ms, cutoff)
+
+
 @dataclass(slots=True)
 class ChannelInfo:
     name: str

@@ -9,7 +9,15 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from livedata.brokers.base import ChannelInfo, ChannelLimitError, ChunkCallback, History, Subscribers, Unsubscribe
+from livedata.brokers.base import (
+    ChannelInfo,
+    ChannelLimitError,
+    ChunkCallback,
+    History,
+    Subscribers,
+    Unsubscribe,
+    retained_from,
+)
 from livedata.core.frames import Batch, Chunk, FieldDef, Pos, Schema
 
 
@@ -130,6 +138,7 @@ class MemoryBroker:
         ch = self._channels.get(channel)
         if ch is None:
             return History("", [], None)
+        start_ms = retained_from(start_ms, self.wall(), self.retention_ms)
         chunks = list(ch.chunks)
         out: list[Chunk] = []
         in_order = not ch.disordered

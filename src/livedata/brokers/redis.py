@@ -66,6 +66,7 @@ from livedata.brokers.base import (
     History,
     Subscribers,
     Unsubscribe,
+    retained_from,
 )
 from livedata.brokers.redis_codec import (
     Entry,
@@ -273,6 +274,7 @@ class RedisBroker:
             self._pending.discard(channel)
 
     async def history(self, channel: str, start_ms: int | None, end_ms: int | None) -> History:
+        start_ms = retained_from(start_ms, self.wall(), self.retention_ms)
         lo = "-" if start_ms is None or start_ms <= 0 else str(start_ms)
 
         async def first() -> list[Any]:

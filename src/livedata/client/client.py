@@ -9,11 +9,13 @@ import random
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import msgspec
 import yarl
 
+from livedata.client.errors import describe, ssl_option
 from livedata.client.push import PushBuffer, is_columnar
 from livedata.client.subscription import Subscription
 from livedata.client.types import LivedataError, NoticeCallback, Value
@@ -40,6 +42,19 @@ def _http_base(url: str) -> str:
     return url
 
 
+def _check_url(base: str, given: str) -> None:
+    """Raises LivedataError unless ``base`` is an http(s) URL with a host."""
+    try:
+        parts = urlsplit(base)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        _ = parts.port  # a port that is not a number raises
+    except ValueError:
+        ok = False
+    if not ok:
+        raise LivedataError(f"invalid server URL {given!r}: use http://host:port or https://host:port "
+                            "(ws:// and wss:// work too)")
+
+
 def _backoff(attempt: int, initial: float, cap: float) -> float:
     """Exponential backoff with full jitter: uniform in [d/2, d] for d = initial * 2**attempt."""
     d = min(cap, initial * (2 ** min(attempt, 30)))
@@ -59,14 +74,19 @@ class Client:
             the subscriptions then raise :class:`LivedataError`.
         on_notice: default callback for notices (otherwise they are yielded by subscriptions).
         queue_size: frames buffered per subscription before reading the socket waits.
+        cacert: a PEM file of the CA that signed the server's certificate (trusted besides the
+            system's CAs), for a server with a self-signed or private certificate.
+        insecure: do not verify the server's TLS certificate at all (testing only).
     """
 
     def __init__(self, url: str, token: str | None = None, *, batch_points: int = 1000,
                  batch_ms: float = 100.0, retry_for_s: float = 30.0, request_timeout_s: float = 30.0,
                  reconnect_initial_s: float = 0.1, reconnect_max_s: float = 10.0,
                  give_up_after_s: float | None = None, on_notice: NoticeCallback | None = None,
-                 queue_size: int = 10_000) -> None:
+                 queue_size: int = 10_000, cacert: str | None = None, insecure: bool = False) -> None:
         self.url = _http_base(url)
+        _check_url(self.url, url)
+        self.ssl = ssl_option(cacert, insecure)
         scheme, rest = self.url.split("://", 1)
         self.ws_url = ("wss://" if scheme == "https" else "ws://") + rest + "/api/ws"
         self.token = token
@@ -114,7 +134,8 @@ class Client:
 
     async def open(self) -> None:
         if self.session is None:
-            self.session = aiohttp.ClientSession(headers=self._headers())
+            self.session = aiohttp.ClientSession(headers=self._headers(),
+                                                 connector=aiohttp.TCPConnector(ssl=self.ssl))
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
@@ -242,14 +263,15 @@ class Client:
                 why: str = str(err)
             except (aiohttp.ClientError, OSError, TimeoutError, ConnectionError, ValueError) as exc:
                 if not connected_once:
-                    self._fail(first, LivedataError(f"cannot connect to {self.url}: {exc or type(exc).__name__}"))
+                    self._fail(first, LivedataError(describe(exc, self.url, 10.0)))
                     return
-                why = str(exc) or type(exc).__name__
+                why = describe(exc, self.url, 10.0)
             else:
                 self._ws = ws
                 if connected_once:
                     self.reconnects += 1
-                    log.info("reconnected to %s; resuming %d subscriptions", self.ws_url, len(self.subs))
+                    log.warning("reconnected to %s; resuming %d subscription%s", self.url, len(self.subs),
+                                "" if len(self.subs) == 1 else "s")
                 connected_once = True
                 attempt = 0
                 down_since = None
@@ -280,8 +302,12 @@ class Client:
                 self.subs.clear()
                 return
             delay = _backoff(attempt, self.reconnect_initial_s, self.reconnect_max_s)
+            if attempt == 0:  # said once per outage; every further attempt is logged at info
+                log.warning("connection to %s lost (%s); reconnecting, subscriptions resume where they stopped",
+                            self.url, why)
+            else:
+                log.info("still no connection to %s (%s); attempt %d in %.2f s", self.url, why, attempt + 1, delay)
             attempt += 1
-            log.info("connection to %s lost (%s); reconnecting in %.2f s", self.ws_url, why, delay)
             await asyncio.sleep(delay)
 
     def _fail(self, first: asyncio.Future[None], err: LivedataError) -> None:
@@ -334,6 +360,60 @@ class Client:
                 sub._end(LivedataError(f"{sub.channel}: {text}", channel=sub.channel, id=sub.id))
             else:
                 log.warning("server error: %s", text)
+
+    # --- the HTTP API -----------------------------------------------------------------------------
+
+    async def _request(self, method: str, path: str, timeout_s: float | None = None) -> tuple[int, Any]:
+        """One request, no retry: (status, decoded JSON body or None). Raises LivedataError when the
+        server cannot be reached, with a sentence that says why."""
+        await self.open()
+        assert self.session is not None
+        timeout = timeout_s or self.request_timeout_s
+        try:
+            async with self.session.request(method, self.url + path,
+                                            timeout=aiohttp.ClientTimeout(total=timeout)) as r:
+                raw = await r.read()
+                status = r.status
+                reason = r.reason or ""
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise LivedataError(describe(exc, self.url, timeout)) from None
+        try:
+            body = _decode(raw) if raw else None
+        except msgspec.DecodeError:
+            body = {"error": raw[:200].decode(errors="replace") or reason}
+        return status, body
+
+    @staticmethod
+    def _raise_for(status: int, body: Any, what: str, channel: str | None = None) -> None:
+        if 200 <= status < 300:
+            return
+        text = body.get("error") if isinstance(body, dict) else None
+        raise LivedataError(f"{what}: {text or f'HTTP {status}'}", status=status, channel=channel)
+
+    async def health(self, timeout_s: float = 2.0) -> dict[str, Any]:
+        """``GET /api/health`` within ``timeout_s``: whether the server is there at all (no token needed)."""
+        status, body = await self._request("GET", "/api/health", timeout_s)
+        if status != 200 or not isinstance(body, dict) or body.get("status") != "ok":
+            hint = "is it a livedata server?"
+            if status == 404 and urlsplit(self.url).path not in ("", "/"):
+                hint = "the URL should be the server's base address, like " + "/".join(self.url.split("/")[:3])
+            raise LivedataError(f"{self.url} answered /api/health with HTTP {status}: {hint}", status=status)
+        return body
+
+    async def channels(self) -> list[dict[str, Any]]:
+        """``GET /api/channels``: one dict per channel (``name``, ``schema``, ``last_time``,
+        ``points_per_s``, ``points``, ``generated``, and ``params`` for generated ones)."""
+        status, body = await self._request("GET", "/api/channels")
+        self._raise_for(status, body, "cannot list channels")
+        if not isinstance(body, dict) or not isinstance(body.get("channels"), list):
+            raise LivedataError(f"{self.url}/api/channels did not answer a channel list: is it a livedata server?")
+        return [c for c in body["channels"] if isinstance(c, dict)]
+
+    async def delete_channel(self, channel: str) -> None:
+        """``DELETE /api/channels/{channel}``: its history goes; its subscribers get a notice and
+        ``complete``. Raises LivedataError (``status`` 404) when there is no such channel."""
+        status, body = await self._request("DELETE", f"/api/channels/{channel}")
+        self._raise_for(status, body, f"cannot delete {channel}", channel)
 
     # --- pushing ----------------------------------------------------------------------------------
 
@@ -453,12 +533,17 @@ class Client:
                         raise err
                     why = f"{r.status} {err.message}"
             except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                why = describe(exc, self.url, self.request_timeout_s)
                 if loop.time() >= deadline:
-                    raise LivedataError(f"cannot push to {url}: {exc or type(exc).__name__}", channel=channel) from None
-                why = str(exc) or type(exc).__name__
+                    tried = f" (retried for {self.retry_for_s:g} s)" if attempt else ""
+                    raise LivedataError(f"push to {channel} failed: {why}{tried}", channel=channel) from None
             delay = min(_backoff(attempt, 0.05, 2.0), max(0.0, deadline - loop.time()))
+            if attempt == 0:  # say what is retried, once per batch; every further attempt is logged at info
+                log.warning("push to %s: %s; retrying for up to %g s (same Idempotency-Key: stored once)",
+                            channel, why, self.retry_for_s)
+            else:
+                log.info("push to %s: %s; retrying in %.2f s (attempt %d)", channel, why, delay, attempt + 1)
             attempt += 1
-            log.info("push to %s: %s; retrying in %.2f s (same Idempotency-Key)", channel, why, delay)
             await asyncio.sleep(delay)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from livedata.core import jsonerror
 from livedata.core.frames import Batch, FieldDef, PositionError, SchemaError, Value, parse_position, value_type
 from livedata.core.lineprotocol import Table
 from livedata.core.names import InvalidName, check_name, child_channel
@@ -145,7 +146,9 @@ def parse_subscribe(obj: Mapping[str, Any], now_ms: int) -> Subscribe:
             parse_position(msg.since)
         interval = msg.interval
         if not 0 <= interval <= MAX_INTERVAL_MS:
-            raise ProtocolError(f"interval must be 0..{MAX_INTERVAL_MS} ms, got {interval}")
+            shown = str(int(interval)) if float(interval).is_integer() else repr(interval)
+            raise ProtocolError(f"interval must be 0 to {MAX_INTERVAL_MS} ms (at most one message a minute; "
+                                f"0: as points come), got {shown}")
         if msg.fields is not None and (not msg.fields or not all(f for f in msg.fields)):
             raise ProtocolError("fields must be a non-empty list of field names")
     except (ProtocolError, ParamError, PositionError) as exc:
@@ -162,23 +165,6 @@ def parse_subscribe(obj: Mapping[str, Any], now_ms: int) -> Subscribe:
     )
 
 
-# A \uD800-\uDBFF escape not followed by a \uDC00-\uDFFF one, or a low one on its own (not after
-# an escaped backslash): msgspec reports the first as "Input data was truncated".
-_LONE_SURROGATE = re.compile(
-    r"(?<!\\)(?:\\\\)*(\\u[dD][89abAB][0-9a-fA-F]{2})(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
-    r"|(?<![0-9a-fA-F]{4})(?<!\\)(?:\\\\)*(\\u[dD][c-fC-F][0-9a-fA-F]{2})"
-)
-
-
-def json_reason(data: str | bytes, exc: msgspec.DecodeError) -> str:
-    """What is wrong with JSON that msgspec refused, in words a client can act on."""
-    text = data.decode(errors="replace") if isinstance(data, bytes | bytearray) else data
-    m = _LONE_SURROGATE.search(text)
-    if m is not None:
-        group = 1 if m.group(1) else 2
-        return (f"{m.group(group)} at character {m.start(group) + 1} is a lone surrogate, which is not a "
-                "character: send the text as UTF-8, or a \\uD8xx escape followed by its \\uDCxx pair")
-    return str(exc)
 TOO_DEEP = "JSON nested too deeply: livedata's messages and points are at most a few levels deep"
 
 
@@ -192,7 +178,7 @@ def decode_client(data: str | bytes) -> dict[str, Any]:
     try:
         obj = msgspec.json.decode(data)
     except msgspec.DecodeError as exc:
-        raise FrameError(f"malformed JSON: {json_reason(data, exc)}") from None
+        raise FrameError(jsonerror.describe(exc, data)[0]) from None
     except RecursionError:
         raise FrameError(TOO_DEEP) from None
     if not isinstance(obj, dict):
@@ -379,7 +365,6 @@ __all__ = [
     "Subscribe",
     "check_channel",
     "decode_client",
-    "json_reason",
     "parse_subscribe",
     "parse_time",
     "points_to_batch",

@@ -224,7 +224,7 @@ async def _answer(request: web.Request, dialect: Dialect, status: int, text: str
     return influx_error("v2" if dialect == "influx-v2" else "v1", status, text)
 PREFLIGHT = {
     "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
-    "Access-Control-Allow-Headers": "Authorization, Content-Type, Last-Event-ID",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, Idempotency-Key, Last-Event-ID",
     "Access-Control-Max-Age": "600",
 }
 

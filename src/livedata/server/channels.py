@@ -8,23 +8,44 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from livedata.brokers.base import ChannelInfo
 from livedata.core.protocol import ProtocolError, check_channel
-from livedata.core.sources import GENERATORS
+from livedata.core.sources import GENERATORS, GeneratedChannel, ParamError, resolve_generated
 from livedata.server.http import json_error
 from livedata.server.server import SERVER
 
 
+def _generated(name: str) -> GeneratedChannel | None:
+    if name.partition("/")[0] not in GENERATORS:
+        return None
+    try:
+        return resolve_generated(name, None)
+    except ParamError:
+        return None
+
+
+def _entry(info: ChannelInfo) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "name": info.name, "schema": [f.to_json() for f in info.fields], "last_time": info.last_time,
+        "points_per_s": round(info.points_per_s, 3), "points": info.points, "generated": False,
+    }
+    gen = _generated(info.name)
+    if gen is not None:
+        entry["generated"] = True
+        entry["params"] = dict(gen.params)
+        if info.points_per_s > 0:
+            # Its rate, not the rate of its first second: a new generator publishes an hour of
+            # history at once, which the broker's 10-second counter would show as 7,000 rows/s.
+            entry["points_per_s"] = round(1000 / gen.interval_ms, 3)
+    return entry
+
+
 async def channels(request: web.Request) -> web.Response:
+    """``GET /api/channels``: ``{"channels": [...]}``, keys as docs/protocol.md lists them."""
     server = request.app[SERVER]
     infos = await server.broker.channels()
-    generated = server.generators.names
     source_of = server.sources.source_of
-    out: list[dict[str, Any]] = [
-        {"name": i.name, "schema": [f.to_json() for f in i.fields], "last_time": i.last_time,
-         "points_per_s": round(i.points_per_s, 3), "points": i.points,
-         "generated": i.name in generated or i.name.partition("/")[0] in GENERATORS}
-        for i in sorted(infos, key=lambda i: i.name)
-    ]
+    out: list[dict[str, Any]] = [_entry(i) for i in sorted(infos, key=lambda i: i.name)]
     for info in out:
         source = source_of(info["name"])
         if source is not None:

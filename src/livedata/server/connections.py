@@ -23,6 +23,7 @@ from livedata.core.clock import wall_ms
 from livedata.core.frames import message
 from livedata.delivery.flow import FlowPolicy
 from livedata.delivery.sink import Sink
+from livedata.server.clientaddr import TrustedProxies, client_address
 from livedata.server.conn import Closable, Conn
 from livedata.server.metrics import Metrics
 from livedata.tasks import cancel_and_wait
@@ -103,6 +104,8 @@ class Connections:
         """The slow-reader thresholds every connection is written with."""
         self.conns: set[Conn] = set()
         self.per_ip: dict[str, int] = {}
+        self.trusted = TrustedProxies(config.trusted_proxies)
+        """Reverse proxies whose forwarding headers name the client (``clientaddr.py``)."""
         self.closed_bytes = 0
         """Bytes written to connections that have closed (``livedata_bytes_out`` stays monotonic)."""
         self.pinger = Pinger(config.heartbeat_s, self.conns)
@@ -125,9 +128,13 @@ class Connections:
 
     # --- one connection ---------------------------------------------------------------------------
 
+    def client(self, request: web.Request) -> str:
+        """The client address of ``request`` (behind a trusted proxy: the forwarded one)."""
+        return client_address(request, self.trusted)
+
     def over_limit(self, request: web.Request) -> str | None:
         """A sentence when this client address already holds its share of streaming connections."""
-        peer = request.remote or ""
+        peer = self.client(request)
         limit = self.config.max_connections_per_ip
         if self.per_ip.get(peer, 0) >= limit:
             return f"too many connections from {peer} (limit {limit}, see --max-connections-per-ip)"
@@ -139,7 +146,7 @@ class Connections:
         ``carrier`` counts it in ``livedata_connections{carrier}``. Raises ConnectionResetError
         when the peer is already gone.
         """
-        peer = request.remote or ""
+        peer = self.client(request)
         conn = Conn(request.transport, self.flow, peer=peer, on_close=self._closed)
         tune_socket(conn.transport, self.config.heartbeat_s)
         self.conns.add(conn)

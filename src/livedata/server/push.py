@@ -53,5 +53,6 @@ async def _store(request: web.Request, ingest: Ingest, channel: str, body: bytes
         batches = await p.line_batches(channel, body, precision, ingest.config.max_points_per_request)
         await ingest.publish_batches(batches, reorder)
     else:
+        csv = "; for CSV, `livedata push CHANNEL file.csv` converts it" if "csv" in ctype else ""
         raise IngestError(415, f"unsupported Content-Type {ctype!r}: use application/json "
-                          "or text/plain (Influx line protocol)", "content-type")
+                          f"or text/plain (Influx line protocol){csv}", "content-type")

@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from livedata.core.clock import wall_ms
-from livedata.core.protocol import ProtocolError, parse_subscribe
+from livedata.core.protocol import MAX_INTERVAL_MS, ProtocolError, parse_subscribe
 from livedata.delivery import Subscription
 from livedata.server.http import json_error
 from livedata.server.server import SERVER
@@ -30,10 +30,13 @@ def subscribe_from_query(query: Any, last_event_id: str | None) -> dict[str, Any
     if "field" in query:  # one name each, never split: field names may hold commas
         obj.setdefault("fields", []).extend(query.getall("field"))
     if "interval" in query:
+        raw = query["interval"]
         try:
-            obj["interval"] = float(query["interval"])
+            value = float(raw)
         except ValueError:
-            obj["interval"] = query["interval"]
+            raise ProtocolError(f"interval must be a number of ms from 0 to {MAX_INTERVAL_MS}, "
+                                f"got {raw[:20]!r}") from None
+        obj["interval"] = int(value) if value.is_integer() else value
     params = {k: v for k, v in query.items() if k not in RESERVED}
     if params:
         obj["params"] = params

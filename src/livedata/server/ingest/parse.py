@@ -13,17 +13,10 @@ import msgspec
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
-from livedata.core import lineprotocol
+from livedata.core import jsonerror, lineprotocol
 from livedata.core.clock import wall_ms
 from livedata.core.frames import Batch, SchemaError
-from livedata.core.protocol import (
-    TOO_DEEP,
-    ProtocolError,
-    check_channel,
-    json_reason,
-    points_to_batch,
-    tables_to_batches,
-)
+from livedata.core.protocol import TOO_DEEP, ProtocolError, check_channel, points_to_batch, tables_to_batches
 from livedata.core.sources import GENERATORS
 from livedata.core.sourcespec import STATUS_PREFIX
 from livedata.core.window import MAX_REORDER_MS
@@ -77,8 +70,12 @@ def channel_name(name: Any) -> str:
 def precision(request: web.Request) -> Precision:
     """``?precision=`` (ns when absent): the one place it is checked."""
     values = request.query.getall("precision", ["ns"])
-    if len(values) != 1 or values[0] not in PRECISIONS:
-        raise IngestError(400, "precision must be one of ns, us, ms or s (once)", "precision")
+    if len(values) != 1:
+        raise IngestError(400, f"precision is given {len(values)} times ({', '.join(v[:10] for v in values[:4])}): "
+                          "give it once", "precision")
+    if values[0] not in PRECISIONS:
+        raise IngestError(400, f"precision must be ns, us, ms or s (the unit of the timestamps), "
+                          f"got {values[0][:20]!r}", "precision")
     return values[0]
 
 
@@ -124,9 +121,19 @@ async def read_body(request: web.Request, limit: int) -> bytes:
 # --- bodies ------------------------------------------------------------------------------------------
 
 
+UNLABELLED = ("application/octet-stream", "application/x-www-form-urlencoded", "")
+"""Content types that say nothing about the body: ``curl -d`` sends form-urlencoded, some
+clients send none. Their body is JSON when it starts with ``{`` or ``[`` (line protocol never
+does in practice), else line protocol."""
+
+
+def looks_like_json(body: bytes) -> bool:
+    return body.lstrip()[:1] in (b"{", b"[")
+
+
 def is_json(content_type: str, body: bytes) -> bool:
     return content_type in ("application/json", "application/x-ndjson") or (
-        content_type == "application/octet-stream" and body.lstrip()[:1] in (b"{", b"["))
+        content_type in UNLABELLED and looks_like_json(body))
 
 
 def is_line_protocol(content_type: str) -> bool:
@@ -144,15 +151,19 @@ def decode_json(content_type: str, body: bytes) -> Any:
             try:
                 points.append(msgspec.json.decode(line))
             except msgspec.DecodeError as exc:
-                raise IngestError(400, f"line {i + 1}: malformed JSON: {json_reason(line, exc)}", "json",
-                                  line=i + 1) from None
+                text, _ = jsonerror.describe(exc, line)
+                text = text.replace("at line 1, column", "at column").replace(" at line 1 ", " ")
+                raise IngestError(400, f"line {i + 1}: {text}", "json", line=i + 1) from None
             except RecursionError:
                 raise IngestError(400, f"line {i + 1}: {TOO_DEEP}", "json", line=i + 1) from None
         return points
     try:
         return msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
-        raise IngestError(400, f"malformed JSON: {json_reason(body, exc)}", "json") from None
+        text, where = jsonerror.describe(exc, body)
+        if content_type != "application/json":
+            text += " (the body was read as JSON because it starts with { or [)"
+        raise IngestError(400, text, "json", line=where) from None
     except RecursionError:
         raise IngestError(400, TOO_DEEP, "json") from None
 
@@ -194,7 +205,10 @@ async def line_batches(channel: str, body: bytes, precision: str, limit: int) ->
                 break
             await asyncio.sleep(0)
     except lineprotocol.LineProtocolError as exc:
-        raise IngestError(400, str(exc), "lineprotocol", line=exc.line, column=exc.column) from None
+        text = str(exc)
+        if looks_like_json(body):
+            text += "; the body looks like JSON: send it with 'Content-Type: application/json'"
+        raise IngestError(400, text, "lineprotocol", line=exc.line, column=exc.column) from None
     if parser.lines > limit:
         raise IngestError(413, f"too many lines in one request: {parser.lines} > {limit}; split the push", "points")
     if not parser.lines:
