@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from livedata import __version__
-from livedata.config import Config, ConfigError
+from livedata.config import Config, ConfigError, parse_size
 
 log = logging.getLogger("livedata")
 
@@ -35,17 +35,37 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retention", type=float, dest="retention_s", help="history kept per channel, s (3600)")
     p.add_argument("--retention-points", type=int, help="history kept per channel, points (200000)")
     p.add_argument("--heartbeat", type=float, dest="heartbeat_s", help="heartbeat interval, s (15)")
-    p.add_argument("--buffer-bytes", type=int, help="per-connection outgoing buffer cap (1048576)")
+    p.add_argument("--buffer-bytes", type=_size, help="per-connection outgoing buffer cap (1MiB)")
     p.add_argument("--max-subscriptions", type=int, help="subscriptions per connection (100)")
     p.add_argument("--max-channels", type=int, help="channels in all (10000)")
-    p.add_argument("--max-body-bytes", type=int, help="push body size limit (10485760)")
-    p.add_argument("--max-frame-bytes", type=int, help="largest WebSocket message accepted (4194304)")
+    p.add_argument("--max-body-bytes", type=_size, help="push body size limit (10MiB)")
+    p.add_argument("--max-frame-bytes", type=_size, help="largest WebSocket message accepted (4MiB)")
     p.add_argument("--max-points-per-request", type=int, help="points in one push (1000000)")
     p.add_argument("--max-connections-per-ip", type=int, help="connections per client address (1000)")
+    p.add_argument("--max-connections", type=int,
+                   help="client connections in all (default: 90%% of the descriptor limit, less a reserve)")
+    p.add_argument("--max-memory", type=_size,
+                   help="memory budget, e.g. 512MiB or 2GiB (default: half the machine's or cgroup's memory)")
+    p.add_argument("--retention-bytes", type=_size,
+                   help="history kept per channel, bytes (default: an eighth of --max-memory)")
+    p.add_argument("--max-fields-per-channel", type=int, help="fields one channel may have (1000)")
+    p.add_argument("--max-string-length", type=int, help="characters in one string value (65536)")
+    p.add_argument("--max-generators", type=int, help="generated channels running at once (32)")
+    p.add_argument("--header-timeout", type=float, dest="header_timeout_s",
+                   help="seconds to send a request head, and an idle keep-alive connection's next one (10)")
+    p.add_argument("--body-timeout", type=float, dest="body_timeout_s",
+                   help="seconds to send a push body (60)")
     p.add_argument("--write-tokens", help="comma-separated tokens allowed to push (env LIVEDATA_WRITE_TOKENS)")
     p.add_argument("--read-tokens", help="comma-separated tokens allowed to subscribe")
     p.add_argument("--certfile", help="TLS certificate (PEM)")
     p.add_argument("--keyfile", help="TLS private key (PEM)")
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,6 +124,8 @@ def config_from_args(ns: argparse.Namespace) -> Config:
         "host", "port", "interval_ms", "log_level", "cors_origin", "broker", "redis_prefix",
         "retention_s", "retention_points", "heartbeat_s", "buffer_bytes", "max_subscriptions",
         "max_channels", "max_body_bytes", "max_frame_bytes", "max_points_per_request", "max_connections_per_ip",
+        "max_connections", "max_memory", "retention_bytes", "max_fields_per_channel", "max_string_length",
+        "max_generators", "header_timeout_s", "body_timeout_s",
         "write_tokens", "read_tokens",
         "certfile", "keyfile",
     ]
@@ -112,6 +134,16 @@ def config_from_args(ns: argparse.Namespace) -> Config:
 
     file = getattr(ns, "config", None) or os.environ.get("LIVEDATA_CONFIG") or None
     return Config.load(overrides, file=file)
+
+
+def raise_descriptor_limit() -> None:
+    """Raise the soft ``RLIMIT_NOFILE`` to the hard limit: every connection needs a descriptor."""
+    with contextlib.suppress(ImportError, ValueError, OSError):
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _install_loop() -> None:
@@ -143,11 +175,19 @@ async def serve(config: Config) -> int:
     """Run the server until SIGINT/SIGTERM. Returns the process exit code."""
     from aiohttp import web
 
+    from livedata.config import show_size
     from livedata.server.app import create_app
+    from livedata.server.server import SERVER
 
     app = create_app(config)
-    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5, access_log=None)
+    # keepalive_timeout: a request head, and an idle connection's next one, must come within it
+    # (aiohttp arms it when the connection is made); max_headers: at most 32 lines of 8 KiB.
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5, access_log=None,
+                           keepalive_timeout=config.header_timeout_s, max_headers=32)
     await runner.setup()
+    server = app[SERVER]
+    assert runner.server is not None
+    server.admission.install(runner.server)
     ssl_ctx = None
     if config.certfile:
         import ssl
@@ -178,6 +218,12 @@ async def serve(config: Config) -> int:
         "no tokens: bound to localhost only" if not config.host_explicit else "no tokens configured")
     log.info("livedata %s listening on %s://%s:%d (broker %s, %s)", __version__, scheme, shown, port,
              config.broker.split("@")[-1], auth)
+    budget = server.budget
+    log.info("memory budget %s (%s), history per channel at most %s; at most %d connections "
+             "(%d per address), %d generated channels", show_size(budget.limit),
+             "--max-memory" if config.max_memory else "half of this machine's memory: set --max-memory",
+             show_size(config.retention_bytes or budget.limit // 8), server.max_connections,
+             config.max_connections_per_ip, config.max_generators)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -217,6 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(
             level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
+        raise_descriptor_limit()
         _install_loop()
         return asyncio.run(serve(config))
     parser.error(f"unknown command {ns.command}")

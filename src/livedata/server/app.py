@@ -151,7 +151,8 @@ def create_app(config: Config) -> web.Application:
     """Build the aiohttp application for ``config``."""
     server = Server(config)
     tokens = auth.middleware(config, lambda reason: server.metrics.push_errors.labels(reason).inc())
-    app = web.Application(middlewares=[errors, tokens], client_max_size=config.max_body_bytes)
+    app = web.Application(middlewares=[server.admission.middleware(), errors, tokens],
+                          client_max_size=config.max_body_bytes)
     app[SERVER] = server
     app.on_response_prepare.append(_cors(config))
 

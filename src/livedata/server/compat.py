@@ -115,9 +115,6 @@ async def reference_stream(request: web.Request, ticker: ReferenceTicker,
         n = parse_num_series(request.query.get("numSeries"))
     except ParamError as exc:
         return json_error(400, str(exc))
-    busy = connections.over_limit(request)
-    if busy is not None:
-        return json_error(429, busy)
     resp = web.StreamResponse(
         headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-cache"}
     )

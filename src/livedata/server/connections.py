@@ -1,6 +1,6 @@
 """The one registry of open connections, and the lifecycle every carrier uses.
 
-``open`` (limit per client address, register, tune the socket, count it) -> ``attach`` (the
+``open`` (register, tune the socket, count it) -> ``attach`` (the
 carrier's sink: ``hello`` now, ``heartbeat`` messages when idle; a WebSocket is also pinged)
 -> ``Conn.close(reason)`` (unregister, count bytes, count ``slow``). ``shutdown`` closes them
 all. The WebSocket, HTTP stream (NDJSON/SSE) and reference stream carriers all go through here,
@@ -102,7 +102,6 @@ class Connections:
         self.flow = FlowPolicy(config.buffer_bytes)
         """The slow-reader thresholds every connection is written with."""
         self.conns: set[Conn] = set()
-        self.per_ip: dict[str, int] = {}
         self.closed_bytes = 0
         """Bytes written to connections that have closed (``livedata_bytes_out`` stays monotonic)."""
         self.pinger = Pinger(config.heartbeat_s, self.conns)
@@ -125,14 +124,6 @@ class Connections:
 
     # --- one connection ---------------------------------------------------------------------------
 
-    def over_limit(self, request: web.Request) -> str | None:
-        """A sentence when this client address already holds its share of streaming connections."""
-        peer = request.remote or ""
-        limit = self.config.max_connections_per_ip
-        if self.per_ip.get(peer, 0) >= limit:
-            return f"too many connections from {peer} (limit {limit}, see --max-connections-per-ip)"
-        return None
-
     def open(self, request: web.Request, carrier: str | None = None) -> Conn:
         """Register the writable end of ``request``'s connection (closed on shutdown).
 
@@ -143,7 +134,6 @@ class Connections:
         conn = Conn(request.transport, self.flow, peer=peer, on_close=self._closed)
         tune_socket(conn.transport, self.config.heartbeat_s)
         self.conns.add(conn)
-        self.per_ip[peer] = self.per_ip.get(peer, 0) + 1
         if carrier is not None:
             self.metrics.connections_total.labels(carrier).inc()
         return conn
@@ -161,11 +151,6 @@ class Connections:
     def _closed(self, conn: Conn, reason: str) -> None:
         self.conns.discard(conn)
         self.closed_bytes += conn.bytes_out
-        left = self.per_ip.get(conn.peer, 1) - 1
-        if left > 0:
-            self.per_ip[conn.peer] = left
-        else:
-            self.per_ip.pop(conn.peer, None)
         if reason == "slow":
             self.metrics.slow_disconnects.inc()
 
@@ -178,7 +163,7 @@ class Connections:
                 if sink is not None and sink.idle and sink.is_open:
                     sink.send(msg, force=True)
 
-    def gauges(self) -> dict[str, tuple[str, float]]:
+    def gauges(self) -> dict[str, tuple[str, float | dict[str, float]]]:
         return {
             "livedata_connections_open": ("Open streaming connections", float(len(self.conns))),
             "livedata_queue_bytes": ("Bytes buffered for clients, all connections",

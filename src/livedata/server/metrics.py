@@ -13,16 +13,25 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+Reading = dict[str, tuple[str, float | dict[str, float]]]
+"""Gauges by name: a sentence and a value, or values by ``kind`` label."""
+
 
 class _Live(Collector):
     """Gauges read at scrape time from the running server."""
 
-    def __init__(self, read: Callable[[], dict[str, tuple[str, float]]]) -> None:
+    def __init__(self, read: Callable[[], Reading]) -> None:
         self.read = read
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         for name, (doc, value) in self.read().items():
-            yield GaugeMetricFamily(name, doc, value=value)
+            if isinstance(value, dict):
+                family = GaugeMetricFamily(name, doc, labels=["kind"])
+                for kind, v in value.items():
+                    family.add_metric([kind], v)
+                yield family
+            else:
+                yield GaugeMetricFamily(name, doc, value=value)
 
 
 class Metrics:
@@ -46,7 +55,7 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5), registry=r)
         self.overruns = 0
         """Batched rounds that took longer than their interval (the next packet covers more)."""
-        self.sources: list[Callable[[], dict[str, tuple[str, float]]]] = [lambda: {"livedata_feed_overruns": (
+        self.sources: list[Callable[[], Reading]] = [lambda: {"livedata_feed_overruns": (
             "Batched delivery rounds that took longer than the batching interval (total)", float(self.overruns))}]
         r.register(_Live(self._live))
 
@@ -67,8 +76,16 @@ class Metrics:
     def subscriptions_changed(self, delta: int) -> None:
         self.subscriptions.inc(delta)
 
-    def _live(self) -> dict[str, tuple[str, float]]:
-        out: dict[str, tuple[str, float]] = {}
+    def forget_channel(self, channel: str) -> None:
+        """Drop a deleted channel's labelled series (they would pile up with every channel ever made)."""
+        for counter in (self.points_published, self.points_delivered, self.late_points):
+            try:
+                counter.remove(channel)
+            except KeyError:
+                pass
+
+    def _live(self) -> Reading:
+        out: Reading = {}
         try:
             out["livedata_asyncio_tasks"] = ("asyncio tasks alive", float(len(asyncio.all_tasks())))
         except RuntimeError:

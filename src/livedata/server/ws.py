@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from livedata.config import Config
+from livedata.core.budget import BudgetError
 from livedata.core.clock import wall_ms
 from livedata.core.frames import message
 from livedata.core.protocol import ProtocolError, decode_client, parse_subscribe
@@ -52,7 +53,7 @@ class Session:
             obj["id"] = sid
         self.send(obj)
 
-    async def handle(self, obj: dict[str, Any]) -> None:
+    async def handle(self, obj: dict[str, Any], size: int = 0) -> None:
         kind = obj["type"]
         if kind == "subscribe":
             self.subscribe(obj)
@@ -64,7 +65,7 @@ class Session:
                 return
             self.server.hub.unsubscribe(sub)
         elif kind == "publish":
-            await self.publish(obj)
+            await self.publish(obj, size)
         elif kind == "auth":
             token = obj.get("token")
             if not isinstance(token, str):
@@ -99,20 +100,23 @@ class Session:
         if len(self.subs) >= config.max_subscriptions:
             self.error(f"too many subscriptions on one socket (limit {config.max_subscriptions})", req.id)
             return
-        self.subs[req.id] = self.server.hub.subscribe(req, self.sink, self._done)
+        try:
+            self.subs[req.id] = self.server.hub.subscribe(req, self.sink, self._done)
+        except BudgetError as exc:
+            self.error(str(exc), req.id)
 
     def _done(self, sub: Subscription) -> None:
         if self.subs.get(sub.id) is sub:
             del self.subs[sub.id]
 
-    async def publish(self, obj: dict[str, Any]) -> None:
+    async def publish(self, obj: dict[str, Any], size: int = 0) -> None:
         ack = obj.get("ack")
         denied = auth.check(self.server.config, self.token, auth.MESSAGES["publish"])
         if denied is not None:
             self.send({"type": "error", "message": denied[1], **({"ack": ack} if ack is not None else {})})
             return
         try:
-            await self.server.ingest.publish_json(obj.get("channel"), obj.get("points"))
+            await self.server.ingest.publish_json(obj.get("channel"), obj.get("points"), size=size)
         except IngestError as exc:
             self.server.metrics.push_errors.labels(exc.reason).inc()
             out: dict[str, Any] = {"type": "error", "message": exc.message}
@@ -171,13 +175,14 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             msg = await ws.receive()
             kind = msg.type
             conn.rx_at = time.monotonic()
+            conn.rx_pending = 0
             if kind is WSMsgType.TEXT:
                 try:
                     obj = decode_client(msg.data)
                 except ProtocolError as exc:
                     session.error(str(exc))
                     continue
-                await session.handle(obj)
+                await session.handle(obj, len(msg.data))
             elif kind is WSMsgType.PING:
                 await ws.pong(msg.data)
             elif kind is WSMsgType.PONG:
@@ -212,9 +217,6 @@ async def _upgrade(request: web.Request) -> web.WebSocketResponse | tuple[web.We
         # Cross-site WebSocket hijacking: another page cannot open a socket with the user's cookies.
         raise_json(403, f"origin {origin[:100]!r} is not allowed (see --cors-origin)")
     connections = server.connections
-    busy = connections.over_limit(request)
-    if busy is not None:
-        raise_json(429, busy)
     token = auth.request_token(request, query_token=True)
     # No aiohttp heartbeat (a timer and a ping task per socket): the server's Pinger pings every
     # socket from one task. autoping off: pongs reach the loop in websocket() (liveness), which answers pings.
@@ -232,26 +234,59 @@ async def _upgrade(request: web.Request) -> web.WebSocketResponse | tuple[web.We
     return ws, session
 
 
+class _Counting(asyncio.Protocol):
+    """Between a WebSocket's transport and aiohttp: counts the bytes of the message in progress
+    (``Conn.rx_pending``, which the memory budget samples) and marks the peer alive whenever bytes
+    arrive, not only whole messages, so one busy sending a large frame is not taken for dead."""
+
+    __slots__ = ("conn", "inner")
+
+    def __init__(self, inner: asyncio.Protocol, conn: Conn) -> None:
+        self.inner = inner
+        self.conn = conn
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # pragma: no cover - made already
+        pass
+
+    def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        conn.rx_pending += len(data)
+        conn.rx_at = time.monotonic()
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
 def _after_upgrade(request: web.Request, conn: Conn) -> None:
     """Adjust aiohttp's connection object once the upgrade is done.
 
     * Drop its HTTP request parser (about 0.7 KiB a socket): from now on aiohttp feeds every byte
       to the WebSocket reader and never uses the HTTP parser again (it drops it itself when the
       connection is lost).
-    * Tell the connection whenever bytes arrive, not only whole messages, so a peer busy sending one
-      large frame is not taken for a dead one (what aiohttp's own heartbeat does with this hook).
+    * Put :class:`_Counting` between the transport and aiohttp.
 
-    Only done when the upgrade is visibly complete (the WebSocket reader installed, no hook yet);
-    an aiohttp with another layout is left alone: the pinger then counts whole messages only.
+    Only done when the upgrade is visibly complete (the WebSocket reader installed); an aiohttp
+    with another layout is left alone: the pinger then counts whole messages only, and a message
+    in progress is bounded by ``--max-frame-bytes`` but not counted.
     """
     protocol = request.protocol
     if getattr(protocol, "_payload_parser", None) is None or not getattr(protocol, "_upgraded", False):
         return
     with contextlib.suppress(AttributeError):
         protocol._parser = None
-    with contextlib.suppress(AttributeError):
-        if protocol._data_received_cb is None:
-            protocol._data_received_cb = conn.touch
+    transport = request.transport
+    if transport is not None and transport.get_protocol() is protocol:
+        transport.set_protocol(_Counting(protocol, conn))
 
 
 def raise_json(status: int, message_: str) -> None:
