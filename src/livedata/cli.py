@@ -182,8 +182,10 @@ async def serve(config: Config) -> int:
     app = create_app(config)
     # keepalive_timeout: a request head, and an idle connection's next one, must come within it
     # (aiohttp arms it when the connection is made); max_headers: at most 32 lines of 8 KiB.
+    # lingering_time: after refusing a body it did not read, aiohttp reads and drops the rest this
+    # long (so the client sees the answer, not a reset) -- not the 10 s default: a held connection.
     runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5, access_log=None,
-                           keepalive_timeout=config.header_timeout_s, max_headers=32)
+                           keepalive_timeout=config.header_timeout_s, max_headers=32, lingering_time=2.0)
     await runner.setup()
     server = app[SERVER]
     assert runner.server is not None
@@ -224,6 +226,13 @@ async def serve(config: Config) -> int:
              "--max-memory" if config.max_memory else "half of this machine's memory: set --max-memory",
              show_size(config.retention_bytes or budget.limit // 8), server.max_connections,
              config.max_connections_per_ip, config.max_generators)
+    from livedata.server.ingest.parse import INGEST_FACTOR
+
+    largest = budget.caps["ingest"] // INGEST_FACTOR
+    if largest < config.max_body_bytes:
+        log.warning("the memory budget holds push bodies of at most %s each, less than --max-body-bytes %s: "
+                    "larger pushes get 413 (raise --max-memory, or lower --max-body-bytes)",
+                    show_size(largest), show_size(config.max_body_bytes))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

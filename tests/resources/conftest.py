@@ -34,6 +34,13 @@ OVERHEAD = 128 * MiB
 """RSS allowed beyond the budget: the interpreter and its libraries with nothing accounted (about
 60 MiB), the allocator's slack, and what the budget's estimates miss (docs/guarantees.md, "Resources")."""
 HEALTH_S = 0.2
+"""``/api/health`` answers within this (beyond what the machine delays an idle process), for
+:data:`HEALTH_SHARE` of the probes; every probe within :data:`HEALTH_MAX_S`."""
+HEALTH_SHARE = 0.95
+HEALTH_MAX_S = 1.0
+BUSY_S = 0.1
+"""The longest the server's loop may work without letting others run (CPU time, measured by the
+server itself: ``livedata_loop_busy_max_seconds``), twice the design target of 50 ms."""
 NOISE_WINDOW = 10
 """Health answers are compared with the control's answers this many probes before and after."""
 
@@ -99,17 +106,27 @@ class Watch:
         return out
 
     def check(self, budget: int = BUDGET, health_s: float = HEALTH_S) -> None:
-        ex = self.excess()
-        print(f"\nhealth: {len(self.health)} answers, max {self.slowest_health * 1000:.0f} ms, excess max "
-              f"{max(ex, default=0) * 1000:.0f} ms, control max {max(self.control, default=0) * 1000:.0f} ms; "
-              f"loop busy max {self.busy_max * 1000:.0f} ms; RSS peak {self.peak_rss / MiB:.0f} MiB")
+        """The server stayed within ``budget`` + :data:`OVERHEAD`, never held its loop for more than
+        :data:`BUSY_S`, and answered ``/api/health`` every time: within ``health_s`` (beyond an idle
+        process's delay at the time) for :data:`HEALTH_SHARE` of the probes, within
+        :data:`HEALTH_MAX_S` for all. On a machine of its own the slowest answer is well within
+        ``health_s``; on a shared one a busy process waits for CPU now and then, which the server
+        cannot help (the loop-busy figure shows it was not the server's doing)."""
+        ex = sorted(self.excess())
+        p95 = ex[int(len(ex) * 0.95)] if ex else 0.0
+        print(f"\nhealth: {len(self.health)} answers, max {self.slowest_health * 1000:.0f} ms, excess p95 "
+              f"{p95 * 1000:.0f} ms max {max(ex, default=0) * 1000:.0f} ms, control max "
+              f"{max(self.control, default=0) * 1000:.0f} ms; loop busy max {self.busy_max * 1000:.0f} ms; "
+              f"RSS peak {self.peak_rss / MiB:.0f} MiB")
         assert self.health, "the health prober got no answer at all"
         assert not self.failures, f"/api/health failed: {self.failures[:5]}"
-        worst = max(self.excess())
-        assert worst <= health_s, (
-            f"/api/health took up to {self.slowest_health * 1000:.0f} ms, {worst * 1000:.0f} ms more than an idle "
-            f"process on this machine at the time (of {len(self.health)} answers, "
-            f"{sum(e > health_s for e in self.excess())} over {health_s * 1000:.0f} ms)")
+        assert 0 <= self.busy_max <= BUSY_S, (
+            f"the server's loop worked {self.busy_max * 1000:.0f} ms without letting others run")
+        slow = sum(e > health_s for e in ex)
+        assert slow <= max(1.0, len(ex) * (1 - HEALTH_SHARE)), (
+            f"/api/health took more than {health_s * 1000:.0f} ms beyond an idle process's delay {slow} times "
+            f"of {len(ex)} (at most {100 - HEALTH_SHARE * 100:.0f} %)")
+        assert self.slowest_health <= HEALTH_MAX_S, f"/api/health took {self.slowest_health * 1000:.0f} ms"
         assert self.peak_rss <= budget + OVERHEAD, (
             f"RSS peaked at {self.peak_rss / MiB:.0f} MiB, over the budget {budget / MiB:.0f} MiB "
             f"+ {OVERHEAD / MiB:.0f} MiB")
@@ -136,7 +153,10 @@ def watch(server: LiveServer, tmp_path: Path) -> Iterator[Watch]:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    time.sleep(0.2)
+    deadline = time.monotonic() + 30
+    while not (out.exists() and out.read_text().count("\n") >= 2):  # the prober is up
+        assert time.monotonic() < deadline and probe.poll() is None, "the health prober did not start"
+        time.sleep(0.05)
     try:
         yield w
     finally:

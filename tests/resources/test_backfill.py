@@ -41,7 +41,7 @@ async def test_ndjson_and_sse_readers_that_never_read_are_capped_and_closed_slow
     server = resource_server("--retention-bytes", "64MiB")
     try:
         async with aiohttp.ClientSession() as s:
-            await fill(s, server.url, "big/strings", 600, size=100_000)  # 60 MB of strings
+            await fill(s, server.url, "big/strings", 1000, size=60_000)  # 60 MB of strings
             with watch(server, tmp_path) as w:
                 async with victim(server.url):
                     socks = [stalled_socket(server.port, "/api/stream?channel=big/strings&from=0")

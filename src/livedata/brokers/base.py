@@ -70,6 +70,8 @@ class History:
     """True when the chunks' points, taken in order, are in time order."""
     more: bool = False
     """A paged read (``max_bytes``) stopped before ``head``: read on after the last chunk."""
+    copied: bool = False
+    """The chunks were made for this read (decoded from Redis), not shared with the broker's own."""
 
 
 ChunkCallback = Callable[[str, Chunk, list[FieldDef]], None]

@@ -345,7 +345,7 @@ class RedisBroker:
             if done or len(page) < PAGE:
                 break
             page = await self._range(channel, "(" + page[-1][0].decode(), f"{head.a}-{head.b}")
-        return History(epoch, out, head, fields, sorted=in_order, more=more)
+        return History(epoch, out, head, fields, sorted=in_order, more=more, copied=True)
 
     async def read_after(self, channel: str, epoch: str, pos: Pos, limit: int = 0, *,
                          until: Pos | None = None, max_bytes: int = 0) -> History:
@@ -398,7 +398,8 @@ class RedisBroker:
                 more = True
                 break
             lo = "(" + page[-1][0].decode()
-        return History(mine, out, head, fields, lost=lost, sorted=not any(map(is_late, out)), more=more)
+        return History(mine, out, head, fields, lost=lost, sorted=not any(map(is_late, out)), more=more,
+                       copied=True)
 
     async def fields(self, channel: str) -> list[FieldDef] | None:
         async def get() -> list[Any]:

@@ -107,14 +107,22 @@ def _getter(chunk: Chunk, key: str) -> Sequence[Value] | dict[int, Value] | None
 
 def history_packets(chunks: Sequence[Chunk], keys: Sequence[str], hwm: int | None,
                     target: int) -> Iterator[tuple[Rows, bool]]:
-    """A page of history (chunks in log order) as packets in time order: ``(rows, late)``.
+    """A page of history (chunks in log order) as packets in time order: ``(rows, late)``
+    (see :func:`history_page`)."""
+    return history_page(chunks, keys, hwm, target)[1]
+
+
+def history_page(chunks: Sequence[Chunk], keys: Sequence[str], hwm: int | None,
+                 target: int) -> tuple[int, Iterator[tuple[Rows, bool]]]:
+    """A page of history (chunks in log order) as packets in time order: how many, and an iterator
+    of ``(rows, late)`` that lays each one out only when asked for it.
 
     Rows older than ``hwm`` (the newest time already sent on time) come first, in packets marked
     late; then the rest, sorted. Each packet holds about ``target`` wire bytes. Only the rows of
     one packet are ever laid out densely, so sparse chunks stay cheap until they are sent.
     """
     if not chunks:
-        return
+        return 0, iter(())
     width = len(keys)
     per = max(row_bytes(c, width) for c in chunks)
     step = max(1, target // per)
@@ -133,13 +141,17 @@ def history_packets(chunks: Sequence[Chunk], keys: Sequence[str], hwm: int | Non
         order = sorted(range(n), key=times.__getitem__)
         ordered = [times[i] for i in order]
     cut = 0 if hwm is None else bisect.bisect_left(ordered, hwm)
-    for lo, hi, late in ((0, cut, True), (cut, n, False)):
-        for a in range(lo, hi, step):
-            b = min(hi, a + step)
-            if order is None:
-                yield _slice_rows(chunks, starts, keys, a, b), late
-            else:
-                yield _gather_rows(chunks, starts, keys, order[a:b], ordered[a:b]), late
+
+    def packets() -> Iterator[tuple[Rows, bool]]:
+        for lo, hi, late in ((0, cut, True), (cut, n, False)):
+            for a in range(lo, hi, step):
+                b = min(hi, a + step)
+                if order is None:
+                    yield _slice_rows(chunks, starts, keys, a, b), late
+                else:
+                    yield _gather_rows(chunks, starts, keys, order[a:b], ordered[a:b]), late
+
+    return -(-cut // step) + -(-(n - cut) // step), packets()
 
 
 def _slice_rows(chunks: Sequence[Chunk], starts: Sequence[int], keys: Sequence[str], a: int, b: int) -> Rows:

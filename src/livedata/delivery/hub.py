@@ -81,6 +81,8 @@ class Hub:
         self.advisor = advisor
         """Asked for a notice to a new subscription (e.g. its channel's source is down)."""
         self.budget = budget
+        self.turns = seam.Turns(self.settings.backfill_steps)
+        """Per connection, the backfill whose page is in flight (one at a time)."""
         self.taps: dict[str, Tap] = {}
         self.subs: set[Subscription] = set()
         broker.on_status = self.broker_status
@@ -206,12 +208,12 @@ class Hub:
             if not finite:
                 feed = self._feed(req, fields)
                 feed.joining += 1
-            after = await seam.backfill(self.broker, self.settings, sub, fields, self.budget)
+            after = await seam.backfill(self.broker, self.settings, sub, fields, self.budget, self.turns)
             if finite:
                 self.complete(sub)
                 return
             assert feed is not None
-            await seam.join(self.broker, self.settings, sub, feed, after, self.budget)
+            await seam.join(self.broker, self.settings, sub, feed, after, self.budget, self.turns)
             if req.to_ms is not None:
                 sub.timer = asyncio.get_running_loop().call_later(
                     max(0.0, (req.to_ms - wall_ms()) / 1000), self.complete, sub)

@@ -26,31 +26,83 @@ from typing import Any
 from livedata.brokers.base import Broker, History
 from livedata.core.budget import Budget, BudgetError
 from livedata.core.frames import FieldDef, Pos, Rows, data_body, frame_json, parse_position
-from livedata.delivery.encode import encode_chunks, groups, history_packets, select
+from livedata.delivery.encode import encode_chunks, groups, history_page, select
 from livedata.delivery.feed import Feed, Subscription
 from livedata.delivery.settings import Settings
 
 
-class Pages:
-    """How one subscription reads and sends history: its page size, packet size and budget."""
+class Turns:
+    """One page of history in flight per connection: the backfills of a connection's subscriptions
+    take turns, a page at a time (they share one socket anyway), so a socket with many
+    subscriptions holds one page's share of the memory budget, not one per subscription."""
 
-    def __init__(self, broker: Broker, settings: Settings, sub: Subscription, budget: Budget | None) -> None:
+    def __init__(self, steps: int = 4) -> None:
+        self._locks: dict[int, tuple[asyncio.Lock, int]] = {}
+        """By ``id`` of the sink (sinks need not be hashable): a lock and how many use it."""
+        self.steps = asyncio.Semaphore(steps)
+        """Packets laid out and encoded at once, every connection (``Settings.backfill_steps``)."""
+
+    async def acquire(self, sink: object) -> None:
+        key = id(sink)
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            await lock.acquire()
+        except BaseException:
+            self._leave(key)
+            raise
+
+    def release(self, sink: object) -> None:
+        key = id(sink)
+        self._locks[key][0].release()
+        self._leave(key)
+
+    def _leave(self, key: int) -> None:
+        lock, users = self._locks[key]
+        if users <= 1:
+            del self._locks[key]
+        else:
+            self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
+class Pages:
+    """How one subscription reads and sends history: its page size, packet size, budget and turn."""
+
+    def __init__(self, broker: Broker, settings: Settings, sub: Subscription, budget: Budget | None,
+                 turns: Turns | None = None) -> None:
         self.broker = broker
+        self.steps = turns.steps if turns is not None else None
         self.settings = settings
         self.sub = sub
         self.budget = budget
+        self.turns = turns
+        self.turn = False
         self.page = settings.history_page_bytes
         self.target = max(4096, int(sub.sink.flow.cap * settings.history_packet_share))
         self.held = 0
+        self.stepping = False
 
     async def read(self, fetch: Coroutine[Any, Any, History]) -> History:
-        """One page from the broker, with its share of the memory budget (until :meth:`done`)."""
+        """One page from the broker, in this connection's turn and with its share of the memory
+        budget until :meth:`done`: room for two packets, and for the page itself when the broker
+        made a copy of it (Redis; the memory broker's chunks are history's own, already counted)."""
         try:
+            if self.turns is not None and not self.turn:
+                await self.turns.acquire(self.sub.sink)
+                self.turn = True
             await self.reserve(self.page + 2 * self.target)
         except BaseException:
             fetch.close()
+            self.done()
             raise
-        return await fetch
+        hist = await fetch
+        if not hist.copied and self.budget is not None:
+            self.budget.release("backfill", self.page)
+            self.held -= self.page
+        return hist
 
     async def reserve(self, n: int) -> None:
         budget = self.budget
@@ -64,16 +116,33 @@ class Pages:
             await asyncio.sleep(0.05)
         self.held += n
 
+    async def step(self) -> None:
+        """Wait for a turn to lay out and encode one packet (:meth:`stepped` when it is written)."""
+        await asyncio.sleep(0)
+        if self.steps is not None:
+            await self.steps.acquire()
+            self.stepping = True
+
+    def stepped(self) -> None:
+        if self.stepping and self.steps is not None:
+            self.stepping = False
+            self.steps.release()
+
     def done(self) -> None:
+        """The page is sent: give back its share of the budget and the connection's turn."""
+        self.stepped()
         if self.budget is not None and self.held:
             self.budget.release("backfill", self.held)
         self.held = 0
+        if self.turn and self.turns is not None:
+            self.turn = False
+            self.turns.release(self.sub.sink)
 
 
 async def backfill(broker: Broker, settings: Settings, sub: Subscription, fields: list[FieldDef],
-                   budget: Budget | None = None) -> Pos | None:
+                   budget: Budget | None = None, turns: Turns | None = None) -> Pos | None:
     """Send the schema packet and any history; return the head position it reached."""
-    pages = Pages(broker, settings, sub, budget)
+    pages = Pages(broker, settings, sub, budget, turns)
     try:
         return await _backfill(pages, sub, fields)
     finally:
@@ -116,33 +185,35 @@ async def _backfill(pages: Pages, sub: Subscription, fields: list[FieldDef]) -> 
     sub.keys = tuple(keys)
     hwm: int | None = None
     while True:
-        packets = list(history_packets(hist.chunks, keys, hwm, pages.target)) if hist.chunks else []
-        pages.done()  # the page's chunks are history's own (memory) or are let go with it (Redis)
         last_page = not hist.more
-        for i, (rows, late) in enumerate(packets):
+        count, packets = history_page(hist.chunks, keys, hwm, pages.target)
+        for i in range(count):
+            await sub.sink.drain()
+            await pages.step()  # a reader that takes everything at once still lets others run
             if sub.closed:
                 return head
-            last = last_page and i == len(packets) - 1
-            await sub.sink.drain()
-            position = head_pos if last else None
+            rows, late = next(packets)  # laid out now, not while the reader lags
+            position = head_pos if last_page and i == count - 1 else None
             sub.send_data(data_body(frame_json(schema, keys, rows), position, late), position, force=True)
+            pages.stepped()
             schema = None
             if not late and rows.times:
                 hwm = rows.times[-1]
+        pages.done()
         if last_page or sub.closed:
             break
         after = hist.chunks[-1].pos
         hist = await pages.read(broker.history(req.channel, req.from_ms, req.to_ms, after=after,
-                                                       until=head, max_bytes=pages.page))
+                                               until=head, max_bytes=pages.page))
     if schema is not None:  # no rows at all: the schema packet alone, with the head
         sub.send_data(data_body(frame_json(schema, keys, Rows()), head_pos), head_pos, force=True)
     return head
 
 
 async def join(broker: Broker, settings: Settings, sub: Subscription, feed: Feed, after: Pos | None,
-               budget: Budget | None = None) -> None:
+               budget: Budget | None = None, turns: Turns | None = None) -> None:
     """Close the seam between what ``sub`` has (up to ``after``) and the feed's stream."""
-    pages = Pages(broker, settings, sub, budget)
+    pages = Pages(broker, settings, sub, budget, turns)
     try:
         while True:
             if sub.closed:
@@ -194,8 +265,12 @@ async def _send_log(pages: Pages, hist: History, keys: Sequence[str], fields: di
                 return
             position = part[-1].pos.encode(hist.epoch) if whole else None
             await sub.sink.drain()
+            await pages.step()
+            if sub.closed:
+                return
             for body in encode_chunks(part, keys, fields, False, position):
                 sub.send_data(body, position, force=True)
+            pages.stepped()
         pages.done()
         if not (more and hist.more and chunks) or sub.closed:
             return

@@ -26,6 +26,9 @@ class Settings:
     history_packet_share: float = 0.25
     """A backfill packet holds about this share of the connection's buffer cap (``--buffer-bytes``),
     and the next one is written when the queue is back below it (``FlowPolicy.drain_below``)."""
+    backfill_steps: int = 4
+    """Backfill packets laid out and encoded at once, server-wide: many backfills ready together
+    take turns, so one turn of the event loop holds a few packets' work, not one per backfill."""
     backfill_wait_s: float = 10.0
     """A backfill waits this long for room in the memory budget before it gives up with an error."""
 

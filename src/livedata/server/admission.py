@@ -6,8 +6,10 @@ A connection over a limit is still accepted, up to :data:`HEADROOM` more than ``
 so that ``GET /api/health`` keeps answering at the limits (a load balancer must not take a busy
 server for a dead one): such a connection gets ``/api/health`` or, for anything else, ``429`` (its
 address is over its share) or ``503`` (the server is full), and is closed after that one answer or
-after :data:`LIMITED_HEAD_S` without a request. Beyond the headroom a connection is closed at once,
-so descriptors never run out (``--max-connections`` defaults to 90 % of the descriptor limit, which
+after :data:`LIMITED_HEAD_S` without a request. When the headroom is full, a new connection takes
+the place of the oldest one there that has not sent a request yet (a flood of idle connections
+cannot keep a health check out); only when none is idle is the new one closed at once. So
+descriptors never run out (``--max-connections`` defaults to 90 % of the descriptor limit, which
 the CLI raises to its hard limit at start).
 
 A request head (and a keep-alive connection's next one) must arrive within ``--header-timeout``,
@@ -54,6 +56,8 @@ class Admission:
         self.reserved: set[object] = set()
         self.limited: dict[object, tuple[int, str]] = {}
         """Connections over a limit: the status and sentence anything but ``/api/health`` gets."""
+        self.waiting: dict[object, asyncio.Transport] = {}
+        """Connections over a limit that sent no request yet, oldest first (the first to go)."""
         self.refused = 0
         """Connections closed at once: beyond the headroom."""
         self.limited_total = 0
@@ -81,9 +85,15 @@ class Admission:
         self.peers[handler] = peer
         n = self.per_ip[peer] = self.per_ip.get(peer, 0) + 1
         if self.open > self.max_connections + HEADROOM:
+            if not self.waiting:
+                self.refused += 1
+                transport.abort()
+                return
+            oldest = next(iter(self.waiting))
+            self.waiting.pop(oldest).abort()  # its connection_lost comes later: count it gone now
+            self.limited.pop(oldest, None)
             self.refused += 1
-            transport.abort()
-            return
+            self._forget(oldest)
         limited: tuple[int, str] | None = None
         if self.open > self.max_connections:
             limited = (503, f"the server has as many connections as it allows ({self.max_connections}, "
@@ -98,15 +108,20 @@ class Admission:
                             "(or raise --max-memory)")
         if limited is not None:
             self.limited[handler] = limited
+            self.waiting[handler] = transport
             self.limited_total += 1
             loop = self.loop or asyncio.get_running_loop()
             loop.call_later(LIMITED_HEAD_S, self._expire, handler, transport)
 
     def _expire(self, handler: object, transport: asyncio.Transport) -> None:
-        if handler in self.limited and not transport.is_closing():
+        if handler in self.waiting and not transport.is_closing():
             transport.abort()
 
     def lost(self, handler: object) -> None:
+        self.waiting.pop(handler, None)
+        self._forget(handler)
+
+    def _forget(self, handler: object) -> None:
         peer = self.peers.pop(handler, None)
         if peer is None:
             return
@@ -134,7 +149,8 @@ class Admission:
             over = self.over_limit(request)
             if over is None:
                 return handler(request)
-            self.limited.pop(request.protocol, None)  # answered: the head timer leaves it alone
+            self.limited.pop(request.protocol, None)  # it asked: answered once, then closed
+            self.waiting.pop(request.protocol, None)
             return self._limited(request, handler, over)
 
         return admit

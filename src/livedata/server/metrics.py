@@ -18,13 +18,16 @@ Reading = dict[str, tuple[str, float | dict[str, float]]]
 
 
 class _Live(Collector):
-    """Gauges read at scrape time from the running server."""
+    """Gauges read at scrape time from the running server (or from ``snapshot``, read on the loop
+    just before a rendering in another thread)."""
 
     def __init__(self, read: Callable[[], Reading]) -> None:
         self.read = read
+        self.snapshot: Reading | None = None
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        for name, (doc, value) in self.read().items():
+        reading = self.snapshot if self.snapshot is not None else self.read()
+        for name, (doc, value) in reading.items():
             if isinstance(value, dict):
                 family = GaugeMetricFamily(name, doc, labels=["kind"])
                 for kind, v in value.items():
@@ -57,7 +60,8 @@ class Metrics:
         """Batched rounds that took longer than their interval (the next packet covers more)."""
         self.sources: list[Callable[[], Reading]] = [lambda: {"livedata_feed_overruns": (
             "Batched delivery rounds that took longer than the batching interval (total)", float(self.overruns))}]
-        r.register(_Live(self._live))
+        self._live_collector = _Live(self._live)
+        r.register(self._live_collector)
 
     # --- delivery's counters (``livedata.delivery.stats.Stats``) --------------------------------------
 
@@ -96,3 +100,14 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    async def render_async(self) -> bytes:
+        """:meth:`render` in a worker thread, the live gauges read here first: a registry with a
+        series per channel (thousands) takes long enough to render that the loop must not wait for
+        it (the thread gives the GIL back every few ms)."""
+        collector = self._live_collector
+        collector.snapshot = self._live()
+        try:
+            return await asyncio.to_thread(generate_latest, self.registry)
+        finally:
+            collector.snapshot = None

@@ -35,7 +35,8 @@ async def push(request: web.Request) -> web.StreamResponse:
                 return web.Response(status=204, headers={"Idempotent-Replayed": "true"})
         config = server.config
         body = await p.read_body(request, config.max_body_bytes, reservation, config.body_timeout_s)
-        await _store(request, ingest, channel, body, precision)
+        async with ingest.turn:
+            await _store(request, ingest, channel, body, precision)
         ok = True
     except IngestError as exc:
         server.metrics.push_errors.labels(exc.reason).inc()

@@ -116,7 +116,8 @@ class Session:
             self.send({"type": "error", "message": denied[1], **({"ack": ack} if ack is not None else {})})
             return
         try:
-            await self.server.ingest.publish_json(obj.get("channel"), obj.get("points"), size=size)
+            async with self.server.ingest.turn:
+                await self.server.ingest.publish_json(obj.get("channel"), obj.get("points"), size=size)
         except IngestError as exc:
             self.server.metrics.push_errors.labels(exc.reason).inc()
             out: dict[str, Any] = {"type": "error", "message": exc.message}

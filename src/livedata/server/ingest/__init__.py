@@ -29,6 +29,11 @@ from livedata.sources import PublishError
 
 __all__ = ["Ingest", "IngestError", "SourceSink"]
 
+WORKING = 2
+"""Pushes parsed and stored at once; others wait for a turn (their bodies are read meanwhile). Each
+step of a push is short and lets the loop run, but many steps ready at once would still make
+everyone wait: this bounds the work one turn of the event loop can have from pushes."""
+
 
 def budget_error(exc: BudgetError) -> IngestError:
     return IngestError(507, str(exc), "memory")
@@ -44,6 +49,8 @@ class Ingest:
         self.budget = budget or Budget(1 << 62)
         self.keys = IdempotencyCache()
         self.reorder = Reorder(broker, metrics, self.budget)
+        self.turn = asyncio.Semaphore(WORKING)
+        """Hold it while a push is parsed and stored (:data:`WORKING` at once)."""
 
     def reservation(self) -> Reservation:
         """A push's share of the memory budget (grow it as the body comes; close it when done)."""

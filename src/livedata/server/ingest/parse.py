@@ -102,7 +102,12 @@ def memory_full(what: str = "pushes in progress") -> IngestError:
 
 
 def reserve(reservation: Reservation, n: int) -> None:
-    """Grow the push's share of the memory budget by ``n`` bytes, or answer 429."""
+    """Grow the push's share of the memory budget by ``n`` bytes, or answer 429 (or 413 when the
+    push is more than the budget could ever hold for it: retrying would not help)."""
+    if reservation.n + n > reservation.budget.caps[reservation.kind]:
+        largest = reservation.budget.caps[reservation.kind] // INGEST_FACTOR
+        raise IngestError(413, f"this push is too large for the server's memory budget: at most {largest} bytes "
+                          "of body (split the push, or raise --max-memory)", "size")
     if not reservation.grow(n):
         raise memory_full()
 
@@ -124,7 +129,9 @@ async def read_body(request: web.Request, limit: int, reservation: Reservation, 
                 if len(buf) > limit:
                     raise too_large
                 if len(buf) * INGEST_FACTOR > reservation.n:
-                    reserve(reservation, max(len(buf) * INGEST_FACTOR - reservation.n, 1 << 20))
+                    want = max(len(buf) * INGEST_FACTOR - reservation.n, 1 << 20)
+                    cap = reservation.budget.caps[reservation.kind] - reservation.n
+                    reserve(reservation, min(want, max(cap, len(buf) * INGEST_FACTOR - reservation.n)))
     except TimeoutError:
         raise IngestError(408, f"the body did not arrive within {timeout_s:g} s (see --body-timeout)",
                           "timeout") from None
