@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from livedata import __version__
-from livedata.config import Config, ConfigError
+from livedata.config import Config, ConfigError, parse_size
 
 log = logging.getLogger("livedata")
 
@@ -41,16 +41,29 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retention", type=float, dest="retention_s", help="history kept per channel, s (3600)")
     p.add_argument("--retention-points", type=int, help="history kept per channel, points (200000)")
     p.add_argument("--heartbeat", type=float, dest="heartbeat_s", help="heartbeat interval, s (15)")
-    p.add_argument("--buffer-bytes", type=int, help="per-connection outgoing buffer cap (1048576)")
+    p.add_argument("--buffer-bytes", type=_size, help="per-connection outgoing buffer cap (1MiB)")
     p.add_argument("--max-subscriptions", type=int, help="subscriptions per connection (100)")
     p.add_argument("--max-channels", type=int, help="channels in all (10000)")
-    p.add_argument("--max-body-bytes", type=int, help="push body size limit (10485760)")
-    p.add_argument("--max-frame-bytes", type=int, help="largest WebSocket message accepted (4194304)")
+    p.add_argument("--max-body-bytes", type=_size, help="push body size limit (10MiB)")
+    p.add_argument("--max-frame-bytes", type=_size, help="largest WebSocket message accepted (4MiB)")
     p.add_argument("--max-points-per-request", type=int, help="points in one push (1000000)")
     p.add_argument("--max-connections-per-ip", type=int, help="connections per client address (1000)")
     p.add_argument("--trusted-proxies", metavar="CIDRS",
                    help="comma-separated CIDRs of reverse proxies whose Forwarded / X-Forwarded-For name the client "
                         "(per-address limits then count clients, not the proxy; default: none)")
+    p.add_argument("--max-connections", type=int,
+                   help="client connections in all (default: 90%% of the descriptor limit, less a reserve)")
+    p.add_argument("--max-memory", type=_size,
+                   help="memory budget, e.g. 512MiB or 2GiB (default: half the machine's or cgroup's memory)")
+    p.add_argument("--retention-bytes", type=_size,
+                   help="history kept per channel, bytes (default: an eighth of --max-memory)")
+    p.add_argument("--max-fields-per-channel", type=int, help="fields one channel may have (1000)")
+    p.add_argument("--max-string-length", type=int, help="characters in one string value (65536)")
+    p.add_argument("--max-generators", type=int, help="generated channels running at once (32)")
+    p.add_argument("--header-timeout", type=float, dest="header_timeout_s",
+                   help="seconds to send a request head, and an idle keep-alive connection's next one (10)")
+    p.add_argument("--body-timeout", type=float, dest="body_timeout_s",
+                   help="seconds to send a push body (60)")
     p.add_argument("--write-tokens", help="comma-separated tokens allowed to push (env LIVEDATA_WRITE_TOKENS)")
     p.add_argument("--read-tokens", help="comma-separated tokens allowed to subscribe")
     p.add_argument("--metrics-token", help="a token that may read /metrics only (env LIVEDATA_METRICS_TOKEN)")
@@ -63,6 +76,11 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"livedata: {message} (see {self.prog} --help)\n")
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,6 +155,8 @@ def config_from_args(ns: argparse.Namespace) -> Config:
         "retention_s", "retention_points", "heartbeat_s", "buffer_bytes", "max_subscriptions",
         "max_channels", "max_body_bytes", "max_frame_bytes", "max_points_per_request", "max_connections_per_ip",
         "trusted_proxies", "write_tokens", "read_tokens", "metrics_token", "allowed_hosts",
+        "max_connections", "max_memory", "retention_bytes", "max_fields_per_channel", "max_string_length",
+        "max_generators", "header_timeout_s", "body_timeout_s",
         "certfile", "keyfile",
     ]
     overrides: dict[str, Any] = {k: getattr(ns, k, None) for k in keys}
@@ -144,6 +164,16 @@ def config_from_args(ns: argparse.Namespace) -> Config:
 
     file = getattr(ns, "config", None) or os.environ.get("LIVEDATA_CONFIG") or None
     return Config.load(overrides, file=file)
+
+
+def raise_descriptor_limit() -> None:
+    """Raise the soft ``RLIMIT_NOFILE`` to the hard limit: every connection needs a descriptor."""
+    with contextlib.suppress(ImportError, ValueError, OSError):
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _install_loop() -> None:
@@ -208,11 +238,21 @@ async def serve(config: Config, ssl_ctx: ssl.SSLContext | None = None) -> int:
     """Run the server until SIGINT/SIGTERM. Returns the process exit code."""
     from aiohttp import web
 
+    from livedata.config import show_size
     from livedata.server.app import create_app
+    from livedata.server.server import SERVER
 
     app = create_app(config)
-    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5, access_log=None)
+    # keepalive_timeout: a request head, and an idle connection's next one, must come within it
+    # (aiohttp arms it when the connection is made); max_headers: at most 32 lines of 8 KiB.
+    # lingering_time: after refusing a body it did not read, aiohttp reads and drops the rest this
+    # long (so the client sees the answer, not a reset) -- not the 10 s default: a held connection.
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5, access_log=None,
+                           keepalive_timeout=config.header_timeout_s, max_headers=32, lingering_time=2.0)
     await runner.setup()
+    server = app[SERVER]
+    assert runner.server is not None
+    server.admission.install(runner.server)
     site = web.TCPSite(runner, config.host, config.port, ssl_context=ssl_ctx, backlog=4096,
                        reuse_address=True)
     try:
@@ -240,6 +280,19 @@ async def serve(config: Config, ssl_ctx: ssl.SSLContext | None = None) -> int:
     if "*" in config.cors_origin and not config.write_tokens:
         log.warning("--cors-origin * without --write-tokens: any web page the user opens may write to this "
                     "server (docs/security.md)")
+    budget = server.budget
+    log.info("memory budget %s (%s), history per channel at most %s; at most %d connections "
+             "(%d per address), %d generated channels", show_size(budget.limit),
+             "--max-memory" if config.max_memory else "half of this machine's memory: set --max-memory",
+             show_size(config.retention_bytes or budget.limit // 8), server.max_connections,
+             config.max_connections_per_ip, config.max_generators)
+    from livedata.server.ingest.parse import INGEST_FACTOR
+
+    largest = budget.caps["ingest"] // INGEST_FACTOR
+    if largest < config.max_body_bytes:
+        log.warning("the memory budget holds push bodies of at most %s each, less than --max-body-bytes %s: "
+                    "larger pushes get 413 (raise --max-memory, or lower --max-body-bytes)",
+                    show_size(largest), show_size(config.max_body_bytes))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -312,6 +365,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(
             level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
+        raise_descriptor_limit()
         _install_loop()
         return asyncio.run(serve(config, ssl_ctx))
     parser.error(f"unknown command {ns.command}")

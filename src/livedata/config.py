@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -30,6 +31,91 @@ class ConfigError(ValueError):
         super().__init__(message)
         self.key = key
         self.message = message
+
+
+_SIZE_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?i?B?)\s*", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "kb": 1000, "m": 1 << 20, "mib": 1 << 20, "mb": 1000**2,
+          "g": 1 << 30, "gib": 1 << 30, "gb": 1000**3, "t": 1 << 40, "tib": 1 << 40, "tb": 1000**4}
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes from ``1048576``, ``512KiB``, ``256MiB``, ``1.5GiB`` (binary), ``100MB`` (decimal) or ``64M``
+    (binary, as ``ulimit`` and Docker read it).
+
+    Raises:
+        ConfigError: not a size.
+    """
+    if isinstance(text, int):
+        return text
+    m = _SIZE_RE.fullmatch(text)
+    unit = m.group(2).lower() if m else ""
+    if m is None or unit not in _UNITS:
+        raise ConfigError(f"{text!r} is not a size: write bytes, or a number with KiB, MiB or GiB (e.g. 256MiB)")
+    return int(float(m.group(1)) * _UNITS[unit])
+
+
+def show_size(n: int) -> str:
+    """``n`` bytes for a person: ``256 MiB``, ``1.5 GiB``, ``900 B``."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            value = n / size
+            return f"{value:.0f} {unit}" if value == int(value) or value >= 100 else f"{value:.1f} {unit}"
+    return f"{n} B"
+
+
+SIZE_SETTINGS = frozenset({"max_memory", "retention_bytes", "buffer_bytes", "max_body_bytes", "max_frame_bytes"})
+"""Settings given in bytes: their flags and variables take ``KiB``/``MiB``/``GiB`` suffixes too."""
+
+
+def machine_memory() -> int:
+    """Memory this process may use: the smaller of the machine's RAM and its cgroup's limit (0: unknown)."""
+    limits = []
+    try:
+        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        pass
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                raw = f.read().strip()
+        except OSError:
+            continue
+        if raw.isdigit() and int(raw) < 1 << 60:
+            limits.append(int(raw))
+    return min(limits) if limits else 0
+
+
+DEFAULT_MEMORY_SHARE = 0.5
+"""Without ``--max-memory``, the budget is this share of :func:`machine_memory` (at least 256 MiB)."""
+MIN_MEMORY = 32 << 20
+
+
+def default_max_memory() -> int:
+    have = machine_memory()
+    return max(256 << 20, int(have * DEFAULT_MEMORY_SHARE)) if have else 1 << 30
+
+
+def descriptor_limit() -> int:
+    """The soft ``RLIMIT_NOFILE`` now (0: unknown)."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, ValueError, OSError):
+        return 0
+    return soft if soft != getattr(resource, "RLIM_INFINITY", -1) else 1 << 20
+
+
+FD_RESERVE = 256
+"""Descriptors kept free below the limit for what is not a client (Redis, files, the listening socket)."""
+
+
+def default_max_connections(fds: int) -> int:
+    """Client connections allowed with ``fds`` descriptors: 90 % of what is left after the reserve
+    (the admission guard's headroom for ``/api/health`` comes on top, and stays below the limit)."""
+    if fds <= 0:
+        return 1000
+    return max(16, int((fds - FD_RESERVE) * 0.9))
 
 
 def _tokens(value: str | tuple[str, ...]) -> tuple[str, ...]:
@@ -68,6 +154,22 @@ class Config:
     max_points_per_request: int = 1_000_000
     max_frame_bytes: int = 4 << 20
     max_connections_per_ip: int = 1_000
+    """Connections of any kind from one client address (more get ``429``; ``/api/health`` still answers)."""
+    max_connections: int = 0
+    """Client connections in all; 0: derived from the descriptor limit (:func:`default_max_connections`)."""
+    max_memory: int = 0
+    """The memory budget in bytes (see ``core/budget.py``); 0: derived from the machine (:func:`default_max_memory`)."""
+    retention_bytes: int = 0
+    """History kept per channel, bytes (as estimated in memory); 0: an eighth of the memory budget."""
+    max_fields_per_channel: int = 1_000
+    max_string_length: int = 65_536
+    """Characters in one string value."""
+    max_generators: int = 32
+    """Generated channels (distinct params) running at once; they do not count in ``max_channels``."""
+    header_timeout_s: float = 10.0
+    """A request head (and an idle keep-alive connection's next one) must arrive within this."""
+    body_timeout_s: float = 60.0
+    """A push body must arrive within this."""
     trusted_proxies: tuple[str, ...] = ()
     """CIDRs of reverse proxies whose ``Forwarded``/``X-Forwarded-For`` name the client
     (``server/clientaddr.py``); empty: those headers are ignored."""
@@ -98,9 +200,19 @@ class Config:
         if self.buffer_bytes < 4096:
             raise ConfigError(f"buffer_bytes must be at least 4096, got {self.buffer_bytes}", "buffer_bytes")
         for key in ("max_subscriptions", "max_channels", "max_body_bytes", "max_points_per_request",
-                    "max_frame_bytes", "max_connections_per_ip"):
+                    "max_frame_bytes", "max_connections_per_ip", "max_fields_per_channel", "max_string_length",
+                    "max_generators"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be at least 1, got {getattr(self, key)}", key)
+        if self.max_memory and self.max_memory < MIN_MEMORY:
+            raise ConfigError(f"max_memory must be at least {MIN_MEMORY >> 20} MiB, got {self.max_memory} bytes",
+                              "max_memory")
+        for key in ("retention_bytes", "max_connections"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key} must not be negative (0: the default), got {getattr(self, key)}", key)
+        for key in ("header_timeout_s", "body_timeout_s"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"{key} must be positive, got {getattr(self, key)}", key)
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level must be debug, info, warning or error, got {self.log_level!r}",
                               "log_level")
@@ -172,6 +284,9 @@ FILE_KEYS: dict[str, str] = {
     "max_points_per_request": "max_points_per_request", "max_connections_per_ip": "max_connections_per_ip",
     "trusted_proxies": "trusted_proxies", "write_tokens": "write_tokens", "read_tokens": "read_tokens",
     "certfile": "certfile", "keyfile": "keyfile", "allowed_hosts": "allowed_hosts", "metrics_token": "metrics_token",
+    "max_connections": "max_connections", "max_memory": "max_memory", "retention_bytes": "retention_bytes",
+    "max_fields_per_channel": "max_fields_per_channel", "max_string_length": "max_string_length",
+    "max_generators": "max_generators", "header_timeout": "header_timeout_s", "body_timeout": "body_timeout_s",
 }
 """Config file key (the flag's name, ``-`` or ``_``) to Config field."""
 _FIELD_KEYS = {v: k for k, v in FILE_KEYS.items()}
@@ -209,6 +324,12 @@ def load_file(path: str) -> dict[str, Any]:
             close = get_close_matches(key, known, n=1)
             hint = f"did you mean {close[0]!r}?" if close else "see docs/sources.md#the-config-file for the keys"
             raise ConfigError(f"{path}: {raw_key}: unknown key ({hint})", raw_key)
+        if name in SIZE_SETTINGS and isinstance(value, str):
+            try:
+                values[name] = parse_size(value)
+            except ConfigError as exc:
+                raise ConfigError(f"{path}: {raw_key}: {exc}", raw_key) from None
+            continue
         values[name] = _file_value(path, raw_key, types[name], value)
     try:
         Config(**values)
@@ -253,6 +374,11 @@ def _file_value(path: str, key: str, typ: str, value: Any) -> Any:
 
 def _parse(name: str, typ: Any, raw: str) -> Any:
     typ = str(typ)
+    if name in SIZE_SETTINGS:
+        try:
+            return parse_size(raw)
+        except ConfigError as exc:
+            raise ConfigError(f"LIVEDATA_{name.upper()}: {exc}") from None
     try:
         if typ == "int":
             return int(raw)
@@ -267,4 +393,16 @@ def _parse(name: str, typ: Any, raw: str) -> Any:
     return raw
 
 
-__all__ = ["DEFAULT_CORS", "FILE_KEYS", "Config", "ConfigError", "field", "load_file"]
+__all__ = [
+    "DEFAULT_CORS",
+    "FILE_KEYS",
+    "Config",
+    "ConfigError",
+    "default_max_connections",
+    "default_max_memory",
+    "descriptor_limit",
+    "field",
+    "load_file",
+    "parse_size",
+    "show_size",
+]

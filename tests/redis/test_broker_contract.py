@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from livedata.brokers.base import ChannelLimitError
-from livedata.core.frames import Batch, Chunk, FieldDef, Pos, SchemaError
+from livedata.brokers.base import ChannelLimitError, FieldLimitError
+from livedata.core.frames import Batch, Chunk, FieldDef, Pos, SchemaError, Sparse, dense
 from tests.conftest import BrokerMaker
 
 V = FieldDef.of("v", "number")
@@ -346,6 +346,94 @@ async def test_channel_limit(make_broker: BrokerMaker) -> None:
     await b.publish("a", batch([NOW + 1]))  # existing channels still take points
     await b.delete("b")
     await b.publish("c", batch([NOW]))
+
+
+async def test_generated_channels_do_not_count_in_the_channel_limit(make_broker: BrokerMaker) -> None:
+    b = await make_broker(max_channels=1, prefix=f"glim{next(_names)}:")
+    for name in ("random-walk", "random-walk/series=3", "sine/period=500"):
+        await b.publish(name, batch([NOW]))
+    assert await b.channel_count() == 0
+    await b.publish("a", batch([NOW]))
+    assert await b.channel_count() == 1
+    with pytest.raises(ChannelLimitError):
+        await b.publish("b", batch([NOW]))
+    await b.delete("random-walk")
+    await b.delete("a")
+    assert await b.channel_count() == 0
+    await b.publish("b", batch([NOW]))
+
+
+async def test_field_limit_stores_nothing(make_broker: BrokerMaker) -> None:
+    b = await make_broker(max_fields=3, prefix=f"flim{next(_names)}:")
+    await b.publish("c", batch([NOW], a=[1.0]))  # v and a
+    with pytest.raises(FieldLimitError, match="has 2 fields and this push adds 2: the limit is 3") as err:
+        await b.publish("c", batch([NOW + 1], x=[1.0], y=[2.0]))
+    assert err.value.field == "y"
+    assert [f.key for f in await b.fields("c")] == ["v", "a"]
+    assert len(points((await b.history("c", None, None)).chunks)) == 1
+    await b.publish("c", batch([NOW + 2], a=[3.0], x=[1.0]))  # one more is fine, known ones too
+    with pytest.raises(FieldLimitError):
+        await b.publish("d", batch([NOW], a=[1.0], x=[1.0], y=[1.0]))  # a new channel, four at once
+    assert await b.fields("d") is None
+
+
+async def test_sparse_columns_round_trip(broker: Any) -> None:
+    fields = {"a": FieldDef.of("a", "number"), "s": FieldDef.of("s", "string")}
+    times = [NOW + i for i in range(100)]
+    await broker.publish("c", Batch(times, {"a": Sparse(100, [3, 97], [1.5, 2]), "s": Sparse(100, [50], ["x"])},
+                                    fields))
+    (chunk,) = (await broker.history("c", None, None)).chunks
+    assert chunk.times == times and chunk.cells == 3
+    assert chunk.columns == {"a": Sparse(100, [3, 97], [1.5, 2]), "s": Sparse(100, [50], ["x"])}
+    (part,) = (await broker.history("c", NOW + 40, NOW + 60)).chunks
+    assert part.times == times[40:61] and dense(part.columns["s"]) == [None] * 10 + ["x"] + [None] * 10
+    assert (await broker.channels())[0].points == 3
+
+
+async def test_history_and_read_after_come_in_pages(broker: Any) -> None:
+    sent = []
+    for i in range(40):
+        times = [NOW + i * 10 + k for k in range(5)]
+        sent += times
+        await broker.publish("c", batch(times))
+    full = await broker.history("c", None, None)
+    page = await broker.history("c", NOW + 3, None, max_bytes=1)  # one chunk a page
+    got = []
+    pages = 0
+    while True:
+        pages += 1
+        assert page.head == full.head
+        got += [x for x, _ in points(page.chunks)]
+        if not page.more:
+            break
+        page = await broker.history("c", NOW + 3, None, after=page.chunks[-1].pos, until=full.head, max_bytes=1)
+    assert got == [t for t in sent if t >= NOW + 3] and pages == 40
+    # A page stops at ``until`` even when more was published since.
+    head = full.head
+    await broker.publish("c", batch([NOW + 1000]))
+    last = await broker.history("c", None, None, after=full.chunks[-2].pos, until=head, max_bytes=1 << 20)
+    assert [c.pos for c in last.chunks] == [head] and not last.more
+    # read_after: pages of about max_bytes up to ``until``.
+    epoch = broker.epoch_of("c")
+    after = full.chunks[9].pos
+    page = await broker.read_after("c", epoch, after, max_bytes=1, until=head)
+    seen = []
+    while True:
+        seen += [c.pos for c in page.chunks]
+        if not page.more:
+            break
+        page = await broker.read_after("c", epoch, page.chunks[-1].pos, max_bytes=1, until=head)
+    assert seen == [c.pos for c in full.chunks[10:]]
+
+
+async def test_retention_by_bytes(make_broker: BrokerMaker) -> None:
+    b = await make_broker(retention_bytes=20_000, prefix=f"bytes{next(_names)}:")
+    for i in range(50):
+        await b.publish("c", batch([NOW + i], s=["x" * 1000]))
+    h = await b.history("c", None, None)
+    kept = len(points(h.chunks))
+    assert 5 <= kept <= 25, kept  # at most 20 kB (as each broker counts bytes), and the newest
+    assert points(h.chunks)[-1][0] == NOW + 49
 
 
 async def test_channels_listing(broker: Any) -> None:

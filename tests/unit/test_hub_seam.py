@@ -349,3 +349,67 @@ async def test_a_round_lets_the_loop_run_and_takes_chunks_that_arrive_meanwhile(
     assert packets[2:] == [[[10_000, 10_001]]] * 4
     assert feed.rnd is None and feed.log == [] and feed.base == feed.head == 2
     await hub.close()
+
+
+async def test_backfill_is_paged_and_paced_by_the_reader() -> None:
+    """History comes a page at a time, in packets of a quarter of the connection's cap, each written
+    only when the queue is back under it; a reader that takes nothing is closed as slow and was
+    written one packet; late points stored out of order come marked late, never out of order."""
+    broker = MemoryBroker(retention_points=10**9, wall=lambda: 20.0)
+    sent = []
+    for i in range(40):
+        times = [100_000 + i * 1000 + k for k in range(1000)]
+        sent += times
+        await broker.publish("c", Batch(times, {"v": list(range(len(sent) - 1000, len(sent)))}, V))
+    await broker.publish("c", Batch([99_000, 99_001], {"v": [-2, -1]}, V))  # late: older than all
+    hub = Hub(broker, settings=Settings(history_page_bytes=64 << 10))
+    cap = 64 << 10
+    reader = FramedSink(cap=cap)
+    hub.subscribe(parse_subscribe({"type": "subscribe", "id": "r", "channel": "c", "from": 0, "to": 10**9}, 10**13),
+                  reader, lambda s: None)
+    messages: list[dict[str, Any]] = []
+    while not any(m["type"] == "complete" for m in messages):
+        await asyncio.sleep(0.001)
+        messages += reader.take_messages()
+    data = [m for m in messages if m["type"] == "data"]
+    biggest = max(len(msgspec.json.encode(m)) for m in data)
+    assert biggest <= cap // 4 + 4096, f"a packet of {biggest} bytes"
+    assert len(data) > 20
+    on_time = [t for m in data if not m.get("late") for t in m["frame"]["data"]["values"][0]]
+    late = [t for m in data if m.get("late") for t in m["frame"]["data"]["values"][0]]
+    assert on_time == sorted(on_time) and sorted(on_time + late) == sorted([*sent, 99_000, 99_001])
+    assert [m.get("position") is not None for m in data].count(True) == 1 and data[-1].get("position")
+    # A reader that takes nothing: one packet, then it waits; closed as slow after the stall time.
+    stalled = FramedSink(cap=cap)
+    stalled.conn.flow = FlowPolicy(cap, stall_s=0.3)
+    stalled.transport.queued = cap  # nothing it is written ever leaves the queue
+    hub.subscribe(parse_subscribe({"type": "subscribe", "id": "s", "channel": "c", "from": 0}, 10**13), stalled,
+                  lambda s: None)
+    await asyncio.sleep(0.1)
+    assert len(stalled.transport.out) <= 512  # the schema packet waits for room too
+    await asyncio.sleep(0.5)
+    assert stalled.conn.close_reason == "slow"
+    await hub.close()
+
+
+async def test_the_backfills_of_one_connection_take_turns() -> None:
+    """100 subscriptions on one socket that stops reading: one page in flight, not 100."""
+    from livedata.core.budget import Budget
+
+    broker = MemoryBroker(retention_points=10**9, wall=lambda: 20.0)
+    for i in range(20):
+        await broker.publish("c", Batch([i * 1000 + k for k in range(1000)], {"v": [0] * 1000}, V))
+    budget = Budget(64 << 20)
+    hub = Hub(broker, settings=Settings(history_page_bytes=16 << 10), budget=budget)
+    sink = FramedSink(cap=64 << 10)
+    sink.transport.queued = 64 << 10
+    for i in range(100):
+        hub.subscribe(parse_subscribe({"type": "subscribe", "id": f"s{i}", "channel": "c", "from": 0}, 10**13),
+                      sink, lambda s: None)
+    await asyncio.sleep(0.2)
+    page = (16 << 10) + 2 * (16 << 10)
+    assert 0 < budget.used["backfill"] <= page - (16 << 10), budget.used
+    assert len(hub.turns) == 1
+    await hub.close()
+    await asyncio.sleep(0.01)  # the cancelled backfills end
+    assert budget.used["backfill"] == 0 and len(hub.turns) == 0

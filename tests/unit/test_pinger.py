@@ -14,6 +14,10 @@ class FakeTransport:
     def __init__(self) -> None:
         self.written: list[bytes] = []
         self.aborted = False
+        self.queued = 0
+
+    def get_write_buffer_size(self) -> int:
+        return self.queued
 
     def is_closing(self) -> bool:
         return self.aborted
@@ -36,6 +40,8 @@ class FakeConn:
         self.transport = FakeTransport()
         self.peer = "p"
         self.ws = SimpleNamespace(closed=False)
+        self.bytes_out = 0
+        self.ping_sent = 0
 
     def close(self, reason: str) -> None:
         self.closed_with.append(reason)
@@ -71,6 +77,28 @@ def test_a_silent_peer_is_pinged_then_dropped_within_one_and_a_half_heartbeats()
     sweeps(pinger, 100.0 + 1.5 * HB, 100.0 + 3 * HB)
     assert s.closed_with == ["gone"]  # dropped once: a closed connection is not pinged or closed again
     assert s.conn.transport.written == [PING_FRAME]
+
+
+def test_a_silent_peer_with_bytes_queued_for_it_is_dropped_as_slow() -> None:
+    pinger = Pinger(HB, set())
+    s = fake_session(rx_at=100.0)
+    s.transport.queued = 70_000  # its pong waits behind what it does not read
+    pinger.conns.add(s)
+    sweeps(pinger, 100.0, 100.0 + 1.25 * HB)
+    assert s.conn.transport.aborted and s.closed_with == ["slow"]
+
+
+def test_a_peer_that_takes_what_is_written_to_it_is_kept_though_its_pong_is_late() -> None:
+    pinger = Pinger(HB, set())
+    s = fake_session(rx_at=100.0)
+    s.transport.queued = 70_000
+    pinger.conns.add(s)
+    sweeps(pinger, 100.0, 100.0 + HB)  # pinged
+    s.bytes_out += 200_000  # a backfill goes on; the kernel takes it: the peer reads
+    sweeps(pinger, 100.0 + 1.25 * HB, 100.0 + 1.25 * HB)
+    assert not s.conn.transport.aborted and s.closed_with == []
+    sweeps(pinger, 100.0 + 1.5 * HB, 100.0 + 3.5 * HB)  # it stops taking anything: dropped
+    assert s.conn.transport.aborted and s.closed_with == ["slow"]
 
 
 def test_a_peer_that_answers_is_kept_and_pinged_again_later() -> None:

@@ -35,6 +35,20 @@ def retained_from(start_ms: int | None, now_s: float, retention_ms: int) -> int:
     """
     cutoff = int(now_s * 1000) - retention_ms
     return cutoff if start_ms is None else max(start_ms, cutoff)
+class FieldLimitError(RuntimeError):
+    """The batch would give its channel more fields than ``--max-fields-per-channel``.
+
+    ``field`` is the first new field over the limit."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def field_limit_error(channel: str, have: int, new: int, limit: int, first: str) -> FieldLimitError:
+    return FieldLimitError(
+        f"channel {channel!r} has {have} fields and this push adds {new}: the limit is {limit} per channel "
+        "(send fewer distinct field names or tags, or raise --max-fields-per-channel)", first)
 
 
 @dataclass(slots=True)
@@ -63,6 +77,10 @@ class History:
     lost: int | None = None
     sorted: bool = True
     """True when the chunks' points, taken in order, are in time order."""
+    more: bool = False
+    """A paged read (``max_bytes``) stopped before ``head``: read on after the last chunk."""
+    copied: bool = False
+    """The chunks were made for this read (decoded from Redis), not shared with the broker's own."""
 
 
 ChunkCallback = Callable[[str, Chunk, list[FieldDef]], None]
@@ -151,12 +169,20 @@ class Broker(Protocol):
         """
         ...
 
-    async def history(self, channel: str, start_ms: int | None, end_ms: int | None) -> History:
-        """Points with ``start_ms <= time <= end_ms`` (None: unbounded), up to the head now."""
+    async def history(self, channel: str, start_ms: int | None, end_ms: int | None, *,
+                      after: Pos | None = None, until: Pos | None = None, max_bytes: int = 0) -> History:
+        """Points with ``start_ms <= time <= end_ms`` (None: unbounded), up to the head now.
+
+        Paged: with ``max_bytes`` a read stops once its chunks hold about that many bytes (at least
+        one chunk) and sets ``more``; the next page is read with ``after`` = the last chunk's
+        position and ``until`` = the first page's ``head``. Chunks come in log order.
+        """
         ...
 
-    async def read_after(self, channel: str, epoch: str, pos: Pos, limit: int = 0) -> History:
-        """Chunks after ``pos`` (from the oldest retained one when it is gone or the epoch differs)."""
+    async def read_after(self, channel: str, epoch: str, pos: Pos, limit: int = 0, *,
+                         until: Pos | None = None, max_bytes: int = 0) -> History:
+        """Chunks after ``pos`` (from the oldest retained one when it is gone or the epoch differs),
+        up to ``until`` (default: the head), at most ``limit`` chunks and about ``max_bytes``."""
         ...
 
     def subscribe(self, channel: str, callback: ChunkCallback, after: Pos | None) -> Unsubscribe:
@@ -164,6 +190,10 @@ class Broker(Protocol):
         ...
 
     async def channels(self) -> list[ChannelInfo]: ...
+
+    async def channel_count(self) -> int:
+        """Channels that count in the channel limit (every one but the generated ones)."""
+        ...
 
     async def fields(self, channel: str) -> list[FieldDef] | None:
         """The channel's schema, or None when it does not exist."""

@@ -1,4 +1,11 @@
-"""The embedded default broker: everything in this process, bounded by age and count."""
+"""The embedded default broker: everything in this process, bounded by age, count and bytes.
+
+Each chunk's size in memory is estimated when it is stored (:func:`livedata.core.sizes.chunk_bytes`)
+and counted per channel (``--retention-bytes``) and in the server's memory budget (history, see
+:mod:`livedata.core.budget`); schemas are counted there too. When the budget needs room, the
+oldest points of the channels that hold the most are dropped first, down to a common level
+(:meth:`MemoryBroker.make_room`), so one big channel cannot push out everyone else's history.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +23,13 @@ from livedata.brokers.base import (
     History,
     Subscribers,
     Unsubscribe,
+    field_limit_error,
     retained_from,
 )
+from livedata.core import sizes
+from livedata.core.budget import Budget, BudgetError
 from livedata.core.frames import Batch, Chunk, FieldDef, Pos, Schema
+from livedata.core.sources import is_generated
 
 
 @dataclass(slots=True)
@@ -28,20 +39,29 @@ class _Channel:
     schema: Schema = field(default_factory=Schema)
     chunks: deque[Chunk] = field(default_factory=deque)
     points: int = 0
+    bytes: int = 0
+    """Estimated bytes of the retained chunks."""
+    schema_bytes: int = 0
+    """Bytes reserved in the budget for the channel and its fields."""
     seq: int = 0
     count: int = 0
     max_time: int | None = None
     disordered: set[int] = field(default_factory=set)
     """``pos.a`` of retained chunks that start before the newest time before them."""
-    recent: deque[tuple[float, int]] = field(default_factory=deque)
+    rate: list[float] = field(default_factory=lambda: [-1.0, 0.0, 0.0])
+    """Points published per 10-second window: [window, this one, the one before]."""
 
     @property
     def head(self) -> Pos | None:
         return self.chunks[-1].pos if self.chunks else (Pos(self.seq, 0, self.count) if self.seq else None)
 
 
+RATE_WINDOW_S = 10.0
+
+
 class MemoryBroker:
-    """History per channel bounded by ``retention_s`` (by point time) and ``retention_points``.
+    """History per channel bounded by ``retention_s`` (by point time), ``retention_points`` and
+    ``retention_bytes`` (0: no byte limit per channel), and in all by ``budget``.
 
     Points are values: a row of ten series at one time counts ten.
     """
@@ -52,36 +72,49 @@ class MemoryBroker:
         retention_points: int = 200_000,
         max_channels: int = 10_000,
         wall: Callable[[], float] = time.time,
+        *,
+        retention_bytes: int = 0,
+        max_fields: int = 0,
+        budget: Budget | None = None,
     ) -> None:
         self.retention_ms = int(retention_s * 1000)
         self.retention_points = retention_points
+        self.retention_bytes = retention_bytes or (1 << 62)
         self.max_channels = max_channels
+        self.max_fields = max_fields
+        """Fields per channel (0: no limit)."""
         self.wall = wall
         self.token = secrets.token_hex(3)
         self._created = 0
         self._channels: dict[str, _Channel] = {}
+        self._counted = 0
+        """Channels that count in ``max_channels`` (generated ones do not)."""
         self._subs = Subscribers()
+        self.budget = budget
+        if budget is not None:
+            budget.on_history_over = self.make_room
+        self.trimmed_for_room = 0
+        """Chunks (or parts of them) dropped because the memory budget needed the room."""
         self.on_status: Callable[[bool, str], None] | None = None
 
     async def start(self) -> None:
         return None
 
     async def close(self) -> None:
-        self._channels.clear()
+        for name in list(self._channels):
+            self._forget(name)
 
     async def ping(self) -> None:
         return None  # in this process: always there
 
-    def _channel(self, name: str, create: bool) -> _Channel | None:
-        ch = self._channels.get(name)
-        if ch is None and create:
-            if len(self._channels) >= self.max_channels:
-                raise ChannelLimitError(
-                    f"too many channels: the limit is {self.max_channels} (delete some or raise --max-channels)"
-                )
-            self._created += 1
-            ch = self._channels[name] = _Channel(name, f"{self.token}{self._created:x}")
-        return ch
+    def _new_channel(self, name: str) -> _Channel:
+        counted = not is_generated(name)
+        if counted and self._counted >= self.max_channels:
+            raise ChannelLimitError(
+                f"too many channels: the limit is {self.max_channels} (delete some or raise --max-channels)"
+            )
+        self._created += 1
+        return _Channel(name, f"{self.token}{self._created:x}")
 
     def epoch_of(self, channel: str) -> str | None:
         ch = self._channels.get(channel)
@@ -91,11 +124,28 @@ class MemoryBroker:
         return self.publish_now(channel, batch)
 
     def publish_now(self, channel: str, batch: Batch) -> Pos:
-        """Synchronous publish (the memory broker never waits)."""
+        """Synchronous publish (the memory broker never waits).
+
+        Raises:
+            SchemaError, FieldLimitError, ChannelLimitError, BudgetError: nothing was stored.
+        """
         ch = self._channels.get(channel)
         new = (ch.schema if ch else Schema()).check(batch.fields.values())
-        ch = self._channel(channel, create=True)
-        assert ch is not None
+        have = len(ch.schema.fields) if ch else 0
+        if self.max_fields and new and have + len(new) > self.max_fields:
+            raise field_limit_error(channel, have, len(new), self.max_fields, new[max(0, self.max_fields - have)].key)
+        if ch is None:
+            ch = self._new_channel(channel)
+        grow = (sizes.CHANNEL if channel not in self._channels else 0) + sum(map(sizes.field_bytes, new))
+        if grow and self.budget is not None and not self.budget.reserve("schema", grow):
+            raise BudgetError(
+                f"the server's memory budget for channels and fields is full: channel {channel!r} cannot "
+                f"{'be created' if channel not in self._channels else 'gain new fields'} now (delete channels, "
+                "or raise --max-memory)", "schema")
+        if channel not in self._channels:
+            self._channels[channel] = ch
+            self._counted += not is_generated(channel)
+        ch.schema_bytes += grow
         ch.schema.add(new)
         batch = batch.sorted()
         if not batch.times:
@@ -103,88 +153,186 @@ class MemoryBroker:
         ch.seq += 1
         ch.count += len(batch.times)
         chunk = Chunk(Pos(ch.seq, 0, ch.count), batch.times, batch.columns, ch.max_time)
+        chunk.nbytes = sizes.chunk_bytes(batch.times, batch.columns, batch.fields)
         if ch.max_time is not None and batch.times[0] < ch.max_time:
             ch.disordered.add(ch.seq)
         if ch.max_time is None or batch.times[-1] > ch.max_time:
             ch.max_time = batch.times[-1]
         ch.chunks.append(chunk)
         ch.points += chunk.cells
+        ch.bytes += chunk.nbytes
         now = self.wall()
-        ch.recent.append((now, len(chunk)))
-        while ch.recent and ch.recent[0][0] < now - 10:
-            ch.recent.popleft()
+        window = now // RATE_WINDOW_S
+        rate = ch.rate
+        if rate[0] != window:
+            rate[:] = [window, 0.0, rate[1] if rate[0] == window - 1 else 0.0]
+        rate[1] += len(chunk)
+        over = self.budget.add_history(chunk.nbytes) if self.budget is not None else 0
         self._trim(ch, now)
+        if over:
+            self.make_room(over)
         self._subs.deliver(channel, chunk, new)
         return chunk.pos
+
+    # --- retention ------------------------------------------------------------------------------
+
+    def _drop_first(self, ch: _Channel) -> int:
+        old = ch.chunks.popleft()
+        ch.points -= old.cells
+        ch.bytes -= old.nbytes
+        ch.disordered.discard(old.pos.a)
+        return old.nbytes
+
+    def _cut_first(self, ch: _Channel, drop: int) -> int:
+        """Drop the first ``drop`` rows of the oldest chunk (keeping at least its last row)."""
+        first = ch.chunks[0]
+        drop = min(drop, len(first) - 1)
+        if drop <= 0:
+            return 0
+        kept = first.slice(drop, len(first))
+        ch.chunks[0] = kept
+        ch.points -= first.cells - kept.cells
+        freed = first.nbytes - kept.nbytes
+        ch.bytes -= freed
+        ch.disordered.discard(first.pos.a)
+        return freed
 
     def _trim(self, ch: _Channel, now: float) -> None:
         cutoff = int(now * 1000) - self.retention_ms
         chunks = ch.chunks
-        limit = self.retention_points
-        while len(chunks) > 1 and (chunks[0].times[-1] < cutoff or ch.points - chunks[0].cells >= limit):
-            old = chunks.popleft()
-            ch.points -= old.cells
-            ch.disordered.discard(old.pos.a)
+        limit, limit_bytes = self.retention_points, self.retention_bytes
+        freed = 0
+        while len(chunks) > 1 and (chunks[0].times[-1] < cutoff or ch.points - chunks[0].cells >= limit
+                                   or ch.bytes - chunks[0].nbytes >= limit_bytes):
+            freed += self._drop_first(ch)
         if ch.points > limit:  # one chunk alone is over the count: keep its newest rows
             first = chunks[0]
-            width = max(1, len(first.columns))
-            drop = -(-(ch.points - limit) // width)
-            kept = first.slice(drop, len(first))
-            chunks[0] = kept
-            ch.points -= first.cells - kept.cells
-            ch.disordered.discard(first.pos.a)
+            width = max(1, first.cells // max(1, len(first)))
+            freed += self._cut_first(ch, -(-(ch.points - limit) // width))
+        if ch.bytes > limit_bytes and chunks[0].nbytes:
+            first = chunks[0]
+            freed += self._cut_first(ch, -(-(ch.bytes - limit_bytes) * len(first) // first.nbytes))
+        if freed and self.budget is not None:
+            self.budget.drop_history(freed)
 
-    async def history(self, channel: str, start_ms: int | None, end_ms: int | None) -> History:
+    def _trim_to(self, ch: _Channel, level: int) -> int:
+        """Drop the channel's oldest points until it holds at most ``level`` bytes (or one row)."""
+        freed = 0
+        while len(ch.chunks) > 1 and ch.bytes > level:
+            freed += self._drop_first(ch)
+        if ch.bytes > level and ch.chunks and ch.chunks[0].nbytes:
+            first = ch.chunks[0]
+            freed += self._cut_first(ch, -(-(ch.bytes - level) * len(first) // first.nbytes))
+        return freed
+
+    def make_room(self, need: int) -> None:
+        """Free about ``need`` bytes of history: the channels holding the most come down to one
+        level, their oldest points first (the memory budget calls this)."""
+        chans = sorted(self._channels.values(), key=lambda c: c.bytes, reverse=True)
+        level, prefix = 0, 0
+        for i, ch in enumerate(chans):
+            prefix += ch.bytes
+            nxt = chans[i + 1].bytes if i + 1 < len(chans) else 0
+            if prefix - (i + 1) * nxt >= need:
+                level = max(0, (prefix - need) // (i + 1))
+                break
+        freed = 0
+        for ch in chans:
+            if ch.bytes <= level:
+                break
+            got = self._trim_to(ch, level)
+            if got:
+                self.trimmed_for_room += 1
+                freed += got
+        if freed and self.budget is not None:
+            self.budget.drop_history(freed)
+
+    # --- reading --------------------------------------------------------------------------------
+
+    async def history(self, channel: str, start_ms: int | None, end_ms: int | None, *,
+                      after: Pos | None = None, until: Pos | None = None, max_bytes: int = 0) -> History:
         ch = self._channels.get(channel)
         if ch is None:
             return History("", [], None)
         start_ms = retained_from(start_ms, self.wall(), self.retention_ms)
-        chunks = list(ch.chunks)
+        chunks = ch.chunks
+        head = ch.head if until is None else until
         out: list[Chunk] = []
         in_order = not ch.disordered
         lo_chunk = 0
         if in_order and start_ms is not None:
             lo_chunk = max(0, bisect.bisect_left(chunks, start_ms, key=lambda c: c.times[-1]))
-        for chunk in chunks[lo_chunk:]:
+        if after is not None:
+            lo_chunk = max(lo_chunk, bisect.bisect_right(chunks, after, key=lambda c: c.pos))
+        size = 0
+        more = False
+        for i in range(lo_chunk, len(chunks)):
+            chunk = chunks[i]
+            if head is not None and chunk.pos > head:
+                break
             times = chunk.times
             if end_ms is not None and in_order and times[0] > end_ms:
+                break
+            if max_bytes and size >= max_bytes:
+                more = True
                 break
             lo = 0 if start_ms is None or times[0] >= start_ms else bisect.bisect_left(times, start_ms)
             hi = len(times) if end_ms is None or times[-1] <= end_ms else bisect.bisect_right(times, end_ms)
             if lo == 0 and hi == len(times):
                 out.append(chunk)
+                size += chunk.nbytes
             elif lo < hi:
-                out.append(chunk.slice(lo, hi))
-        return History(ch.epoch, out, ch.head, list(ch.schema.fields.values()), sorted=in_order)
+                part = chunk.slice(lo, hi)
+                out.append(part)
+                size += part.nbytes
+        return History(ch.epoch, out, head, list(ch.schema.fields.values()), sorted=in_order, more=more)
 
-    async def read_after(self, channel: str, epoch: str, pos: Pos, limit: int = 0) -> History:
+    async def read_after(self, channel: str, epoch: str, pos: Pos, limit: int = 0, *,
+                         until: Pos | None = None, max_bytes: int = 0) -> History:
         ch = self._channels.get(channel)
         if ch is None:
             return History("", [], None, lost=-1 if epoch else None)
-        chunks = list(ch.chunks)
+        chunks = ch.chunks
         fields = list(ch.schema.fields.values())
-        if epoch != ch.epoch:
-            return History(ch.epoch, chunks, ch.head, fields, lost=-1, sorted=not ch.disordered)
-        i = bisect.bisect_right(chunks, pos, key=lambda c: c.pos)
+        head = ch.head if until is None else until
         lost = None
-        if i == 0 and chunks and chunks[0].count_before > pos.count:
-            lost = chunks[0].count_before - pos.count
-        out = chunks[i:]
-        if limit and len(out) > limit:
-            out = out[:limit]
-        return History(ch.epoch, out, ch.head, fields, lost=lost, sorted=False)
+        if epoch != ch.epoch:
+            i, lost = 0, -1
+        else:
+            i = bisect.bisect_right(chunks, pos, key=lambda c: c.pos)
+            if i == 0 and chunks and chunks[0].count_before > pos.count:
+                lost = chunks[0].count_before - pos.count
+        out: list[Chunk] = []
+        size = 0
+        more = False
+        for j in range(i, len(chunks)):
+            chunk = chunks[j]
+            if head is not None and chunk.pos > head:
+                break
+            if (limit and len(out) >= limit) or (max_bytes and size >= max_bytes):
+                more = True
+                break
+            out.append(chunk)
+            size += chunk.nbytes
+        return History(ch.epoch, out, head, fields, lost=lost, sorted=lost == -1 and not ch.disordered, more=more)
 
     def subscribe(self, channel: str, callback: ChunkCallback, after: Pos | None) -> Unsubscribe:
         # Kept apart from the channel, so subscribing to a channel with no points yet creates nothing.
         return self._subs.add(channel, callback)
 
     async def channels(self) -> list[ChannelInfo]:
-        now = self.wall()
+        window, into = divmod(self.wall(), RATE_WINDOW_S)
+        left = 1 - into / RATE_WINDOW_S
         out = []
         for ch in self._channels.values():
-            rate = sum(n for t, n in ch.recent if t >= now - 10) / 10
+            w, cur, prev = ch.rate
+            rate = (prev * left + cur) / RATE_WINDOW_S if w == window else (
+                cur * left / RATE_WINDOW_S if w == window - 1 else 0.0)
             out.append(ChannelInfo(ch.name, list(ch.schema.fields.values()), ch.max_time, rate, ch.points))
         return out
+
+    async def channel_count(self) -> int:
+        return self._counted
 
     async def fields(self, channel: str) -> list[FieldDef] | None:
         ch = self._channels.get(channel)
@@ -194,9 +342,24 @@ class MemoryBroker:
         ch = self._channels.get(channel)
         return None if ch is None else ch.max_time
 
+    def _forget(self, channel: str) -> bool:
+        ch = self._channels.pop(channel, None)
+        if ch is None:
+            return False
+        self._counted -= not is_generated(channel)
+        if self.budget is not None:
+            self.budget.drop_history(ch.bytes)
+            self.budget.release("schema", ch.schema_bytes)
+        return True
+
     async def delete(self, channel: str) -> bool:
-        return self._channels.pop(channel, None) is not None
+        return self._forget(channel)
 
     async def lease(self, name: str, owner: str, ttl_s: float) -> bool:
         """One process: every lease is always ours."""
         return True
+
+    @property
+    def history_bytes(self) -> int:
+        """Estimated bytes of every channel's retained chunks."""
+        return sum(ch.bytes for ch in self._channels.values())

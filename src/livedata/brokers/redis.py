@@ -21,17 +21,18 @@ Keys (``P`` is the prefix, ``livedata:`` by default; one Redis, not Redis Cluste
     A small index list parallel to the stream (``id n rows values t1`` per entry) that retention
     reads instead of the entries (which hold the payload).
 ``P channels``
-    The set of channel names. ``P lease:{name}``: generator leases. ``P w:{token}``: a wake-up
-    stream of one process's reader.
+    The set of channel names; ``P generated`` the generated ones among them (they do not count in
+    the channel limit). ``P lease:{name}``: generator leases. ``P w:{token}``: a wake-up stream of
+    one process's reader.
 
 Publishing (schema check and merge, channel limit, append, counters, retention) is one Lua script
 (``redis_lua.py``), so it is atomic: a schema conflict or the channel limit stores nothing. How
 entries, IDs and schema rows are encoded: ``redis_codec.py``.
 
-Retention is by point time (``retention_s`` against this process's clock, at publish) and by
-count of values (rows times fields, as in the memory broker), at entry granularity: an entry is
-dropped when all its points are older than the cutoff, or when the values after it are still at
-least ``retention_points``. The newest entry is
+Retention is by point time (``retention_s`` against this process's clock, at publish), by
+count of values (as in the memory broker) and by payload bytes (``retention_bytes``), at entry
+granularity: an entry is dropped when all its points are older than the cutoff, or when the values
+(or bytes) after it are still at least ``retention_points`` (``retention_bytes``). The newest entry is
 always kept. So Redis keeps *at least* what the memory broker keeps (which cuts inside the oldest
 batch): up to one batch more, and late entries (whose ID is above their points' times) are kept
 until the ones before them go.
@@ -66,6 +67,7 @@ from livedata.brokers.base import (
     History,
     Subscribers,
     Unsubscribe,
+    field_limit_error,
     retained_from,
 )
 from livedata.brokers.redis_codec import (
@@ -73,15 +75,16 @@ from livedata.brokers.redis_codec import (
     decode_entry,
     def_json,
     def_of,
+    encode_payload,
     entry_id,
     is_late,
     json_decode,
-    payload_encode,
     schema_of,
     window,
 )
 from livedata.brokers.redis_lua import LEASE, PUBLISH
 from livedata.core.frames import Batch, Chunk, FieldDef, Pos, SchemaError
+from livedata.core.sources import is_generated
 
 log = logging.getLogger("livedata.redis")
 
@@ -108,11 +111,17 @@ class RedisBroker:
         timeout_s: float = 2.0,
         connect_timeout_s: float = 1.0,
         block_ms: int = 1000,
+        *,
+        retention_bytes: int = 0,
+        max_fields: int = 0,
     ) -> None:
         self.url = url
         self.prefix = prefix
         self.retention_ms = int(retention_s * 1000)
         self.retention_points = retention_points
+        self.retention_bytes = retention_bytes
+        """Per channel, in payload bytes (0: no limit)."""
+        self.max_fields = max_fields
         self.max_channels = max_channels
         self.wall = wall
         self.timeout_s = timeout_s
@@ -154,6 +163,10 @@ class RedisBroker:
     @property
     def _reg(self) -> str:
         return f"{self.prefix}channels"
+
+    @property
+    def _greg(self) -> str:
+        return f"{self.prefix}generated"
 
     def _error(self, exc: BaseException) -> BrokerError:
         return BrokerError(f"Redis at {self.where} is unavailable ({type(exc).__name__}: {exc})")
@@ -204,12 +217,13 @@ class RedisBroker:
         args: list[Any] = [
             channel, secrets.token_hex(4), self.max_channels, int(self.wall() * 1000), self.retention_ms,
             self.retention_points, times[0] if times else "", times[-1] if times else "", len(times),
-            payload_encode((times, batch.columns)) if times else b"", len(times) * max(1, len(batch.columns)),
-            len(batch.fields),
+            encode_payload(times, batch.columns) if times else b"", batch.cells, len(batch.fields),
         ]
         for f in batch.fields.values():
             args += [f.key, f.type, def_json(f)]
-        keys = [self._k("m", channel), self._k("f", channel), self._k("s", channel), self._k("i", channel), self._reg]
+        args += [self.retention_bytes, self.max_fields, 0 if is_generated(channel) else 1]
+        keys = [self._k("m", channel), self._k("f", channel), self._k("s", channel), self._k("i", channel), self._reg,
+                self._greg]
         try:
             res = await self._publish(keys=keys, args=args)
         except ResponseError as exc:
@@ -220,6 +234,9 @@ class RedisBroker:
         if kind == "schema":
             key, have, got = (x.decode() for x in res[1:4])
             raise SchemaError(f"field {key!r} is {have} on this channel; got a {got}", field=key)
+        if kind == "fields":
+            have, new = int(res[1]), int(res[2])
+            raise field_limit_error(channel, have, new, self.max_fields, res[3].decode())
         if kind == "limit":
             raise ChannelLimitError(
                 f"too many channels: the limit is {self.max_channels} (delete some or raise --max-channels)")
@@ -243,7 +260,8 @@ class RedisBroker:
             async with self._r.pipeline(transaction=True) as p:
                 p.delete(*(self._k(k, channel) for k in "mfsi"))
                 p.srem(self._reg, channel)
-                deleted, removed = await p.execute()
+                p.srem(self._greg, channel)
+                deleted, removed, _ = await p.execute()
         except (RedisError, OSError) as exc:
             raise self._error(exc) from None
         self._epochs.pop(channel, None)
@@ -273,9 +291,12 @@ class RedisBroker:
                 self._wake()
             self._pending.discard(channel)
 
-    async def history(self, channel: str, start_ms: int | None, end_ms: int | None) -> History:
+    async def history(self, channel: str, start_ms: int | None, end_ms: int | None, *,
+                      after: Pos | None = None, until: Pos | None = None, max_bytes: int = 0) -> History:
         start_ms = retained_from(start_ms, self.wall(), self.retention_ms)
         lo = "-" if start_ms is None or start_ms <= 0 else str(start_ms)
+        if after is not None and (start_ms is None or (after.a, after.b) >= (start_ms, 0)):
+            lo = f"({after.a}-{after.b}"
 
         async def first() -> list[Any]:
             async with self._r.pipeline(transaction=True) as p:
@@ -295,11 +316,13 @@ class RedisBroker:
         fields = schema_of(raw_fields)
         if not hid_b:
             return History(epoch, [], None, fields)
-        head_id = entry_id(hid_b)
-        head = Pos(*head_id, int(n_b))
+        head = until if until is not None else Pos(*entry_id(hid_b), int(n_b))
+        head_id = (head.a, head.b)
         last_late = entry_id(late_b) if late_b else (-1, -1)
         out: list[Chunk] = []
         in_order = True
+        size = 0
+        more = False
         while page:
             done = False
             for eid, f in page:
@@ -307,6 +330,8 @@ class RedisBroker:
                 if i > head_id:
                     done = True
                     break
+                if after is not None and i <= (after.a, after.b):
+                    continue
                 if end_ms is not None and int(f[b"t0"]) > end_ms:
                     if i > last_late:  # every later entry is on time, so after end_ms too
                         done = True
@@ -314,16 +339,21 @@ class RedisBroker:
                     continue
                 if start_ms is not None and int(f[b"t1"]) < start_ms:
                     continue
+                if max_bytes and size >= max_bytes:
+                    more = done = True
+                    break
                 chunk = window(decode_entry(eid, f), start_ms, end_ms)
                 if chunk is not None:
                     out.append(chunk)
+                    size += chunk.nbytes
                     in_order = in_order and not is_late(chunk)
             if done or len(page) < PAGE:
                 break
-            page = await self._range(channel, "(" + page[-1][0].decode(), hid_b.decode())
-        return History(epoch, out, head, fields, sorted=in_order)
+            page = await self._range(channel, "(" + page[-1][0].decode(), f"{head.a}-{head.b}")
+        return History(epoch, out, head, fields, sorted=in_order, more=more, copied=True)
 
-    async def read_after(self, channel: str, epoch: str, pos: Pos, limit: int = 0) -> History:
+    async def read_after(self, channel: str, epoch: str, pos: Pos, limit: int = 0, *,
+                         until: Pos | None = None, max_bytes: int = 0) -> History:
         async def first() -> list[Any]:
             async with self._r.pipeline(transaction=True) as p:
                 p.hmget(self._k("m", channel), "epoch", "hid", "n")
@@ -342,7 +372,7 @@ class RedisBroker:
         fields = schema_of(raw_fields)
         if not hid_b:
             return History(mine, [], None, fields, lost=-1 if epoch != mine else None)
-        head = Pos(*entry_id(hid_b), int(n_b))
+        head = until if until is not None else Pos(*entry_id(hid_b), int(n_b))
         lost: int | None = None
         lo = "-"
         if epoch != mine:
@@ -350,19 +380,31 @@ class RedisBroker:
         else:
             lo = f"({pos.a}-{pos.b}"
             if oldest:
-                oid, on, ok, _, _ = oldest.split(b" ")
+                oid, on, ok = oldest.split(b" ")[:3]
                 before = int(on) - int(ok)
                 if (pos.a, pos.b) < entry_id(oid) and before > pos.count:
                     lost = before - pos.count
         out: list[Chunk] = []
-        hi = hid_b.decode()
+        hi = f"{head.a}-{head.b}"
+        size = 0
+        more = False
         while True:
             page = await self._range(channel, lo, hi, limit - len(out) if limit else 0)
-            out.extend(decode_entry(eid, f) for eid, f in page)
-            if len(page) < PAGE or (limit and len(out) >= limit):
+            for eid, f in page:
+                if (limit and len(out) >= limit) or (max_bytes and size >= max_bytes):
+                    more = True
+                    break
+                chunk = decode_entry(eid, f)
+                out.append(chunk)
+                size += chunk.nbytes
+            if more or len(page) < PAGE:
+                break
+            if limit and len(out) >= limit:
+                more = True
                 break
             lo = "(" + page[-1][0].decode()
-        return History(mine, out, head, fields, lost=lost, sorted=not any(map(is_late, out)))
+        return History(mine, out, head, fields, lost=lost, sorted=not any(map(is_late, out)), more=more,
+                       copied=True)
 
     async def fields(self, channel: str) -> list[FieldDef] | None:
         async def get() -> list[Any]:
@@ -412,6 +454,17 @@ class RedisBroker:
                     rate = cur * (1 - frac / 10_000) / 10
             out.append(ChannelInfo(name, schema_of(raw_fields), int(mx) if mx else None, rate, int(cells or 0)))
         return out
+
+    async def channel_count(self) -> int:
+        async def get() -> list[Any]:
+            async with self._r.pipeline(transaction=True) as p:
+                p.scard(self._reg)
+                p.scard(self._greg)
+                res: list[Any] = await p.execute()
+                return res
+
+        every, generated = await self._run(get)
+        return int(every) - int(generated)
 
     # --- subscriptions --------------------------------------------------------------------------
 

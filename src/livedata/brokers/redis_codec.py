@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from livedata.core.frames import Chunk, FieldDef, Pos
+from livedata.core.frames import Chunk, Column, FieldDef, Pos, Sparse
 
 payload_encode = msgspec.msgpack.Encoder().encode
 payload_decode = msgspec.msgpack.Decoder().decode
@@ -24,8 +24,11 @@ def entry_id(raw: bytes | str) -> IdT:
     return int(a), int(b or 0)
 
 
-_MEMO_MAX = 65_536
-"""Entries per memo below (cleared when full): schemas are small and repeat on every push."""
+_MEMO_MAX = 4096
+"""Entries per memo below (cleared when full): schemas are small and repeat on every push. Only
+short definitions are remembered (:data:`_MEMO_CHARS`), so a memo stays under a few MiB whatever
+field names and tags clients send."""
+_MEMO_CHARS = 256
 _DEF_JSON: dict[FieldDef, str] = {}
 _SCHEMA_ROW: dict[bytes, tuple[int, FieldDef]] = {}
 
@@ -33,9 +36,11 @@ _SCHEMA_ROW: dict[bytes, tuple[int, FieldDef]] = {}
 def def_json(f: FieldDef) -> str:
     out = _DEF_JSON.get(f)
     if out is None:
-        if len(_DEF_JSON) >= _MEMO_MAX:
-            _DEF_JSON.clear()
-        out = _DEF_JSON[f] = json_encode([f.key, f.name, f.type, [list(p) for p in f.labels]]).decode()
+        out = json_encode([f.key, f.name, f.type, [list(p) for p in f.labels]]).decode()
+        if len(out) <= _MEMO_CHARS:
+            if len(_DEF_JSON) >= _MEMO_MAX:
+                _DEF_JSON.clear()
+            _DEF_JSON[f] = out
     return out
 
 
@@ -49,9 +54,11 @@ def schema_row(value: bytes) -> tuple[int, FieldDef]:
     if row is None:
         order, _, rest = value.partition(b"|")
         _, _, definition = rest.partition(b"|")
-        if len(_SCHEMA_ROW) >= _MEMO_MAX:
-            _SCHEMA_ROW.clear()
-        row = _SCHEMA_ROW[value] = (int(order), def_of(json_decode(definition)))
+        row = (int(order), def_of(json_decode(definition)))
+        if len(value) <= _MEMO_CHARS:
+            if len(_SCHEMA_ROW) >= _MEMO_MAX:
+                _SCHEMA_ROW.clear()
+            _SCHEMA_ROW[value] = row
     return row
 
 
@@ -61,11 +68,28 @@ def schema_of(raw: dict[bytes, bytes]) -> list[FieldDef]:
     return [f for _, f in rows]
 
 
+PAYLOAD_EXPANSION = 4
+"""Bytes a decoded chunk takes in memory per byte of its msgpack payload (about: a float is 9
+bytes packed, 32 as a Python float in a list)."""
+
+
+def encode_payload(times: list[int], columns: dict[str, Column]) -> bytes:
+    """``[times, columns]`` in msgpack; a sparse column as ``{"n", "r", "v"}`` (a dense one is a list)."""
+    cols = {k: c if not isinstance(c, Sparse) else {"n": c.n, "r": c.rows, "v": c.values} for k, c in columns.items()}
+    return payload_encode((times, cols))
+
+
 def decode_entry(eid: bytes, f: dict[bytes, bytes]) -> Chunk:
     a, b = entry_id(eid)
-    times, columns = payload_decode(f[b"d"])
+    payload = f[b"d"]
+    times, columns = payload_decode(payload)
+    for k, c in columns.items():
+        if isinstance(c, dict):
+            columns[k] = Sparse(c["n"], c["r"], c["v"])
     hwm = f.get(b"hwm") or b""
-    return Chunk(Pos(a, b, int(f[b"n"])), times, columns, int(hwm) if hwm else None)
+    chunk = Chunk(Pos(a, b, int(f[b"n"])), times, columns, int(hwm) if hwm else None)
+    chunk.nbytes = len(payload) * PAYLOAD_EXPANSION
+    return chunk
 
 
 def is_late(c: Chunk) -> bool:

@@ -1,16 +1,23 @@
 """The Redis broker's Lua scripts: publish (schema check and merge, channel limit, append,
 counters, retention) and generator leases, each one atomic call. Key layout: ``redis.py``.
 
-``_PUBLISH`` arguments (``KEYS``: meta, schema, stream, index, channel set):
+``_PUBLISH`` arguments (``KEYS``: meta, schema, stream, index, channel set, generated-channel set):
 ``ARGV[1]`` channel, ``[2]`` a new epoch token, ``[3]`` channel limit, ``[4]`` now (ms), ``[5]``
 retention (ms), ``[6]`` retention (values), ``[7]``/``[8]`` the batch's min/max time, ``[9]`` rows,
-``[10]`` the payload, ``[11]`` values, ``[12]`` field count, then (key, type, JSON definition) per field.
-Returns ``{'ok', id, n, epoch}``, ``{'schema', key, have, got}`` or ``{'limit'}``.
+``[10]`` the payload, ``[11]`` values, ``[12]`` field count, then (key, type, JSON definition) per field,
+then retention (payload bytes, 0: none), the field limit (0: none) and ``1`` when the channel counts
+in the channel limit (``0``: a generated channel, kept in the generated set instead).
+Returns ``{'ok', id, n, epoch}``, ``{'schema', key, have, got}``, ``{'fields', have, new, key}`` or
+``{'limit'}``.
 """
 
 PUBLISH = r"""
-local meta, fk, sk, ik, reg = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local meta, fk, sk, ik, reg, greg = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local nf = tonumber(ARGV[12])
+local extra = 13 + 3 * nf
+local rbytes = tonumber(ARGV[extra])
+local maxf = tonumber(ARGV[extra + 1])
+local counted = ARGV[extra + 2] == '1'
 local new, seen = {}, {}
 for i = 0, nf - 1 do
   local key, typ = ARGV[13 + 3 * i], ARGV[14 + 3 * i]
@@ -23,12 +30,20 @@ for i = 0, nf - 1 do
     new[#new + 1] = i
   end
 end
+if maxf > 0 and #new > 0 then
+  local have = redis.call('HLEN', fk)
+  if have + #new > maxf then
+    local first = new[math.max(1, maxf - have + 1)]
+    return {'fields', tostring(have), tostring(#new), ARGV[13 + 3 * first]}
+  end
+end
 local epoch = redis.call('HGET', meta, 'epoch')
 if not epoch then
-  if redis.call('SCARD', reg) >= tonumber(ARGV[3]) then return {'limit'} end
+  if counted and redis.call('SCARD', reg) - redis.call('SCARD', greg) >= tonumber(ARGV[3]) then return {'limit'} end
   epoch = ARGV[2]
-  redis.call('HSET', meta, 'epoch', epoch, 'n', '0', 'lms', '0', 'cells', '0')
+  redis.call('HSET', meta, 'epoch', epoch, 'n', '0', 'lms', '0', 'cells', '0', 'bytes', '0')
   redis.call('SADD', reg, ARGV[1])
+  if not counted then redis.call('SADD', greg, ARGV[1]) end
 end
 local order = redis.call('HLEN', fk)
 local defs = {}
@@ -66,24 +81,29 @@ elseif mwi == wi - 1 then
 else
   redis.call('HSET', meta, 'wi', wi, 'pc', '0', 'wc', k)
 end
-redis.call('RPUSH', ik, id .. ' ' .. nstr .. ' ' .. ARGV[9] .. ' ' .. ARGV[11] .. ' ' .. ARGV[8])
+local size = #ARGV[10]
+redis.call('RPUSH', ik, id .. ' ' .. nstr .. ' ' .. ARGV[9] .. ' ' .. ARGV[11] .. ' ' .. ARGV[8] .. ' ' .. size)
 local cells = tonumber(redis.call('HGET', meta, 'cells') or '0') + tonumber(ARGV[11])
+local bytes = tonumber(redis.call('HGET', meta, 'bytes') or '0') + size
 local cutoff = now - tonumber(ARGV[5])
 local rp = tonumber(ARGV[6])
+if rbytes <= 0 then rbytes = math.huge end
 local trimmed = false
 while redis.call('LLEN', ik) > 1 do
   local first = redis.call('LINDEX', ik, 0)
-  local _, _, fc, ft1 = string.find(first, '^%S+ %d+ %d+ (%d+) (%-?%d+)$')
+  local _, _, fc, ft1, fb = string.find(first, '^%S+ %d+ %d+ (%d+) (%-?%d+) ?(%d*)$')
   fc = tonumber(fc)
-  if tonumber(ft1) < cutoff or cells - fc >= rp then
+  fb = tonumber(fb) or 0
+  if tonumber(ft1) < cutoff or cells - fc >= rp or bytes - fb >= rbytes then
     redis.call('LPOP', ik)
     cells = cells - fc
+    bytes = bytes - fb
     trimmed = true
   else
     break
   end
 end
-redis.call('HSET', meta, 'cells', string.format('%.0f', cells))
+redis.call('HSET', meta, 'cells', string.format('%.0f', cells), 'bytes', string.format('%.0f', bytes))
 if trimmed then
   local first = redis.call('LINDEX', ik, 0)
   redis.call('XTRIM', sk, 'MINID', string.match(first, '^%S+'))

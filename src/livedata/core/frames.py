@@ -4,6 +4,11 @@ A *batch* is what a publisher hands in: columns of equal length, one of times (e
 per field. A *chunk* is a batch once the broker stored it: it has a position, its times are
 sorted, and it remembers the channel's newest time before it (``hwm``), which decides which of
 its points are late. Packets are encoded once with msgspec and shared as bytes.
+
+A column is a list with one value per row (``None`` where the row has none), or, when few rows
+have a value, a :class:`Sparse` column that stores only those: sparse data (every point with its
+own fields, say) then costs what it carries, not rows times fields. Packets on the wire are dense
+(Grafana's ``DataFrameJSON``): :class:`Rows` fills in the gaps one packet at a time.
 """
 
 from __future__ import annotations
@@ -20,6 +25,109 @@ import msgspec
 
 FieldType = Literal["number", "string", "boolean"]
 Value = float | int | str | bool | None
+
+
+class Sparse:
+    """A column of ``n`` rows of which only ``rows`` (ascending) have values (``values``, aligned)."""
+
+    __slots__ = ("n", "rows", "values")
+
+    def __init__(self, n: int, rows: list[int], values: list[Value]) -> None:
+        self.n = n
+        self.rows = rows
+        self.values = values
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sparse) and (self.n, self.rows, self.values) == (other.n, other.rows, other.values)
+
+    def __repr__(self) -> str:
+        return f"Sparse({self.n}, {self.rows!r}, {self.values!r})"
+
+
+Column = list[Value] | Sparse
+"""One field's values over a batch's or chunk's rows."""
+
+SPARSE_BELOW = 0.2
+"""A column with values in fewer than this share of its rows is stored :class:`Sparse` (a dense
+row costs a pointer, 8 bytes; a sparse one a row number and a pointer, some 44)."""
+
+
+def column(n: int, rows: list[int], values: list[Value]) -> Column:
+    """The cheaper column for ``values`` at ``rows`` (ascending) of ``n``."""
+    if len(rows) == n:
+        return values
+    if len(rows) < n * SPARSE_BELOW:
+        return Sparse(n, rows, values)
+    out: list[Value] = [None] * n
+    for r, v in zip(rows, values, strict=True):
+        out[r] = v
+    return out
+
+
+def compact(col: list[Value]) -> Column:
+    """A dense column as :func:`column` would store it (sparse when it is mostly ``None``)."""
+    n = len(col)
+    nones = col.count(None)
+    if nones <= n * (1 - SPARSE_BELOW):
+        return col
+    rows = [i for i, v in enumerate(col) if v is not None]
+    return Sparse(n, rows, [col[i] for i in rows])
+
+
+def dense(col: Column) -> list[Value]:
+    """The column with one value per row."""
+    if not isinstance(col, Sparse):
+        return col
+    out: list[Value] = [None] * col.n
+    for r, v in zip(col.rows, col.values, strict=True):
+        out[r] = v
+    return out
+
+
+def col_slice(col: Column, lo: int, hi: int) -> Column:
+    """Rows ``lo`` to ``hi`` (exclusive) of the column."""
+    if not isinstance(col, Sparse):
+        return col[lo:hi]
+    rows = col.rows
+    i, j = bisect.bisect_left(rows, lo), bisect.bisect_left(rows, hi)
+    return Sparse(max(0, hi - lo), [r - lo for r in rows[i:j]], col.values[i:j])
+
+
+def col_take(col: Column, order: Sequence[int]) -> Column:
+    """The column's rows in ``order`` (a permutation of its rows)."""
+    if not isinstance(col, Sparse):
+        return [col[i] for i in order]
+    where = dict(zip(col.rows, col.values, strict=True))
+    rows: list[int] = []
+    values: list[Value] = []
+    for new, old in enumerate(order):
+        if old in where:
+            rows.append(new)
+            values.append(where[old])
+    return Sparse(col.n, rows, values)
+
+
+def col_values(col: Column) -> int:
+    """Values the column holds (a dense column counts every row)."""
+    return len(col.values) if isinstance(col, Sparse) else len(col)
+
+
+def value_at(col: Column, i: int) -> Value:
+    """The value of row ``i`` (None when the row has none)."""
+    if isinstance(col, Sparse):
+        j = bisect.bisect_left(col.rows, i)
+        return col.values[j] if j < len(col.rows) and col.rows[j] == i else None
+    return col[i]
+
+
+def last_value(col: Column) -> Value:
+    """The value of the column's last row (None when it has none)."""
+    if isinstance(col, Sparse):
+        return col.values[-1] if col.rows and col.rows[-1] == col.n - 1 else None
+    return col[-1] if col else None
 
 _encode = msgspec.json.Encoder().encode
 
@@ -71,16 +179,23 @@ class FieldDef:
 
     @classmethod
     def of(cls, name: str, type_: FieldType, labels: Mapping[str, str] | None = None) -> FieldDef:
-        # Ingest calls this for every field of every line: FieldDefs are immutable, so share them.
+        # Ingest calls this for every field of every push: FieldDefs are immutable, so share the
+        # common ones. Only short ones are remembered, and only so many: the cache is at most about
+        # FIELD_DEFS_MAX * FIELD_DEF_CACHED_CHARS characters, whatever clients send (it once kept
+        # 65,536 definitions of any length, and RSS grew with every round of new long tag values).
         key = (name, type_, tuple(labels.items()) if labels else ())
         fd = _FIELD_DEFS.get(key)
         if fd is None:
-            if len(_FIELD_DEFS) >= 65_536:
-                _FIELD_DEFS.clear()
-            fd = _FIELD_DEFS[key] = cls(field_key(name, labels), name, type_, tuple(sorted((labels or {}).items())))
+            fd = cls(field_key(name, labels), name, type_, tuple(sorted((labels or {}).items())))
+            if len(fd.key) <= FIELD_DEF_CACHED_CHARS:
+                if len(_FIELD_DEFS) >= FIELD_DEFS_MAX:
+                    _FIELD_DEFS.clear()
+                _FIELD_DEFS[key] = fd
         return fd
 
 
+FIELD_DEFS_MAX = 4096
+FIELD_DEF_CACHED_CHARS = 128
 _FIELD_DEFS: dict[tuple[str, str, tuple[tuple[str, str], ...]], FieldDef] = {}
 
 
@@ -119,7 +234,7 @@ class Batch:
     """Points to publish: ``times`` and one column per field key, all the same length."""
 
     times: list[int]
-    columns: dict[str, list[Value]]
+    columns: dict[str, Column]
     fields: dict[str, FieldDef]
 
     def __len__(self) -> int:
@@ -133,9 +248,14 @@ class Batch:
         order = sorted(range(len(times)), key=times.__getitem__)
         return Batch(
             [times[i] for i in order],
-            {k: [col[i] for i in order] for k, col in self.columns.items()},
+            {k: col_take(col, order) for k, col in self.columns.items()},
             self.fields,
         )
+
+    @property
+    def cells(self) -> int:
+        """Values in this batch (what retention counts): a dense column counts every row."""
+        return sum(map(col_values, self.columns.values())) or len(self.times)
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -177,17 +297,19 @@ class Chunk:
 
     pos: Pos
     times: list[int]
-    columns: dict[str, list[Value]]
+    columns: dict[str, Column]
     hwm: int | None
     """The channel's newest point time before this chunk: earlier points here are late."""
+    nbytes: int = 0
+    """Its estimated size in memory (:func:`livedata.core.sizes.chunk_bytes`), set by the broker."""
 
     def __len__(self) -> int:
         return len(self.times)
 
     @property
     def cells(self) -> int:
-        """Values in this chunk (rows times fields): what retention counts."""
-        return len(self.times) * max(1, len(self.columns))
+        """Values in this chunk (what retention counts): a dense column counts every row."""
+        return sum(map(col_values, self.columns.values())) or len(self.times)
 
     @property
     def count_before(self) -> int:
@@ -200,7 +322,12 @@ class Chunk:
         return bisect.bisect_left(self.times, self.hwm)
 
     def slice(self, lo: int, hi: int) -> Chunk:
-        return Chunk(self.pos, self.times[lo:hi], {k: c[lo:hi] for k, c in self.columns.items()}, self.hwm)
+        """Rows ``lo`` to ``hi``; ``nbytes`` scaled by the rows kept (an estimate of an estimate)."""
+        n = len(self.times)
+        part = Chunk(self.pos, self.times[lo:hi], {k: col_slice(c, lo, hi) for k, c in self.columns.items()},
+                     self.hwm)
+        part.nbytes = self.nbytes * len(part.times) // n if n else 0
+        return part
 
 
 # --- packets -------------------------------------------------------------------------------------
@@ -216,7 +343,7 @@ class Rows:
     def __len__(self) -> int:
         return len(self.times)
 
-    def extend(self, times: Sequence[int], columns: Mapping[str, Sequence[Value]]) -> None:
+    def extend(self, times: Sequence[int], columns: Mapping[str, Column]) -> None:
         n0, n = len(self.times), len(times)
         if n == 0:
             return
@@ -225,7 +352,13 @@ class Rows:
             mine = self.columns.get(key)
             if mine is None:
                 mine = self.columns[key] = [None] * n0
-            mine.extend(col)
+            if isinstance(col, Sparse):
+                base = len(mine)
+                mine.extend([None] * n)
+                for r, v in zip(col.rows, col.values, strict=True):
+                    mine[base + r] = v
+            else:
+                mine.extend(col)
         for mine in self.columns.values():
             if len(mine) < n0 + n:
                 mine.extend([None] * (n0 + n - len(mine)))

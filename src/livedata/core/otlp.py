@@ -32,7 +32,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from livedata.core.frames import Batch, FieldDef, Value
+from livedata.core.frames import Batch, Column, FieldDef, Value, column
 from livedata.core.limits import MAX_FIELD_CHARS, MAX_LABELS
 from livedata.core.names import InvalidName, check_name, child_channel, show
 
@@ -192,7 +192,11 @@ class _Channel:
     def batch(self) -> Batch:
         order = sorted(range(len(self.times)), key=self.times.__getitem__)
         times = [self.times[i] for i in order]
-        columns = {k: [col.get(i) for i in order] for k, col in self.columns.items()}
+        row_of = {i: r for r, i in enumerate(order)}
+        columns: dict[str, Column] = {}
+        for k, col in self.columns.items():  # a series holds a value in some rows only: sparse when few
+            rows = sorted((row_of[i], v) for i, v in col.items())
+            columns[k] = column(len(times), [r for r, _ in rows], [v for _, v in rows])
         return Batch(times, columns, self.fields)
 
 

@@ -7,7 +7,7 @@ JSON to a dict first, then the dict to a typed message. See docs/protocol.md.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,7 +15,18 @@ from typing import Any
 import msgspec
 
 from livedata.core import jsonerror
-from livedata.core.frames import Batch, FieldDef, PositionError, SchemaError, Value, parse_position, value_type
+from livedata.core.frames import (
+    Batch,
+    Column,
+    FieldDef,
+    PositionError,
+    SchemaError,
+    Value,
+    column,
+    compact,
+    parse_position,
+    value_type,
+)
 from livedata.core.lineprotocol import Table
 from livedata.core.names import InvalidName, check_name, child_channel
 from livedata.core.names import check_channel as _check_channel
@@ -27,6 +38,10 @@ _INTEGER = re.compile(r"-?[0-9]{1,16}")
 """Epoch ms as text: ASCII digits only (``str.isdigit`` and ``int`` also take other scripts' digits)."""
 _UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 MAX_INTERVAL_MS = 60_000
+MAX_FILTER_FIELDS = 1000
+"""Names in a subscription's ``fields`` filter (a channel has at most ``--max-fields-per-channel``)."""
+MAX_FILTER_NAME = 512
+"""Characters of one name in a ``fields`` filter (a labelled field's key spells its labels)."""
 
 
 class ProtocolError(ValueError):
@@ -151,6 +166,11 @@ def parse_subscribe(obj: Mapping[str, Any], now_ms: int) -> Subscribe:
                                 f"0: as points come), got {shown}")
         if msg.fields is not None and (not msg.fields or not all(f for f in msg.fields)):
             raise ProtocolError("fields must be a non-empty list of field names")
+        if msg.fields is not None and len(msg.fields) > MAX_FILTER_FIELDS:
+            raise ProtocolError(f"fields lists {len(msg.fields)} names: at most {MAX_FILTER_FIELDS} "
+                                "(leave it out to get every field)")
+        if msg.fields is not None and max(map(len, msg.fields)) > MAX_FILTER_NAME:
+            raise ProtocolError(f"a name in fields is longer than {MAX_FILTER_NAME} characters")
     except (ProtocolError, ParamError, PositionError) as exc:
         raise ProtocolError(str(exc), sid) from None
     return Subscribe(
@@ -160,7 +180,7 @@ def parse_subscribe(obj: Mapping[str, Any], now_ms: int) -> Subscribe:
         from_ms=from_ms,
         to_ms=to_ms,
         since=msg.since,
-        fields=tuple(msg.fields) if msg.fields is not None else None,
+        fields=tuple(dict.fromkeys(msg.fields)) if msg.fields is not None else None,
         interval_ms=int(interval),
     )
 
@@ -224,39 +244,100 @@ def points_to_batch(body: Any, now_ms: int, max_points: int) -> Batch:
 
     All-or-nothing: the first problem raises ProtocolError with ``line`` = the point's number.
     """
-    if isinstance(body, dict) and body and all(isinstance(v, list) for v in body.values()):
-        return _columnar(body, now_ms, max_points)
-    points = [body] if isinstance(body, dict) else body
-    if not isinstance(points, list):
-        raise ProtocolError("expected a point object, a list of points, or columns {\"time\":[...], ...}")
-    if len(points) > max_points:
-        raise ProtocolError(f"too many points in one request: {len(points)} > {max_points}")
-    if not points:
-        raise ProtocolError("no points in the body")
-    times: list[int] = []
-    columns: dict[str, list[Value]] = {}
-    types: dict[str, str] = {}
-    for i, point in enumerate(points):
-        if not isinstance(point, dict):
-            raise ProtocolError(f"point {i + 1}: must be an object like {{\"time\": ..., \"temp\": 21.5}}",
-                                line=i + 1)
-        times.append(_point_time(point.get("time"), now_ms, i))
-        if len(point) - ("time" in point) == 0:
-            raise ProtocolError(f"point {i + 1}: has no fields", line=i + 1)
-        for key, value in point.items():
-            if key == "time":
-                continue
-            _check_key(key, i)
-            v = _check_value(key, value, i)
-            col = columns.get(key)
-            if col is None:
-                col = columns[key] = [None] * i
-            col.append(v)
-            _same_type(types, key, v, i)
-        for col in columns.values():
-            if len(col) <= i:
-                col.append(None)
-    return _batch(times, columns, types)
+    builder = PointsBuilder(body, now_ms, max_points)
+    builder.feed(len(builder))
+    return builder.finish()
+
+
+class PointsBuilder:
+    """Pushed JSON to a Batch, a slice of points at a time (a caller on an event loop yields
+    between slices). Linear in the values pushed: each field collects its rows and values, and a
+    field that few points carry is stored :class:`~livedata.core.frames.Sparse` (8,000 points with
+    8,000 distinct keys cost 8,000 values, not 64 million cells).
+    """
+
+    def __init__(self, body: Any, now_ms: int, max_points: int) -> None:
+        self.now_ms = now_ms
+        self.columnar: dict[str, Any] | None = None
+        self.points: list[Any] = []
+        self.done = 0
+        self.times: list[int] = []
+        self.rows: dict[str, list[int]] = {}
+        self.values: dict[str, list[Value]] = {}
+        self.types: dict[str, str] = {}
+        self.batch: Batch | None = None
+        if isinstance(body, dict) and body and all(isinstance(v, list) for v in body.values()):
+            lengths = {len(v) for v in body.values()}
+            if len(lengths) != 1:
+                raise ProtocolError("columnar push: every column must have the same length")
+            if lengths.pop() > max_points:
+                raise ProtocolError(f"too many points in one request: {len(next(iter(body.values())))} > {max_points}")
+            self.columnar = body
+            return
+        points = [body] if isinstance(body, dict) else body
+        if not isinstance(points, list):
+            raise ProtocolError("expected a point object, a list of points, or columns {\"time\":[...], ...}")
+        if len(points) > max_points:
+            raise ProtocolError(f"too many points in one request: {len(points)} > {max_points}")
+        if not points:
+            raise ProtocolError("no points in the body")
+        self.points = points
+
+    def __len__(self) -> int:
+        """Points in the body."""
+        return len(self.points) if self.columnar is None else 1
+
+    def feed(self, count: int) -> None:
+        """Convert the next ``count`` points (a columnar body goes in one step: it is C-speed)."""
+        if self.columnar is not None:
+            return
+        points, now_ms = self.points, self.now_ms
+        times, rows, values, types = self.times, self.rows, self.values, self.types
+        start = self.done
+        end = min(len(points), start + count)
+        for i in range(start, end):
+            point = points[i]
+            if not isinstance(point, dict):
+                raise ProtocolError(f"point {i + 1}: must be an object like {{\"time\": ..., \"temp\": 21.5}}",
+                                    line=i + 1)
+            times.append(_point_time(point.get("time"), now_ms, i))
+            if len(point) - ("time" in point) == 0:
+                raise ProtocolError(f"point {i + 1}: has no fields", line=i + 1)
+            for key, value in point.items():
+                if key == "time":
+                    continue
+                _check_key(key, i)
+                v = _check_value(key, value, i)
+                if v is None:
+                    continue
+                r = rows.get(key)
+                if r is None:
+                    r = rows[key] = []
+                    values[key] = []
+                r.append(i)
+                values[key].append(v)
+                _same_type(types, key, v, i)
+        self.done = end
+
+    def finish(self) -> Batch:
+        for _ in self.finishing():
+            pass
+        assert self.batch is not None
+        return self.batch
+
+    def finishing(self) -> Iterator[None]:
+        """Build the batch (``self.batch``), yielding after every :data:`COLUMNS_PER_STEP` fields."""
+        if self.columnar is not None:
+            self.batch = _columnar(self.columnar, self.now_ms)
+            return
+        n = len(self.points)
+        cols: dict[str, Column] = {}
+        values = self.values
+        for i, (k, r) in enumerate(self.rows.items(), 1):
+            cols[k] = column(n, r, values[k])
+            if not i % COLUMNS_PER_STEP:
+                yield
+        self.batch = _batch(self.times, cols, self.types)
 
 
 def _same_type(types: dict[str, str], key: str, v: Value, i: int) -> None:
@@ -268,13 +349,8 @@ def _same_type(types: dict[str, str], key: str, v: Value, i: int) -> None:
         raise ProtocolError(f"point {i + 1}: field {key!r} is a {t} here but a {have} before", line=i + 1)
 
 
-def _columnar(body: dict[str, Any], now_ms: int, max_points: int) -> Batch:
-    lengths = {len(v) for v in body.values()}
-    if len(lengths) != 1:
-        raise ProtocolError("columnar push: every column must have the same length")
-    n = lengths.pop()
-    if n > max_points:
-        raise ProtocolError(f"too many points in one request: {n} > {max_points}")
+def _columnar(body: dict[str, Any], now_ms: int) -> Batch:
+    n = len(next(iter(body.values())))
     raw_times = body.get("time")
     if raw_times is None:
         times = [now_ms] * n
@@ -285,7 +361,7 @@ def _columnar(body: dict[str, Any], now_ms: int, max_points: int) -> Batch:
                 raise ProtocolError(f"point {i + 1}: time out of range", line=i + 1)
     else:
         times = [_point_time(t, now_ms, i) for i, t in enumerate(raw_times)]
-    columns: dict[str, list[Value]] = {}
+    columns: dict[str, Column] = {}
     types: dict[str, str] = {}
     for key, col in body.items():
         if key == "time":
@@ -300,13 +376,13 @@ def _columnar(body: dict[str, Any], now_ms: int, max_points: int) -> Batch:
         for i, v in enumerate(col):
             _check_value(key, v, i)
             _same_type(types, key, v, i)
-        columns[key] = col
+        columns[key] = compact(col)
     if not columns:
         raise ProtocolError("columnar push: no field columns besides time")
     return _batch(times, columns, types)
 
 
-def _batch(times: list[int], columns: dict[str, list[Value]], types: Mapping[str, str]) -> Batch:
+def _batch(times: list[int], columns: dict[str, Column], types: Mapping[str, str]) -> Batch:
     fields: dict[str, FieldDef] = {}
     for key in columns:
         t = types.get(key)
@@ -319,8 +395,22 @@ def _batch(times: list[int], columns: dict[str, list[Value]], types: Mapping[str
     return Batch(times, columns, fields)
 
 
+COLUMNS_PER_STEP = 500
+"""Columns :func:`tables_to_batches_steps` converts between two yields (a few ms of work)."""
+
+
 def tables_to_batches(tables: Sequence[Table], base: str, now_ms: int) -> dict[str, Batch]:
-    """One Batch per parsed line-protocol measurement, on channel ``base/measurement``.
+    """One Batch per parsed line-protocol measurement (see :func:`tables_to_batches_steps`)."""
+    out: dict[str, Batch] = {}
+    for _ in tables_to_batches_steps(tables, base, now_ms, out):
+        pass
+    return out
+
+
+def tables_to_batches_steps(tables: Sequence[Table], base: str, now_ms: int,
+                            out: dict[str, Batch]) -> Iterator[None]:
+    """One Batch per parsed line-protocol measurement, on channel ``base/measurement``, into ``out``;
+    yields after every :data:`COLUMNS_PER_STEP` columns, so a caller on an event loop can let it run.
 
     Tags become field labels; a field's key is ``name {tag="v",...}``. Lines without a
     timestamp get ``now_ms``.
@@ -329,7 +419,7 @@ def tables_to_batches(tables: Sequence[Table], base: str, now_ms: int) -> dict[s
         ProtocolError: with ``line`` set, for a measurement that makes an invalid channel name,
             or a field key that a labelled and an unlabelled field would share.
     """
-    out: dict[str, Batch] = {}
+    done = 0
     for table in tables:
         if not table.times:
             continue
@@ -341,7 +431,7 @@ def tables_to_batches(tables: Sequence[Table], base: str, now_ms: int) -> dict[s
         if table.untimed:
             times = [now_ms if t is None else t for t in times]
         height = len(times)
-        columns: dict[str, list[Value]] = {}
+        columns: dict[str, Column] = {}
         fields: dict[str, FieldDef] = {}
         for col in table.columns.values():
             fd = FieldDef.of(col.key, col.kind, dict(col.tags) if col.tags else None)  # type: ignore[arg-type]
@@ -352,14 +442,17 @@ def tables_to_batches(tables: Sequence[Table], base: str, now_ms: int) -> dict[s
                     line=table.first_line,
                 )
             fields[fd.key] = fd
-            columns[fd.key] = col.dense(height)
+            columns[fd.key] = column(height, col.rows, col.values)  # type: ignore[arg-type]
+            done += 1
+            if not done % COLUMNS_PER_STEP:
+                yield
         out[channel] = Batch(times, columns, fields)  # type: ignore[arg-type]
-    return out
 
 
 __all__ = [
     "TOO_DEEP",
     "FrameError",
+    "PointsBuilder",
     "ProtocolError",
     "SchemaError",
     "Subscribe",
@@ -369,4 +462,5 @@ __all__ = [
     "parse_time",
     "points_to_batch",
     "tables_to_batches",
+    "tables_to_batches_steps",
 ]

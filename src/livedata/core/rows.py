@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
-from livedata.core.frames import Batch, FieldDef, SchemaError, Value, value_type
+from livedata.core.frames import Batch, Column, FieldDef, SchemaError, Value, column, dense, value_type
 
 _TYPE: Final[dict[type, str]] = {float: "number", int: "number", str: "string", bool: "boolean"}
 
@@ -60,7 +60,7 @@ class ChannelRows:
         """Add every row of ``batch`` that fits the schema; returns how many did not."""
         refused = 0
         keys = list(batch.columns)
-        cols = [batch.columns[k] for k in keys]
+        cols = [dense(batch.columns[k]) for k in keys]
         for i, t in enumerate(batch.times):
             try:
                 self.add(t, {k: c[i] for k, c in zip(keys, cols, strict=True)}, batch.fields)
@@ -75,9 +75,14 @@ class ChannelRows:
             return None
         schema = self.schema
         times = [t for t, _ in points]
-        columns: dict[str, list[Value]] = {}
-        for key in self.keys:
-            columns[key] = [v.get(key) for _, v in points]
+        at: dict[str, list[int]] = {key: [] for key in self.keys}
+        vals: dict[str, list[Value]] = {key: [] for key in self.keys}
+        for i, (_, values) in enumerate(points):  # what each point carries: sparse rows stay sparse
+            for key, value in values.items():
+                if value is not None and key in at:
+                    at[key].append(i)
+                    vals[key].append(value)
+        columns: dict[str, Column] = {key: column(len(points), at[key], vals[key]) for key in self.keys}
         self.points = []
         self.keys = {}
         return Batch(times, columns, {k: schema[k] for k in columns})

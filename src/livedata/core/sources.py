@@ -188,6 +188,12 @@ def _fmt(value: float) -> str:
     return str(int(value)) if value.is_integer() else repr(value)
 
 
+def is_generated(channel: str) -> bool:
+    """True for a generated channel's name (a generator's base name, with or without params):
+    such channels count in ``--max-generators``, not in ``--max-channels``, and cannot be pushed to."""
+    return channel.partition("/")[0] in GENERATORS
+
+
 def resolve_generated(channel: str, params: Mapping[str, Any] | None) -> GeneratedChannel | None:
     """Validate params of a generated channel and return its canonical name.
 

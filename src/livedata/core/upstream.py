@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
-from livedata.core.frames import Batch, FieldDef, Value
+from livedata.core.frames import Batch, Column, FieldDef, Value
 from livedata.core.payloads import Decoded, PayloadError, PayloadFormat, json_points, line_protocol
 
 StreamKind = Literal["auto", "reference", "livedata", "json", "line-protocol"]
@@ -281,7 +281,7 @@ class LivedataFollower:
             return None
         if any(len(c) != n for c in values) or not all(type(t) is int for t in times):
             raise PayloadError("a data frame's columns differ in length or have a bad time", "format")
-        columns: dict[str, list[Value]] = {}
+        columns: dict[str, Column] = {}
         fields: dict[str, FieldDef] = {}
         for fd, col in zip(self._fields, values, strict=True):
             if fd is None or all(v is None for v in col):

@@ -70,6 +70,8 @@ class Subscription:
     task: asyncio.Task[None] | None = None
     timer: asyncio.TimerHandle | None = None
     closed: bool = False
+    acquired: bool = True
+    """A generated channel counted this subscription as a user (False: it was refused)."""
     backlog: list[Chunk] | None = None
     backlog_cells: int = 0
     """Values held in ``backlog``, kept as it grows (a stall must not cost O(held) per round)."""
@@ -148,6 +150,10 @@ class Feed:
         self._bodies: dict[tuple[int, bool], tuple[list[bytes], str | None, int]] = {}
         """Encoded bodies, position and points per (got, with schema), for ``head``/``keys`` as they are."""
         self.recent: deque[Chunk] = deque(maxlen=settings.ring)
+        """The newest chunks (at most ``Settings.ring`` of them and about ``ring_bytes``): the seam
+        closes a gap from here without asking the broker."""
+        self.recent_bytes = 0
+        self.ring_bytes = settings.ring_bytes
         self.last_pos: Pos | None = None
         self.loop = asyncio.get_running_loop()
         self.interval_s = interval_ms / 1000
@@ -161,7 +167,13 @@ class Feed:
         return (self.channel, self.interval_ms, self.wanted)
 
     def on_chunk(self, chunk: Chunk, new_fields: list[FieldDef]) -> None:
-        self.recent.append(chunk)
+        recent = self.recent
+        if len(recent) == recent.maxlen:
+            self.recent_bytes -= recent[0].nbytes
+        recent.append(chunk)
+        self.recent_bytes += chunk.nbytes
+        while self.recent_bytes > self.ring_bytes and len(recent) > 1:
+            self.recent_bytes -= recent.popleft().nbytes
         self.last_pos = chunk.pos
         if new_fields:
             for f in new_fields:

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from typing import Protocol
 
 from livedata.brokers.base import Broker, Unsubscribe
+from livedata.core import sizes
+from livedata.core.budget import Budget, BudgetError, Refused
 from livedata.core.clock import wall_ms
 from livedata.core.frames import Chunk, FieldDef
 from livedata.core.protocol import Subscribe
@@ -32,8 +34,12 @@ FeedKey = tuple[str, int, tuple[str, ...] | None]
 class Producers(Protocol):
     """What runs generated channels (``livedata.generators.Generators``), as the hub sees it."""
 
-    async def acquire(self, gen: GeneratedChannel) -> None:
-        """Count a user of ``gen``; return once its channel has points."""
+    async def acquire(self, gen: GeneratedChannel, live: bool = True) -> None:
+        """Count a user of ``gen`` (``live``: not a finite range); return once its channel has points.
+
+        Raises:
+            Refused: no more generators may run.
+        """
         ...
 
     def release(self, gen: GeneratedChannel) -> None: ...
@@ -66,13 +72,17 @@ class Hub:
     """Owns the taps, feeds and subscriptions of this process."""
 
     def __init__(self, broker: Broker, stats: Stats | None = None, settings: Settings | None = None,
-                 producers: Producers | None = None, advisor: Advisor | None = None) -> None:
+                 producers: Producers | None = None, advisor: Advisor | None = None,
+                 budget: Budget | None = None) -> None:
         self.broker = broker
         self.stats: Stats = stats or NullStats()
         self.settings = settings or Settings()
         self.producers = producers
         self.advisor = advisor
         """Asked for a notice to a new subscription (e.g. its channel's source is down)."""
+        self.budget = budget
+        self.turns = seam.Turns(self.settings.backfill_steps)
+        """Per connection, the backfill whose page is in flight (one at a time)."""
         self.taps: dict[str, Tap] = {}
         self.subs: set[Subscription] = set()
         broker.on_status = self.broker_status
@@ -109,7 +119,14 @@ class Hub:
     # --- subscriptions --------------------------------------------------------------------------
 
     def subscribe(self, req: Subscribe, sink: Sink, on_done: Callable[[Subscription], None]) -> Subscription:
-        """Start a subscription; its backfill runs in a task the hub owns."""
+        """Start a subscription; its backfill runs in a task the hub owns.
+
+        Raises:
+            BudgetError: the memory budget has no room for one more subscription.
+        """
+        if self.budget is not None and not self.budget.reserve("connections", sizes.subscription_bytes(req)):
+            raise BudgetError("the server is at its memory budget for subscriptions: subscribe again in a moment "
+                              "(or raise --max-memory)", "connections")
         sub = Subscription(req, sink, on_done)
         self.subs.add(sub)
         self.stats.subscriptions_changed(1)
@@ -123,6 +140,8 @@ class Hub:
         sub.closed = True
         self.subs.discard(sub)
         self.stats.subscriptions_changed(-1)
+        if self.budget is not None:
+            self.budget.release("connections", sizes.subscription_bytes(sub.req))
         if sub.task is not None and not sub.task.done() and sub.task is not asyncio.current_task():
             sub.task.cancel()
         if sub.timer is not None:
@@ -131,7 +150,7 @@ class Hub:
         if feed is not None:
             feed.remove(sub)
             self._maybe_drop(feed)
-        if sub.req.generated is not None and self.producers is not None:
+        if sub.req.generated is not None and self.producers is not None and sub.acquired:
             self.producers.release(sub.req.generated)
 
     def complete(self, sub: Subscription, notice: str | None = None) -> None:
@@ -177,20 +196,24 @@ class Hub:
                 advice = self.advisor.notice_for(req.channel)
                 if advice:
                     sub.control({"type": "notice", "level": "warning", "text": advice})
-            if req.generated is not None and self.producers is not None:
-                await self.producers.acquire(req.generated)
             now = wall_ms()
             finite = req.to_ms is not None and req.to_ms <= now
+            if req.generated is not None and self.producers is not None:
+                try:
+                    await self.producers.acquire(req.generated, live=not finite)
+                except Exception:
+                    sub.acquired = False
+                    raise
             fields = await self.broker.fields(req.channel) or []
             if not finite:
                 feed = self._feed(req, fields)
                 feed.joining += 1
-            after = await seam.backfill(self.broker, self.settings, sub, fields)
+            after = await seam.backfill(self.broker, self.settings, sub, fields, self.budget, self.turns)
             if finite:
                 self.complete(sub)
                 return
             assert feed is not None
-            await seam.join(self.broker, self.settings, sub, feed, after)
+            await seam.join(self.broker, self.settings, sub, feed, after, self.budget, self.turns)
             if req.to_ms is not None:
                 sub.timer = asyncio.get_running_loop().call_later(
                     max(0.0, (req.to_ms - wall_ms()) / 1000), self.complete, sub)
@@ -199,7 +222,8 @@ class Hub:
         except Exception as exc:
             log.warning("subscription %s on %s failed: %s", req.id, req.channel, exc)
             if not sub.closed:
-                sub.control({"type": "error", "message": f"subscription failed: {exc}"})
+                text = str(exc) if isinstance(exc, Refused) else f"subscription failed: {exc}"
+                sub.control({"type": "error", "message": text})
                 self.unsubscribe(sub)
                 sub.on_done(sub)
         finally:

@@ -81,7 +81,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = request.app[SERVER].metrics.render()
+    body = await request.app[SERVER].metrics.render_async()
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
@@ -149,7 +149,8 @@ def create_app(config: Config) -> web.Application:
     quiet_bad_requests()
     server = Server(config)
     guard = auth.middleware(config, lambda reason: server.metrics.push_errors.labels(reason).inc())
-    app = web.Application(middlewares=[errors, guard], client_max_size=config.max_body_bytes)
+    app = web.Application(middlewares=[server.admission.middleware(), errors, guard],
+                          client_max_size=config.max_body_bytes)
     app[SERVER] = server
     app.on_response_prepare.append(_cors(config))
 

@@ -67,7 +67,7 @@ async def delete_channel(request: web.Request) -> web.Response:
     except ProtocolError as exc:
         return json_error(400, str(exc))
     hub = server.hub
-    server.ingest.drop(name)
+    server.forget(name)
     subs = hub.of_channel(name)
     for sub in subs:
         hub.complete(sub, notice=f"channel {name!r} was deleted")

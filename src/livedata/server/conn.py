@@ -33,8 +33,8 @@ class Conn:
     One per connected socket, so it is kept small (10,000 idle readers add up): slots only.
     """
 
-    __slots__ = ("_on_close", "bytes_out", "close_reason", "closed", "flow", "peer", "ping_at", "rx_at", "sink",
-                 "transport", "ws")
+    __slots__ = ("_on_close", "bytes_out", "close_reason", "closed", "flow", "peer", "ping_at", "ping_sent",
+                 "rx_at", "rx_pending", "sink", "transport", "ws")
 
     def __init__(
         self,
@@ -62,6 +62,11 @@ class Conn:
         """When the last bytes (of any frame, pongs included) came from the peer (WebSockets)."""
         self.ping_at = 0.0
         """When the pinger last pinged it."""
+        self.ping_sent = 0
+        """Bytes the kernel had taken of what was written to it, when it was pinged."""
+        self.rx_pending = 0
+        """Bytes received since the last complete WebSocket message: a message in progress, which
+        the memory budget counts (kind ``inbound``, sampled by ``monitor.py``)."""
 
     @property
     def is_open(self) -> bool:

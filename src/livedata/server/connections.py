@@ -1,6 +1,6 @@
 """The one registry of open connections, and the lifecycle every carrier uses.
 
-``open`` (limit per client address, register, tune the socket, count it) -> ``attach`` (the
+``open`` (register, tune the socket, count it) -> ``attach`` (the
 carrier's sink: ``hello`` now, ``heartbeat`` messages when idle; a WebSocket is also pinged)
 -> ``Conn.close(reason)`` (unregister, count bytes, count ``slow``). ``shutdown`` closes them
 all. The WebSocket, HTTP stream (NDJSON/SSE) and reference stream carriers all go through here,
@@ -39,9 +39,11 @@ class Pinger:
 
     Every quarter heartbeat it looks at each WebSocket in ``conns``: one the peer sent nothing on
     (no frame, no pong) for 3/4 of a heartbeat gets a ping; one that then answers nothing for half
-    a heartbeat is dropped. A peer that stops answering is so released at most 1.5 heartbeats
-    after its last frame. Pings are control frames: they do not count as output, so the
-    protocol's ``heartbeat`` messages still go out to an idle socket.
+    a heartbeat, and took none of the bytes written to it meanwhile, is dropped (one that is still
+    taking a backfill may be slow to pong: its pong waits behind what it has not read yet). A peer
+    that stops answering is so released at most 1.5 heartbeats after its last frame. Pings are
+    control frames: they do not count as output, so the protocol's ``heartbeat`` messages still go
+    out to an idle socket.
     """
 
     PARTS = 8
@@ -81,12 +83,22 @@ class Pinger:
             transport = conn.transport
             if transport.is_closing() or ws.closed:  # closing: no ping after a close frame
                 continue
+            sent = conn.bytes_out - transport.get_write_buffer_size()
             if conn.ping_at <= rx_at:
                 conn.ping_at = now
+                conn.ping_sent = sent
                 transport.write(PING_FRAME)
+            elif now - conn.ping_at >= pong_within and sent > conn.ping_sent:
+                # No pong yet, but the kernel took more of what we write to it since the ping: the
+                # peer is reading (its pong is behind the data it has not read yet). Alive.
+                conn.rx_at = now
             elif now - conn.ping_at >= pong_within:
-                log.debug("closing a WebSocket from %s: no pong for %.1f s", conn.peer, now - conn.ping_at)
-                conn.close("gone")
+                # A peer with bytes still queued for it is not reading (its pong waits behind them):
+                # a slow reader, counted as one; with nothing queued it is gone.
+                reason = "slow" if transport.get_write_buffer_size() else "gone"
+                log.debug("closing a WebSocket from %s (%s): no pong for %.1f s", conn.peer, reason,
+                          now - conn.ping_at)
+                conn.close(reason)
                 transport.abort()
 
     async def close(self) -> None:
@@ -150,7 +162,6 @@ class Connections:
         conn = Conn(request.transport, self.flow, peer=peer, on_close=self._closed)
         tune_socket(conn.transport, self.config.heartbeat_s)
         self.conns.add(conn)
-        self.per_ip[peer] = self.per_ip.get(peer, 0) + 1
         if carrier is not None:
             self.metrics.connections_total.labels(carrier).inc()
         return conn
@@ -168,11 +179,6 @@ class Connections:
     def _closed(self, conn: Conn, reason: str) -> None:
         self.conns.discard(conn)
         self.closed_bytes += conn.bytes_out
-        left = self.per_ip.get(conn.peer, 1) - 1
-        if left > 0:
-            self.per_ip[conn.peer] = left
-        else:
-            self.per_ip.pop(conn.peer, None)
         if reason == "slow":
             self.metrics.slow_disconnects.inc()
 
@@ -185,7 +191,7 @@ class Connections:
                 if sink is not None and sink.idle and sink.is_open:
                     sink.send(msg, force=True)
 
-    def gauges(self) -> dict[str, tuple[str, float]]:
+    def gauges(self) -> dict[str, tuple[str, float | dict[str, float]]]:
         return {
             "livedata_connections_open": ("Open streaming connections", float(len(self.conns))),
             "livedata_queue_bytes": ("Bytes buffered for clients, all connections",

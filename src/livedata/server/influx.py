@@ -34,16 +34,21 @@ _STARTED = datetime.now(UTC)  # of the process: /ready says when it started
 def _error(flavour: Flavour, exc: IngestError) -> web.Response:
     """An IngestError as InfluxDB answers it, with the status its clients act on."""
     status = exc.status
-    if exc.reason in ("schema", "channels") or status == 429:
-        # A field type conflict and the channel limit are not transient: clients must not retry.
+    if exc.reason in ("schema", "channels"):
+        # A field type conflict and the channel limit are not transient: clients must not retry
+        # (a 429 for the memory budget is: Telegraf and influxdb-client retry it after Retry-After).
         status = 422 if flavour == "v2" else 400
     extra = {k: v for k, v in (("line", exc.line), ("column", exc.column)) if v is not None}
-    return influx_error(flavour, status, exc.message, **extra)
+    resp = influx_error(flavour, status, exc.message, **extra)
+    if status in (429, 507):
+        resp.headers["Retry-After"] = "1"
+    return resp
 
 
 async def _write(request: web.Request, flavour: Flavour) -> web.StreamResponse:
     """Tokens are checked before this runs (``auth.py``, the ``influx-write-*`` rules)."""
     server = request.app[SERVER]
+    reservation = server.ingest.reservation()  # the body's share of the memory budget while it is handled
     try:
         param = "bucket" if flavour == "v2" else "db"
         base = request.query.get(param)
@@ -58,12 +63,18 @@ async def _write(request: web.Request, flavour: Flavour) -> web.StreamResponse:
         if precision is None:
             raise IngestError(400, f"precision must be one of {', '.join(precisions)}; got {raw[:10]!r}",
                               "precision")
-        body = await p.read_body(request, server.config.max_body_bytes)
-        batches = await p.line_batches(channel, body, precision, server.config.max_points_per_request)
-        await server.ingest.publish_batches(batches)
+        body = await p.read_body(request, server.config.max_body_bytes, reservation, server.config.body_timeout_s)
+        async with server.ingest.turn:
+            batches = await p.line_batches(channel, body, precision, server.config.max_points_per_request)
+            await server.ingest.publish_batches(batches)
     except IngestError as exc:
         server.metrics.push_errors.labels(exc.reason).inc()
-        return _error(flavour, exc)
+        resp = _error(flavour, exc)
+        if exc.status in (408, 413, 429):
+            resp.force_close()  # the rest of the body is not read: do not wait for it
+        return resp
+    finally:
+        reservation.close()
     return web.Response(status=204, headers=INFLUX_HEADERS)
 
 

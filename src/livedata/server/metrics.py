@@ -13,16 +13,28 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+Reading = dict[str, tuple[str, float | dict[str, float]]]
+"""Gauges by name: a sentence and a value, or values by ``kind`` label."""
+
 
 class _Live(Collector):
-    """Gauges read at scrape time from the running server."""
+    """Gauges read at scrape time from the running server (or from ``snapshot``, read on the loop
+    just before a rendering in another thread)."""
 
-    def __init__(self, read: Callable[[], dict[str, tuple[str, float]]]) -> None:
+    def __init__(self, read: Callable[[], Reading]) -> None:
         self.read = read
+        self.snapshot: Reading | None = None
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        for name, (doc, value) in self.read().items():
-            yield GaugeMetricFamily(name, doc, value=value)
+        reading = self.snapshot if self.snapshot is not None else self.read()
+        for name, (doc, value) in reading.items():
+            if isinstance(value, dict):
+                family = GaugeMetricFamily(name, doc, labels=["kind"])
+                for kind, v in value.items():
+                    family.add_metric([kind], v)
+                yield family
+            else:
+                yield GaugeMetricFamily(name, doc, value=value)
 
 
 class Metrics:
@@ -46,9 +58,10 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5), registry=r)
         self.overruns = 0
         """Batched rounds that took longer than their interval (the next packet covers more)."""
-        self.sources: list[Callable[[], dict[str, tuple[str, float]]]] = [lambda: {"livedata_feed_overruns": (
+        self.sources: list[Callable[[], Reading]] = [lambda: {"livedata_feed_overruns": (
             "Batched delivery rounds that took longer than the batching interval (total)", float(self.overruns))}]
-        r.register(_Live(self._live))
+        self._live_collector = _Live(self._live)
+        r.register(self._live_collector)
 
     # --- delivery's counters (``livedata.delivery.stats.Stats``) --------------------------------------
 
@@ -67,8 +80,16 @@ class Metrics:
     def subscriptions_changed(self, delta: int) -> None:
         self.subscriptions.inc(delta)
 
-    def _live(self) -> dict[str, tuple[str, float]]:
-        out: dict[str, tuple[str, float]] = {}
+    def forget_channel(self, channel: str) -> None:
+        """Drop a deleted channel's labelled series (they would pile up with every channel ever made)."""
+        for counter in (self.points_published, self.points_delivered, self.late_points):
+            try:
+                counter.remove(channel)
+            except KeyError:
+                pass
+
+    def _live(self) -> Reading:
+        out: Reading = {}
         try:
             out["livedata_asyncio_tasks"] = ("asyncio tasks alive", float(len(asyncio.all_tasks())))
         except RuntimeError:
@@ -79,3 +100,14 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    async def render_async(self) -> bytes:
+        """:meth:`render` in a worker thread, the live gauges read here first: a registry with a
+        series per channel (thousands) takes long enough to render that the loop must not wait for
+        it (the thread gives the GIL back every few ms)."""
+        collector = self._live_collector
+        collector.snapshot = self._live()
+        try:
+            return await asyncio.to_thread(generate_latest, self.registry)
+        finally:
+            collector.snapshot = None

@@ -34,11 +34,12 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     """Tokens are checked before this runs (``auth.py``, the ``otlp-metrics`` rule)."""
     server = request.app[SERVER]
     json = request.content_type == "application/json"
+    reservation = server.ingest.reservation()  # the body's share of the memory budget while it is handled
     try:
         if request.content_type not in ("application/x-protobuf", "application/json"):
             raise IngestError(415, f"unsupported Content-Type {request.content_type!r}: OTLP/HTTP metrics are "
                               "application/x-protobuf or application/json", "content-type")
-        body = await p.read_body(request, server.config.max_body_bytes)
+        body = await p.read_body(request, server.config.max_body_bytes, reservation, server.config.body_timeout_s)
         limit = server.config.max_points_per_request
         try:
             if len(body) > THREAD_BYTES:
@@ -47,12 +48,18 @@ async def metrics(request: web.Request) -> web.StreamResponse:
                 batches = _convert(body, json, wall_ms(), limit)
         except otlp.OtlpError as exc:
             raise IngestError(400, str(exc), "otlp") from None
-        await server.ingest.publish_batches(batches)
+        async with server.ingest.turn:
+            await server.ingest.publish_batches(batches)
     except IngestError as exc:
         server.metrics.push_errors.labels(exc.reason).inc()
         status = 400 if exc.reason in ("schema", "channels") else exc.status
         payload, ctype = otlp.encode_status(_CODES.get(status, 3), exc.message, json)
-        headers = {"Retry-After": "1"} if status == 503 else None
-        return web.Response(status=status, body=payload, content_type=ctype, headers=headers)
+        headers = {"Retry-After": "1"} if status in (429, 503, 507) else None
+        resp = web.Response(status=status, body=payload, content_type=ctype, headers=headers)
+        if status in (408, 413, 429):
+            resp.force_close()  # the rest of the body is not read: do not wait for it
+        return resp
+    finally:
+        reservation.close()
     payload, ctype = otlp.encode_response(json)
     return web.Response(status=200, body=payload, content_type=ctype)

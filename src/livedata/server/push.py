@@ -21,6 +21,7 @@ async def push(request: web.Request) -> web.StreamResponse:
     keys = ingest.keys
     key: str | None = None
     ok = False
+    reservation = ingest.reservation()
     try:
         channel = p.channel_name(request.match_info["channel"])
         precision = p.precision(request)
@@ -32,13 +33,21 @@ async def push(request: web.Request) -> web.StreamResponse:
             if await keys.begin(key):
                 key = None  # not ours to end
                 return web.Response(status=204, headers={"Idempotent-Replayed": "true"})
-        body = await p.read_body(request, server.config.max_body_bytes)
-        await _store(request, ingest, channel, body, precision)
+        config = server.config
+        body = await p.read_body(request, config.max_body_bytes, reservation, config.body_timeout_s)
+        async with ingest.turn:
+            await _store(request, ingest, channel, body, precision)
         ok = True
     except IngestError as exc:
         server.metrics.push_errors.labels(exc.reason).inc()
-        return exc.response()
+        resp = exc.response()
+        if exc.status in (408, 413, 429):
+            resp.force_close()  # the rest of the body is not read: do not wait for it
+        if exc.status in (429, 507):
+            resp.headers["Retry-After"] = "1"
+        return resp
     finally:
+        reservation.close()
         if key is not None:
             keys.end(key, ok)
     return web.Response(status=204)
@@ -48,7 +57,7 @@ async def _store(request: web.Request, ingest: Ingest, channel: str, body: bytes
     ctype = request.content_type
     reorder = p.reorder_ms(request)
     if p.is_json(ctype, body):
-        await ingest.publish_json(channel, p.decode_json(ctype, body), reorder)
+        await ingest.publish_json(channel, await p.decode_json(ctype, body), reorder)
     elif p.is_line_protocol(ctype):
         batches = await p.line_batches(channel, body, precision, ingest.config.max_points_per_request)
         await ingest.publish_batches(batches, reorder)

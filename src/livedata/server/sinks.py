@@ -108,6 +108,13 @@ class BaseSink:
         asyncio.get_running_loop().call_later(2.0, transport.abort)
 
 
+CLOSE_CODES = {
+    "slow": (4000, "slow"),
+    "too big": (1009, "message too big: the server's memory budget for messages in progress is full"),
+}
+"""WebSocket close code and reason per close reason (docs/protocol.md); anything else is 1001."""
+
+
 class WsSink(BaseSink):
     """WebSocket: one text frame per message, header built here, payload shared."""
 
@@ -122,9 +129,9 @@ class WsSink(BaseSink):
         return [ws_header(len(prefix) + len(body)), prefix, body]
 
     def kill(self, reason: str) -> None:
-        code = 4000 if reason == "slow" else 1001
+        code, text = CLOSE_CODES.get(reason, (1001, reason))
         if not self.conn.transport.is_closing():
-            self.conn.transport.write(ws_close_frame(code, reason))
+            self.conn.transport.write(ws_close_frame(code, text))
         super().kill(reason)
 
 

@@ -8,7 +8,9 @@ from typing import Any
 
 from aiohttp import web
 
+from livedata.core.budget import BudgetError
 from livedata.core.clock import wall_ms
+from livedata.core.frames import message
 from livedata.core.protocol import MAX_INTERVAL_MS, ProtocolError, parse_subscribe
 from livedata.delivery import Subscription
 from livedata.server.http import json_error
@@ -49,7 +51,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     if "channel" not in request.query:
         return json_error(400, "channel is required: /api/stream?channel=NAME")
     connections = server.connections
-    busy = connections.over_limit(request)
+    busy = connections.over_limit(request)  # per client behind --trusted-proxies (admission.py: per TCP peer)
     if busy is not None:
         return json_error(429, busy)
     sse = "text/event-stream" in request.headers.get("Accept", "")
@@ -58,6 +60,9 @@ async def stream(request: web.Request) -> web.StreamResponse:
         req = parse_subscribe(subscribe_from_query(request.query, request.headers.get("Last-Event-ID")), wall_ms())
     except ProtocolError as exc:
         return json_error(400, str(exc))
+    if not server.budget.free("connections"):
+        return json_error(503, "the server is at its memory budget for subscriptions: retry in a moment "
+                          "(or raise --max-memory)")
     await server.broker.ping()  # BrokerError: a 503 (app.py) rather than a 200 whose stream fails at once
     headers = {
         "Content-Type": "text/event-stream" if sse else "application/x-ndjson",
@@ -81,7 +86,14 @@ async def stream(request: web.Request) -> web.StreamResponse:
         if not done.done():
             done.set_result(None)
 
-    sub = server.hub.subscribe(req, sink, on_done)
+    try:
+        sub = server.hub.subscribe(req, sink, on_done)
+    except BudgetError as exc:
+        sink.send(message({"type": "error", "id": req.id, "message": str(exc)}), force=True)
+        conn.close("gone")
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await resp.write_eof()
+        return resp
     try:
         await asyncio.wait([done, conn.closed], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
     finally:

@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from livedata.core.budget import BudgetError
 from livedata.core.clock import wall_ms
 from livedata.core.frames import message
 from livedata.core.protocol import FrameError, ProtocolError, decode_client, parse_subscribe
@@ -76,7 +77,7 @@ class Session:
         """Reading needs a token and this socket has none: only ``auth`` may come now."""
         return self.token is None and bool(self.server.config.read_tokens)
 
-    async def handle(self, obj: dict[str, Any]) -> None:
+    async def handle(self, obj: dict[str, Any], size: int = 0) -> None:
         """Act on one message. Raises :class:`Close` when the socket must end."""
         kind = obj["type"]
         if kind == "auth":
@@ -94,7 +95,7 @@ class Session:
                 return
             self.server.hub.unsubscribe(sub)
         elif kind == "publish":
-            await self.publish(obj)
+            await self.publish(obj, size)
         elif kind == "ping":
             self.send({"type": "pong", "time": wall_ms()})
         else:
@@ -129,7 +130,10 @@ class Session:
         if len(self.subs) >= config.max_subscriptions:
             self.error(f"too many subscriptions on one socket (limit {config.max_subscriptions})", req.id)
             return
-        self.subs[req.id] = self.server.hub.subscribe(req, self.sink, self._done)
+        try:
+            self.subs[req.id] = self.server.hub.subscribe(req, self.sink, self._done)
+        except BudgetError as exc:
+            self.error(str(exc), req.id)
 
     def _done(self, sub: Subscription) -> None:
         if self.subs.get(sub.id) is sub:
@@ -148,7 +152,7 @@ class Session:
             out["ack"] = ack
         self.send(out)
 
-    async def publish(self, obj: dict[str, Any]) -> None:
+    async def publish(self, obj: dict[str, Any], size: int = 0) -> None:
         ack = obj.get("ack")
         if ack is not None and not (
                 (isinstance(ack, str) and 0 < len(ack) <= MAX_ACK)
@@ -160,7 +164,8 @@ class Session:
             self.deny(denied, ack=ack)
             return
         try:
-            await self.server.ingest.publish_json(obj.get("channel"), obj.get("points"))
+            async with self.server.ingest.turn:
+                await self.server.ingest.publish_json(obj.get("channel"), obj.get("points"), size=size)
         except IngestError as exc:
             self.server.metrics.push_errors.labels(exc.reason).inc()
             out: dict[str, Any] = {"type": "error", "message": exc.message}
@@ -202,6 +207,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             msg = await ws.receive()
             kind = msg.type
             conn.rx_at = time.monotonic()
+            conn.rx_pending = 0
             if kind is WSMsgType.TEXT:
                 try:
                     obj = decode_client(msg.data)
@@ -211,7 +217,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                     session.error(str(exc))
                     continue
                 try:
-                    await session.handle(obj)
+                    await session.handle(obj, len(msg.data))
                 except (Close, asyncio.CancelledError, ConnectionError):
                     raise
                 except Exception:  # a bug: say so, keep the socket and its other subscriptions
@@ -261,7 +267,7 @@ async def _upgrade(
         return json_error(400, "this is the WebSocket endpoint: connect with a WebSocket client "
                                "(GET with Upgrade: websocket); see docs/protocol.md")
     connections = server.connections
-    busy = connections.over_limit(request)
+    busy = connections.over_limit(request)  # per client behind --trusted-proxies (admission.py: per TCP peer)
     if busy is not None:
         raise_json(429, busy)
     token = auth.request_token(request, query_token=True)
@@ -281,26 +287,59 @@ async def _upgrade(
     return ws, session, refused
 
 
+class _Counting(asyncio.Protocol):
+    """Between a WebSocket's transport and aiohttp: counts the bytes of the message in progress
+    (``Conn.rx_pending``, which the memory budget samples) and marks the peer alive whenever bytes
+    arrive, not only whole messages, so one busy sending a large frame is not taken for dead."""
+
+    __slots__ = ("conn", "inner")
+
+    def __init__(self, inner: asyncio.Protocol, conn: Conn) -> None:
+        self.inner = inner
+        self.conn = conn
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # pragma: no cover - made already
+        pass
+
+    def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        conn.rx_pending += len(data)
+        conn.rx_at = time.monotonic()
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
 def _after_upgrade(request: web.Request, conn: Conn) -> None:
     """Adjust aiohttp's connection object once the upgrade is done.
 
     * Drop its HTTP request parser (about 0.7 KiB a socket): from now on aiohttp feeds every byte
       to the WebSocket reader and never uses the HTTP parser again (it drops it itself when the
       connection is lost).
-    * Tell the connection whenever bytes arrive, not only whole messages, so a peer busy sending one
-      large frame is not taken for a dead one (what aiohttp's own heartbeat does with this hook).
+    * Put :class:`_Counting` between the transport and aiohttp.
 
-    Only done when the upgrade is visibly complete (the WebSocket reader installed, no hook yet);
-    an aiohttp with another layout is left alone: the pinger then counts whole messages only.
+    Only done when the upgrade is visibly complete (the WebSocket reader installed); an aiohttp
+    with another layout is left alone: the pinger then counts whole messages only, and a message
+    in progress is bounded by ``--max-frame-bytes`` but not counted.
     """
     protocol = request.protocol
     if getattr(protocol, "_payload_parser", None) is None or not getattr(protocol, "_upgraded", False):
         return
     with contextlib.suppress(AttributeError):
         protocol._parser = None
-    with contextlib.suppress(AttributeError):
-        if protocol._data_received_cb is None:
-            protocol._data_received_cb = conn.touch
+    transport = request.transport
+    if transport is not None and transport.get_protocol() is protocol:
+        transport.set_protocol(_Counting(protocol, conn))
 
 
 def raise_json(status: int, message_: str) -> None:

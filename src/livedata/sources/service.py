@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from livedata.core.frames import Batch, Chunk, FieldDef
+from livedata.core.frames import Batch, Chunk, Column, FieldDef, value_at
 from livedata.core.sourcespec import STATUS_PREFIX, MqttSpec, SourceSpec, StreamSpec
 from livedata.sources.base import Sink, Source, SourceStatus, wall_ms
 from livedata.sources.mqtt import MqttSource
@@ -184,7 +184,7 @@ class Sources:
             "errors": sum(st.errors.values()), "points": st.points, "last_message": st.last_message_ms,
             "server": st.server, "last_error": st.last_error,
         }
-        cols = {k: [v] for k, v in row.items() if v is not None}
+        cols: dict[str, Column] = {k: [v] for k, v in row.items() if v is not None}
         batch = Batch([wall_ms()], cols, {k: _STATUS_FIELDS[k] for k in cols})
         try:
             await self.broker.publish(STATUS_PREFIX + src.name, batch)
@@ -197,7 +197,7 @@ class Sources:
         if name not in self.remote or not chunk.times:
             return
         i = len(chunk.times) - 1
-        row = {k: col[i] for k, col in chunk.columns.items()}
+        row = {k: value_at(col, i) for k, col in chunk.columns.items()}
         self._apply(name, row, chunk.times[i])
 
     def _apply(self, name: str, row: dict[str, Any], at_ms: int) -> None:

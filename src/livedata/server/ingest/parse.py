@@ -14,9 +14,10 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
 from livedata.core import jsonerror, lineprotocol
+from livedata.core.budget import Reservation
 from livedata.core.clock import wall_ms
 from livedata.core.frames import Batch, SchemaError
-from livedata.core.protocol import TOO_DEEP, ProtocolError, check_channel, points_to_batch, tables_to_batches
+from livedata.core.protocol import TOO_DEEP, PointsBuilder, ProtocolError, check_channel, tables_to_batches_steps
 from livedata.core.sources import GENERATORS
 from livedata.core.sourcespec import STATUS_PREFIX
 from livedata.core.window import MAX_REORDER_MS
@@ -24,6 +25,14 @@ from livedata.server.http import json_error
 
 Precision = Literal["ns", "us", "ms", "s"]
 PRECISIONS: tuple[Precision, ...] = ("ns", "us", "ms", "s")
+
+JSON_SLICE_POINTS = 500
+"""JSON points decoded, and then converted, between two yields (a few ms of work each)."""
+INGEST_FACTOR = 8
+"""Bytes of the memory budget (kind ``ingest``) a push holds per byte of its body while it is read,
+parsed and stored: the body, its text and the Python objects parsed from it (measured 5 to 7 times
+the body for line protocol and JSON; see docs/guarantees.md, "Resources")."""
+
 
 class IngestError(Exception):
     """A push that stores nothing: ``status`` and a sentence, maybe the bad line/point number."""
@@ -96,22 +105,49 @@ ENCODINGS = ("", "identity", "gzip", "x-gzip", "deflate")
 """Content-Encodings a body may come in (aiohttp decompresses them as the body is read)."""
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The body, or 413 as soon as it passes ``limit`` (declared or actually read)."""
+def memory_full(what: str = "pushes in progress") -> IngestError:
+    return IngestError(429, f"the server is at its memory budget for {what}: retry in a moment "
+                       "(or send smaller pushes, or raise --max-memory)", "memory")
+
+
+def reserve(reservation: Reservation, n: int) -> None:
+    """Grow the push's share of the memory budget by ``n`` bytes, or answer 429 (or 413 when the
+    push is more than the budget could ever hold for it: retrying would not help)."""
+    if reservation.n + n > reservation.budget.caps[reservation.kind]:
+        largest = reservation.budget.caps[reservation.kind] // INGEST_FACTOR
+        raise IngestError(413, f"this push is too large for the server's memory budget: at most {largest} bytes "
+                          "of body (split the push, or raise --max-memory)", "size")
+    if not reservation.grow(n):
+        raise memory_full()
+
+
+async def read_body(request: web.Request, limit: int, reservation: Reservation, timeout_s: float) -> bytes:
+    """The body, or 413 as soon as it passes ``limit`` (declared or actually read), 429 when the
+    memory budget has no room for it, 408 when it takes longer than ``timeout_s`` to arrive."""
     too_large = IngestError(413, f"body too large: the limit is {limit} bytes; split the push "
                             "(or raise --max-body-bytes)", "size")
-    if request.content_length is not None and request.content_length > limit:
+    declared = request.content_length
+    if declared is not None and declared > limit:
         raise too_large
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
     if encoding not in ENCODINGS:
         raise IngestError(415, f"unsupported Content-Encoding {encoding[:20]!r}: send gzip, deflate or none",
                           "content-type")
+    reserve(reservation, INGEST_FACTOR * (declared or 0))
     buf = bytearray()
     try:
-        async for chunk in request.content.iter_any():  # decompressed (Content-Encoding) as it comes
-            buf += chunk
-            if len(buf) > limit:
-                raise too_large
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.content.iter_any():  # decompressed (Content-Encoding) as it comes
+                buf += chunk
+                if len(buf) > limit:
+                    raise too_large
+                if len(buf) * INGEST_FACTOR > reservation.n:
+                    want = max(len(buf) * INGEST_FACTOR - reservation.n, 1 << 20)
+                    cap = reservation.budget.caps[reservation.kind] - reservation.n
+                    reserve(reservation, min(want, max(cap, len(buf) * INGEST_FACTOR - reservation.n)))
+    except TimeoutError:
+        raise IngestError(408, f"the body did not arrive within {timeout_s:g} s (see --body-timeout)",
+                          "timeout") from None
     except RequestPayloadError as exc:  # a broken chunked or compressed body
         raise IngestError(400, f"the body cannot be read: {str(exc.__cause__ or exc).strip()[:200]} (send it as "
                           "its Content-Encoding says)", "body") from None
@@ -141,15 +177,24 @@ def is_line_protocol(content_type: str) -> bool:
     return content_type in ("text/plain", "application/octet-stream", "application/x-www-form-urlencoded", "")
 
 
-def decode_json(content_type: str, body: bytes) -> Any:
-    """A JSON body (one value) or NDJSON (a list of the values of its non-empty lines)."""
+_decode = msgspec.json.Decoder().decode
+_decode_raws = msgspec.json.Decoder(list[msgspec.Raw]).decode
+
+
+async def decode_json(content_type: str, body: bytes) -> Any:
+    """A JSON body (one value) or NDJSON (a list of the values of its non-empty lines), decoded a
+    slice of points at a time: a list is first split into its elements (msgspec keeps each as raw
+    bytes: no object per value yet), then decoded :data:`JSON_SLICE_POINTS` at a time with a yield
+    between slices, so a large push does not hold the event loop."""
     if content_type == "application/x-ndjson":
         points: list[Any] = []
         for i, line in enumerate(body.splitlines()):
             if not line.strip():
                 continue
+            if i and not i % JSON_SLICE_POINTS:
+                await asyncio.sleep(0)
             try:
-                points.append(msgspec.json.decode(line))
+                points.append(_decode(line))
             except msgspec.DecodeError as exc:
                 text, _ = jsonerror.describe(exc, line)
                 text = text.replace("at line 1, column", "at column").replace(" at line 1 ", " ")
@@ -158,7 +203,14 @@ def decode_json(content_type: str, body: bytes) -> Any:
                 raise IngestError(400, f"line {i + 1}: {TOO_DEEP}", "json", line=i + 1) from None
         return points
     try:
-        return msgspec.json.decode(body)
+        if body.lstrip()[:1] != b"[" or len(body) < 64 << 10:
+            return _decode(body)
+        raws = _decode_raws(body)
+        out: list[Any] = []
+        for lo in range(0, len(raws), JSON_SLICE_POINTS):
+            await asyncio.sleep(0)
+            out.extend(_decode(b"[" + b",".join(raws[lo:lo + JSON_SLICE_POINTS]) + b"]"))
+        return out
     except msgspec.DecodeError as exc:
         text, where = jsonerror.describe(exc, body)
         if content_type != "application/json":
@@ -176,13 +228,22 @@ def _count_points(body: Any) -> int:
     return 1
 
 
-def json_batch(points: Any, limit: int) -> Batch:
-    """Pushed JSON (a point, a list of points, or columns) as one batch of at most ``limit`` points."""
+async def json_batch(points: Any, limit: int) -> Batch:
+    """Pushed JSON (a point, a list of points, or columns) as one batch of at most ``limit`` points,
+    converted :data:`JSON_SLICE_POINTS` at a time with a yield to the loop between slices."""
     n = _count_points(points)
     if n > limit:
         raise IngestError(413, f"too many points in one request: {n} > {limit}; split the push", "points")
     try:
-        return points_to_batch(points, wall_ms(), limit)
+        builder = PointsBuilder(points, wall_ms(), limit)
+        for done in range(0, len(builder), JSON_SLICE_POINTS):
+            if done:
+                await asyncio.sleep(0)
+            builder.feed(JSON_SLICE_POINTS)
+        for _ in builder.finishing():
+            await asyncio.sleep(0)
+        assert builder.batch is not None
+        return builder.batch
     except ProtocolError as exc:
         raise IngestError(400, str(exc), "points", line=exc.line) from None
     except SchemaError as exc:
@@ -213,7 +274,10 @@ async def line_batches(channel: str, body: bytes, precision: str, limit: int) ->
         raise IngestError(413, f"too many lines in one request: {parser.lines} > {limit}; split the push", "points")
     if not parser.lines:
         return {}
+    out: dict[str, Batch] = {}
     try:
-        return tables_to_batches(parser.tables, channel, wall_ms())
+        for _ in tables_to_batches_steps(parser.tables, channel, wall_ms(), out):
+            await asyncio.sleep(0)
+        return out
     except ProtocolError as exc:
         raise IngestError(400, str(exc), "lineprotocol", line=exc.line) from None

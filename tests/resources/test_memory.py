@@ -1,0 +1,163 @@
+"""History, held points, idempotency keys, push bodies and channels all live within the budget;
+what a deleted channel held is given back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import aiohttp
+import psutil
+
+from tests.resources.conftest import BUDGET, OVERHEAD, MiB, metric, resource_server, victim, watch
+
+
+async def test_retention_counts_bytes_and_the_budget_holds_under_large_strings(tmp_path: Path) -> None:
+    """100 string values once held 0.94 GB: history is counted in bytes, per channel
+    (--retention-bytes) and in all (the budget: the biggest channels are trimmed first)."""
+    server = resource_server("--retention-bytes", "48MiB")
+    try:
+        async with aiohttp.ClientSession() as s:
+            with watch(server, tmp_path) as w:
+                async with victim(server.url):
+                    now = time.time_ns() // 1_000_000 - 600_000
+                    big = "x" * 60_000
+                    for c in range(6):  # 6 channels x 100 MB offered, 48 MiB kept each at most
+                        for i in range(0, 1700, 100):
+                            async with s.post(f"{server.url}/api/push/strings/c{c}",
+                                              json={"time": [now + i + k for k in range(100)], "s": [big] * 100}) as r:
+                                assert r.status == 204
+                    history = await metric(s, server.url, "livedata_memory_bytes", '{kind="history"}')
+                    assert history <= BUDGET - await metric(s, server.url, "livedata_memory_bytes", '{kind="caches"}')
+                    async with s.get(f"{server.url}/api/channels") as r:
+                        kept = {c["name"]: c["points"] for c in (await r.json())["channels"]
+                                if c["name"].startswith("strings/")}
+                    assert len(kept) == 6 and all(0 < n <= 800 for n in kept.values()), kept
+            w.check()
+    finally:
+        server.stop()
+
+
+async def test_deleting_channels_gives_memory_back(tmp_path: Path) -> None:
+    """RSS 785 -> 1,488 -> 2,192 MB over three rounds of fill-and-delete: a process-wide cache kept
+    every field definition (long tag values included). Three rounds now end where the first did."""
+    server = resource_server()
+    try:
+        assert server.proc is not None
+        proc = psutil.Process(server.proc.pid)
+        after: list[int] = []
+        async with aiohttp.ClientSession() as s:
+            for rnd in range(3):
+                names = []
+                for c in range(40):
+                    body = "\n".join(f"m,host=h{rnd}-{c}-{i:04d}{'x' * 2000} v={i} {1_700_000_000_000_000_000 + i}"
+                                     for i in range(250))
+                    async with s.post(f"{server.url}/api/push/leak{rnd}/{c}", data=body.encode()) as r:
+                        assert r.status == 204, await r.text()
+                    names.append(f"leak{rnd}/{c}/m")
+                for name in names:
+                    async with s.delete(f"{server.url}/api/channels/{name}") as r:
+                        assert r.status == 204
+                await asyncio.sleep(2.5)  # the monitor hands freed heap back within a second or two
+                after.append(proc.memory_info().rss)
+                assert await metric(s, server.url, "livedata_memory_bytes", '{kind="history"}') == 0
+                assert await metric(s, server.url, "livedata_memory_bytes", '{kind="schema"}') == 0
+        assert after[2] <= after[0] + 16 * MiB, [a // MiB for a in after]
+    finally:
+        server.stop()
+
+
+async def test_thousands_of_channels_with_one_point_each(tmp_path: Path) -> None:
+    """Channels cost their schema in the budget; at the budget a new channel is a 507, and the
+    channels that exist keep working."""
+    server = resource_server("--max-channels", "100000", budget="64MiB")
+    try:
+        async with aiohttp.ClientSession() as s:
+            with watch(server, tmp_path) as w:
+                async with victim(server.url):
+                    statuses: dict[int, int] = {}
+                    long = "k" * 200
+
+                    async def push(i: int) -> None:
+                        lp = "\n".join(f"m{j},t={long}{i} {long}{j}=1" for j in range(20))
+                        async with s.post(f"{server.url}/api/push/many{i}", data=lp.encode()) as r:
+                            statuses[r.status] = statuses.get(r.status, 0) + 1
+                            if r.status == 507:
+                                assert "memory budget for channels and fields" in (await r.json())["error"]
+
+                    for lo in range(0, 3000, 50):
+                        await asyncio.gather(*(push(i) for i in range(lo, lo + 50)))
+                    assert statuses.get(507, 0) > 0 and statuses.get(204, 0) > 100, statuses
+                    schema = await metric(s, server.url, "livedata_memory_bytes", '{kind="schema"}')
+                    assert schema <= 64 * MiB // 4
+            w.check(budget=64 * MiB)
+    finally:
+        server.stop()
+
+
+async def test_reorder_windows_hold_what_the_budget_allows(tmp_path: Path) -> None:
+    server = resource_server(budget="64MiB")
+    try:
+        async with aiohttp.ClientSession() as s:
+            with watch(server, tmp_path) as w:
+                now = time.time_ns() // 1_000_000
+                statuses: dict[int, int] = {}
+                for i in range(60):
+                    body = {"time": [now + i * 5000 + k for k in range(5000)], "v": list(range(5000)),
+                            "w": [1.5] * 5000}
+                    async with s.post(f"{server.url}/api/push/held/a?reorder_ms=60000", json=body) as r:
+                        statuses[r.status] = statuses.get(r.status, 0) + 1
+                        if r.status == 507:
+                            assert "reorder windows hold" in (await r.json())["error"]
+                assert statuses.get(507, 0) > 0 and statuses.get(204, 0) > 0, statuses
+                held = await metric(s, server.url, "livedata_memory_bytes", '{kind="held"}')
+                assert 0 < held <= 64 * MiB // 8
+            w.check(budget=64 * MiB)
+    finally:
+        server.stop()
+
+
+async def test_concurrent_large_pushes_get_429_at_the_budget_and_others_still_store(tmp_path: Path) -> None:
+    server = resource_server(budget="64MiB")
+    try:
+        async with aiohttp.ClientSession() as s:
+            with watch(server, tmp_path) as w:
+                async with victim(server.url):
+                    now = time.time_ns() // 1_000_000
+                    body = "\n".join(f"big v={i},w={i}i {(now + i) * 1_000_000}" for i in range(25_000)).encode()
+                    statuses: dict[int, int] = {}
+
+                    async def push(i: int) -> None:
+                        async with s.post(f"{server.url}/api/push/bulk{i}?precision=ns", data=body) as r:
+                            statuses[r.status] = statuses.get(r.status, 0) + 1
+                            if r.status == 429:
+                                assert "memory budget for pushes in progress" in (await r.json())["error"]
+                                assert r.headers["Retry-After"] == "1"
+
+                    await asyncio.gather(*(push(i) for i in range(12)))  # 12 x 1 MB bodies at once
+                    assert statuses.get(429, 0) > 0 and statuses.get(204, 0) > 0, statuses
+                    huge = body * 3  # more than the budget could ever hold for one push: 413, not 429
+                    async with s.post(f"{server.url}/api/push/bulk/huge?precision=ns", data=huge) as r:
+                        assert r.status == 413
+                        assert "too large for the server's memory budget" in (await r.json())["error"]
+            w.check(budget=64 * MiB)
+    finally:
+        server.stop()
+
+
+async def test_many_idempotency_keys_stay_bounded(tmp_path: Path) -> None:
+    server = resource_server()
+    try:
+        async with aiohttp.ClientSession() as s:
+            with watch(server, tmp_path) as w:
+                t0 = time.monotonic()
+                for i in range(3000):
+                    async with s.post(f"{server.url}/api/push/keys/a", json={"v": i},
+                                      headers={"Idempotency-Key": f"{i:08d}" + "k" * 190}) as r:
+                        assert r.status == 204
+                assert time.monotonic() - t0 < 50
+            w.check()
+            assert w.peak_rss <= 64 * MiB + OVERHEAD
+    finally:
+        server.stop()
