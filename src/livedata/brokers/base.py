@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from livedata.core.frames import Batch, Chunk, FieldDef, Pos
+from livedata.core.rollup import Buckets, Tier
 
 log = logging.getLogger("livedata.broker")
 
@@ -52,6 +53,21 @@ class History:
     lost: int | None = None
     sorted: bool = True
     """True when the chunks' points, taken in order, are in time order."""
+
+
+@dataclass(slots=True)
+class Rollup:
+    """One tier's buckets of a channel over a range, and the head position they include.
+
+    Every point up to ``head`` is in ``buckets``; points published after it may be too (a tier is
+    updated with its chunk, and a read may see a later one): a subscription sends a bucket again
+    after every chunk that touches it, so such a bucket is sent again anyway.
+    """
+
+    epoch: str
+    head: Pos | None
+    fields: list[FieldDef]
+    buckets: Buckets
 
 
 ChunkCallback = Callable[[str, Chunk, list[FieldDef]], None]
@@ -141,6 +157,13 @@ class Broker(Protocol):
 
     async def read_after(self, channel: str, epoch: str, pos: Pos, limit: int = 0) -> History:
         """Chunks after ``pos`` (from the oldest retained one when it is gone or the epoch differs)."""
+        ...
+
+    tiers: tuple[Tier, ...]
+    """The rollup tiers this broker keeps (finest first), updated at every publish."""
+
+    async def rollups(self, channel: str, width_ms: int, start_ms: int | None, end_ms: int | None) -> Rollup:
+        """The buckets of the tier ``width_ms`` (one of ``tiers``) overlapping ``[start_ms, end_ms]``."""
         ...
 
     def subscribe(self, channel: str, callback: ChunkCallback, after: Pos | None) -> Unsubscribe:

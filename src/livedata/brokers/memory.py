@@ -1,4 +1,9 @@
-"""The embedded default broker: everything in this process, bounded by age and count."""
+"""The embedded default broker: everything in this process, bounded by age and count.
+
+Rollup tiers are kept here too (``core/rollup.py``'s ``TierStore``: 80 bytes per field and
+bucket), each bounded by its tier's retention and by a quarter of ``retention_points``
+field-buckets, so all tiers together hold at most as many aggregates as raw history holds values.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,20 @@ import bisect
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from livedata.brokers.base import ChannelInfo, ChannelLimitError, ChunkCallback, History, Subscribers, Unsubscribe
+from livedata.brokers.base import (
+    ChannelInfo,
+    ChannelLimitError,
+    ChunkCallback,
+    History,
+    Rollup,
+    Subscribers,
+    Unsubscribe,
+)
 from livedata.core.frames import Batch, Chunk, FieldDef, Pos, Schema
+from livedata.core.rollup import DEFAULT_TIERS, Buckets, Tier, TierStore, check_tiers, chunk_rollup
 
 
 @dataclass(slots=True)
@@ -26,6 +40,9 @@ class _Channel:
     disordered: set[int] = field(default_factory=set)
     """``pos.a`` of retained chunks that start before the newest time before them."""
     recent: deque[tuple[float, int]] = field(default_factory=deque)
+    tiers: list[TierStore] = field(default_factory=list)
+    numeric: list[str] = field(default_factory=list)
+    """Keys of the number fields, in schema order: the ones with rollups."""
 
     @property
     def head(self) -> Pos | None:
@@ -44,7 +61,10 @@ class MemoryBroker:
         retention_points: int = 200_000,
         max_channels: int = 10_000,
         wall: Callable[[], float] = time.time,
+        tiers: Sequence[Tier] = DEFAULT_TIERS,
     ) -> None:
+        check_tiers(tiers)
+        self.tiers = tuple(tiers)
         self.retention_ms = int(retention_s * 1000)
         self.retention_points = retention_points
         self.max_channels = max_channels
@@ -70,6 +90,7 @@ class MemoryBroker:
                 )
             self._created += 1
             ch = self._channels[name] = _Channel(name, f"{self.token}{self._created:x}")
+            ch.tiers = [TierStore(t.width_ms) for t in self.tiers]
         return ch
 
     def epoch_of(self, channel: str) -> str | None:
@@ -86,6 +107,8 @@ class MemoryBroker:
         ch = self._channel(channel, create=True)
         assert ch is not None
         ch.schema.add(new)
+        if new:
+            ch.numeric = [f.key for f in ch.schema.fields.values() if f.type == "number"]
         batch = batch.sorted()
         if not batch.times:
             return ch.head or Pos(0, 0, 0)
@@ -103,6 +126,7 @@ class MemoryBroker:
         while ch.recent and ch.recent[0][0] < now - 10:
             ch.recent.popleft()
         self._trim(ch, now)
+        self._roll(ch, chunk, now)
         self._subs.deliver(channel, chunk, new)
         return chunk.pos
 
@@ -122,6 +146,28 @@ class MemoryBroker:
             chunks[0] = kept
             ch.points -= first.cells - kept.cells
             ch.disordered.discard(first.pos.a)
+
+    def _roll(self, ch: _Channel, chunk: Chunk, now: float) -> None:
+        """Merge the chunk into every tier, then trim each by its retention and its share of the cap."""
+        if not ch.numeric:
+            return
+        now_ms = int(now * 1000)
+        cap = max(1, self.retention_points // (4 * len(ch.numeric)))
+        for tier, store, parts in zip(self.tiers, ch.tiers, chunk_rollup(chunk.times, chunk.columns, ch.numeric,
+                                                                          self.tiers), strict=True):
+            cutoff = now_ms - tier.retention_ms
+            store.add(parts, cutoff)
+            if len(store) > cap or (len(store) and store.starts[0] + store.width <= cutoff):
+                store.trim(cutoff, cap)
+
+    async def rollups(self, channel: str, width_ms: int, start_ms: int | None, end_ms: int | None) -> Rollup:
+        ch = self._channels.get(channel)
+        if ch is None:
+            return Rollup("", None, [], Buckets(width_ms))
+        for tier, store in zip(self.tiers, ch.tiers, strict=True):
+            if tier.width_ms == width_ms:
+                return Rollup(ch.epoch, ch.head, list(ch.schema.fields.values()), store.read(start_ms, end_ms))
+        raise ValueError(f"no tier of {width_ms} ms (tiers: {[t.width_ms for t in self.tiers]})")
 
     async def history(self, channel: str, start_ms: int | None, end_ms: int | None) -> History:
         ch = self._channels.get(channel)

@@ -259,13 +259,16 @@ def frame_json(fields: Sequence[FieldDef] | None, keys: Sequence[str], rows: Row
     return {"schema": schema, "data": {"values": values}}
 
 
-def data_body(frame: dict[str, Any], position: str | None, late: bool = False) -> bytes:
+def data_body(frame: dict[str, Any], position: str | None, late: bool = False, bucket_ms: int = 0) -> bytes:
     """The shared tail of a ``data`` message, from the comma after ``id`` to the closing brace.
 
     A subscriber's message is its own ``{"type":"data","id":...`` prefix followed by these bytes,
-    so one encoding serves every subscriber of a feed.
+    so one encoding serves every subscriber of a feed. ``bucket_ms`` marks a message of an
+    aggregated subscription (its rows are buckets of that width, see ``core/rollup.py``).
     """
     head = b""
+    if bucket_ms:
+        head += b',"bucket_ms":' + _encode(bucket_ms)
     if position is not None:
         head += b',"position":' + _encode(position)
     if late:

@@ -18,7 +18,8 @@ from livedata.core.clock import wall_ms
 from livedata.core.frames import Chunk, FieldDef
 from livedata.core.protocol import Subscribe
 from livedata.core.sources import GeneratedChannel
-from livedata.delivery import seam
+from livedata.delivery import agg, seam
+from livedata.delivery.agg import AggFeed
 from livedata.delivery.feed import Feed, Subscription
 from livedata.delivery.settings import Settings
 from livedata.delivery.sink import Sink
@@ -26,7 +27,8 @@ from livedata.delivery.stats import NullStats, Stats
 
 log = logging.getLogger("livedata.hub")
 
-FeedKey = tuple[str, int, tuple[str, ...] | None]
+FeedKey = tuple[str, int, tuple[str, ...] | None] | tuple[str, int, tuple[str, ...] | None, int]
+AnyFeed = Feed | AggFeed
 
 
 class Producers(Protocol):
@@ -50,7 +52,7 @@ class Tap:
 
     def __init__(self, broker: Broker, stats: Stats, channel: str) -> None:
         self.channel = channel
-        self.feeds: dict[FeedKey, Feed] = {}
+        self.feeds: dict[FeedKey, AnyFeed] = {}
         self.stats = stats
         self.unsubscribe: Unsubscribe = broker.subscribe(channel, self._on_chunk, None)
 
@@ -130,7 +132,8 @@ class Hub:
         feed = sub.feed
         if feed is not None:
             feed.remove(sub)
-            self._maybe_drop(feed)
+            if isinstance(feed, Feed | AggFeed):
+                self._maybe_drop(feed)
         if sub.req.generated is not None and self.producers is not None:
             self.producers.release(sub.req.generated)
 
@@ -153,9 +156,22 @@ class Hub:
         if feed is None:
             feed = tap.feeds[key] = Feed(self.broker, self.stats, self.settings, req.channel, req.interval_ms,
                                          req.fields, fields)
+        assert isinstance(feed, Feed)
         return feed
 
-    def _maybe_drop(self, feed: Feed) -> None:
+    def _agg_feed(self, req: Subscribe, fields: list[FieldDef]) -> AggFeed:
+        tap = self.taps.get(req.channel)
+        if tap is None:
+            tap = self.taps[req.channel] = Tap(self.broker, self.stats, req.channel)
+        key = (req.channel, req.interval_ms, req.fields, req.bucket_ms)
+        feed = tap.feeds.get(key)
+        if feed is None:
+            feed = tap.feeds[key] = AggFeed(self.broker, self.stats, self.settings, req.channel, req.interval_ms,
+                                            req.fields, req.bucket_ms, fields)
+        assert isinstance(feed, AggFeed)
+        return feed
+
+    def _maybe_drop(self, feed: AnyFeed) -> None:
         if feed.subs or feed.joining:
             return
         tap = self.taps.get(feed.channel)
@@ -169,9 +185,9 @@ class Hub:
             del self.taps[feed.channel]
 
     async def _attach(self, sub: Subscription) -> None:
-        """History, then live (``seam.py``), then the end of a finite range on a timer."""
+        """History, then live (``seam.py``; ``agg.py`` for buckets), then the end of a finite range."""
         req = sub.req
-        feed: Feed | None = None
+        feed: AnyFeed | None = None
         try:
             if self.advisor is not None:
                 advice = self.advisor.notice_for(req.channel)
@@ -183,14 +199,20 @@ class Hub:
             finite = req.to_ms is not None and req.to_ms <= now
             fields = await self.broker.fields(req.channel) or []
             if not finite:
-                feed = self._feed(req, fields)
+                feed = self._agg_feed(req, fields) if req.bucket_ms else self._feed(req, fields)
                 feed.joining += 1
-            after = await seam.backfill(self.broker, self.settings, sub, fields)
+            if req.bucket_ms:
+                after = await agg.backfill(self.broker, self.settings, sub, fields, now)
+            else:
+                after = await seam.backfill(self.broker, self.settings, sub, fields)
             if finite:
                 self.complete(sub)
                 return
             assert feed is not None
-            await seam.join(self.broker, self.settings, sub, feed, after)
+            if isinstance(feed, AggFeed):
+                await feed.join(sub, after)
+            else:
+                await seam.join(self.broker, self.settings, sub, feed, after)
             if req.to_ms is not None:
                 sub.timer = asyncio.get_running_loop().call_later(
                     max(0.0, (req.to_ms - wall_ms()) / 1000), self.complete, sub)

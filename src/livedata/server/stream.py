@@ -15,7 +15,8 @@ from livedata.server.http import json_error
 from livedata.server.server import SERVER
 from livedata.server.sinks import NdjsonSink, SseSink
 
-RESERVED = {"channel", "id", "from", "to", "since", "fields", "interval", "token", "params"}
+RESERVED = {"channel", "id", "from", "to", "since", "fields", "interval", "token", "params", "max_points",
+            "resolution_ms"}
 
 
 def subscribe_from_query(query: Any, last_event_id: str | None) -> dict[str, Any]:
@@ -27,11 +28,12 @@ def subscribe_from_query(query: Any, last_event_id: str | None) -> dict[str, Any
         obj["since"] = last_event_id
     if "fields" in query:
         obj["fields"] = [f for f in query["fields"].split(",") if f]
-    if "interval" in query:
-        try:
-            obj["interval"] = float(query["interval"])
-        except ValueError:
-            obj["interval"] = query["interval"]
+    for key, kind in (("interval", float), ("max_points", int), ("resolution_ms", float)):
+        if key in query:
+            try:
+                obj[key] = kind(query[key])
+            except ValueError:
+                obj[key] = query[key]  # parse_subscribe says what is wrong with it
     params = {k: v for k, v in query.items() if k not in RESERVED}
     if params:
         obj["params"] = params
