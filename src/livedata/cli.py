@@ -34,6 +34,14 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--redis-prefix", help="key prefix in Redis (default livedata:)")
     p.add_argument("--retention", type=float, dest="retention_s", help="history kept per channel, s (3600)")
     p.add_argument("--retention-points", type=int, help="history kept per channel, points (200000)")
+    p.add_argument("--data-dir", help="keep channels, history and positions on disk in this directory "
+                                      "(env LIVEDATA_DATA_DIR; default: in memory)")
+    p.add_argument("--fsync", choices=["always", "interval", "never"],
+                   help="with --data-dir: fsync before every 204, every second (default), or never")
+    p.add_argument("--retention-1s", type=float, dest="retention_1s_s", help="1 s rollups kept, s (86400)")
+    p.add_argument("--retention-10s", type=float, dest="retention_10s_s", help="10 s rollups kept, s (604800)")
+    p.add_argument("--retention-1m", type=float, dest="retention_1m_s", help="1 min rollups kept, s (7776000)")
+    p.add_argument("--retention-10m", type=float, dest="retention_10m_s", help="10 min rollups kept, s (63072000)")
     p.add_argument("--heartbeat", type=float, dest="heartbeat_s", help="heartbeat interval, s (15)")
     p.add_argument("--buffer-bytes", type=int, help="per-connection outgoing buffer cap (1048576)")
     p.add_argument("--max-subscriptions", type=int, help="subscriptions per connection (100)")
@@ -102,7 +110,8 @@ def _push_args(p: argparse.ArgumentParser) -> None:
 def config_from_args(ns: argparse.Namespace) -> Config:
     keys = [
         "host", "port", "interval_ms", "log_level", "cors_origin", "broker", "redis_prefix",
-        "retention_s", "retention_points", "heartbeat_s", "buffer_bytes", "max_subscriptions",
+        "retention_s", "retention_points", "data_dir", "fsync", "retention_1s_s", "retention_10s_s",
+        "retention_1m_s", "retention_10m_s", "heartbeat_s", "buffer_bytes", "max_subscriptions",
         "max_channels", "max_body_bytes", "max_frame_bytes", "max_points_per_request", "max_connections_per_ip",
         "write_tokens", "read_tokens",
         "certfile", "keyfile",

@@ -53,6 +53,15 @@ class Config:
     redis_prefix: str = "livedata:"
     retention_s: float = 3600.0
     retention_points: int = 200_000
+    data_dir: str = ""
+    """Keep channels, history, rollups and positions in this directory (SQLite); empty: in memory."""
+    fsync: str = "interval"
+    """With ``data_dir``: ``always`` (fsync before every 204), ``interval`` (every second), ``never``."""
+    retention_1s_s: float = 86_400.0
+    retention_10s_s: float = 7 * 86_400.0
+    retention_1m_s: float = 90 * 86_400.0
+    retention_10m_s: float = 730 * 86_400.0
+    """How long each rollup tier is kept, seconds (by bucket time)."""
     heartbeat_s: float = 15.0
     buffer_bytes: int = 1 << 20
     """Cap of one connection's outgoing buffer; above it the connection is closed as ``slow``."""
@@ -97,6 +106,14 @@ class Config:
             raise ConfigError(f"broker must be 'memory' or a redis:// URL, got {self.broker!r}", "broker")
         if bool(self.certfile) != bool(self.keyfile):
             raise ConfigError("--certfile and --keyfile go together", "keyfile" if self.certfile else "certfile")
+        if self.fsync not in ("always", "interval", "never"):
+            raise ConfigError(f"fsync must be always, interval or never, got {self.fsync!r}", "fsync")
+        if self.data_dir and self.broker != "memory":
+            raise ConfigError("--data-dir keeps history in this process; with a redis:// broker Redis keeps it: "
+                              "give one or the other", "data_dir")
+        for name in ("retention_1s_s", "retention_10s_s", "retention_1m_s", "retention_10m_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name[:-2].replace('_', '-')} must be 0 or more seconds", name)
 
     @property
     def auth_enabled(self) -> bool:

@@ -88,7 +88,8 @@ def _shuffle(a: np.ndarray[Any, Any]) -> bytes:
 
 def _unshuffle(raw: bytes, dtype: Any, n: int) -> np.ndarray[Any, Any]:
     size = np.dtype(dtype).itemsize
-    return np.frombuffer(raw, np.uint8).reshape(size, n).T.copy().view(dtype).reshape(n)
+    out: np.ndarray[Any, Any] = np.frombuffer(raw, np.uint8).reshape(size, n).T.copy().view(dtype).reshape(n)
+    return out
 
 
 def _delta(a: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
@@ -100,7 +101,8 @@ def _delta(a: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
 
 
 def _undelta(a: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    return np.cumsum(a, dtype=a.dtype)
+    out: np.ndarray[Any, Any] = np.cumsum(a, dtype=a.dtype)
+    return out
 
 
 def _number_column(col: list[Value]) -> tuple[list[Any], list[bytes]]:

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from livedata.brokers.base import Broker
 from livedata.config import Config
+from livedata.core.rollup import Tier
 from livedata.delivery import Hub
 from livedata.generators import Generators
 from livedata.server.compat import ReferenceTicker
@@ -24,15 +25,27 @@ from livedata.server.metrics import Metrics
 from livedata.sources import Sources
 
 
+def tiers_of(config: Config) -> tuple[Tier, ...]:
+    """The rollup tiers (1 s, 10 s, 1 min, 10 min) with the retention the config gives each."""
+    return (Tier(1_000, int(config.retention_1s_s * 1000)), Tier(10_000, int(config.retention_10s_s * 1000)),
+            Tier(60_000, int(config.retention_1m_s * 1000)), Tier(600_000, int(config.retention_10m_s * 1000)))
+
+
 def make_broker(config: Config) -> Broker:
+    if config.data_dir:
+        from livedata.brokers.disk import DiskBroker
+
+        return DiskBroker(config.data_dir, config.retention_s, config.retention_points, config.max_channels,
+                          tiers=tiers_of(config), fsync=config.fsync)
     if config.broker == "memory":
         from livedata.brokers.memory import MemoryBroker
 
-        return MemoryBroker(config.retention_s, config.retention_points, config.max_channels)
+        return MemoryBroker(config.retention_s, config.retention_points, config.max_channels, tiers=tiers_of(config))
     from livedata.brokers.redis import RedisBroker
 
     broker: Broker = RedisBroker(config.broker, prefix=config.redis_prefix, retention_s=config.retention_s,
-                                 retention_points=config.retention_points, max_channels=config.max_channels)
+                                 retention_points=config.retention_points, max_channels=config.max_channels,
+                                 tiers=tiers_of(config))
     return broker
 
 
