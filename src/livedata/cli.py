@@ -154,9 +154,15 @@ async def serve(config: Config) -> int:
 
     from livedata.server.app import create_app
 
+    from livedata.brokers.base import BrokerStartError
+
     app = create_app(config)
     runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5, access_log=None)
-    await runner.setup()
+    try:
+        await runner.setup()
+    except BrokerStartError as exc:
+        print(f"livedata: {exc}", file=sys.stderr)
+        return 1
     ssl_ctx = None
     if config.certfile:
         import ssl
@@ -185,8 +191,9 @@ async def serve(config: Config) -> int:
             break
     auth = "tokens required" if config.auth_enabled else (
         "no tokens: bound to localhost only" if not config.host_explicit else "no tokens configured")
-    log.info("livedata %s listening on %s://%s:%d (broker %s, %s)", __version__, scheme, shown, port,
-             config.broker.split("@")[-1], auth)
+    store = f"data dir {config.data_dir}, fsync {config.fsync}" if config.data_dir else (
+        f"broker {config.broker.split('@')[-1]}")
+    log.info("livedata %s listening on %s://%s:%d (%s, %s)", __version__, scheme, shown, port, store, auth)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -23,6 +23,10 @@ class BrokerError(RuntimeError):
     """The broker cannot be reached or failed; the operation may be retried later."""
 
 
+class BrokerStartError(RuntimeError):
+    """The broker cannot start (its data directory is locked, unreadable, or of another format)."""
+
+
 class ChannelLimitError(RuntimeError):
     """Creating one more channel would pass the configured limit."""
 

@@ -41,6 +41,7 @@ from typing import Any
 
 from livedata.brokers.base import (
     BrokerError,
+    BrokerStartError,
     ChannelInfo,
     ChannelLimitError,
     ChunkCallback,
@@ -96,6 +97,7 @@ class DiskBroker:
         wall: Callable[[], float] = time.time,
         tiers: Sequence[Tier] = DEFAULT_TIERS,
         fsync: str = "interval",
+        compact_after_s: float = 30.0,
     ) -> None:
         if fsync not in FSYNC_MODES:
             raise ValueError(f"fsync must be one of {', '.join(FSYNC_MODES)}, got {fsync!r}")
@@ -110,7 +112,7 @@ class DiskBroker:
         self.on_status: Callable[[bool, str], None] | None = None
         self.token = secrets.token_hex(3)
         self.store = Store(os.path.join(data_dir, "livedata.db"), fsync, self.tiers, self.retention_ms,
-                           retention_points, wall)
+                           retention_points, wall, compact_after_s)
         self._channels: dict[str, _Channel] = {}
         self._by_id: dict[int, _Channel] = {}
         self._next_id = 1
@@ -129,12 +131,20 @@ class DiskBroker:
         if self._thread is not None:
             return
         self._loop = asyncio.get_running_loop()
-        os.makedirs(self.data_dir, exist_ok=True)
-        self._lock()
+        try:
+            os.makedirs(self.data_dir, exist_ok=True)
+            self._lock()
+        except OSError as exc:
+            raise BrokerStartError(f"cannot use the data directory {self.data_dir}: {exc.strerror or exc}") from None
         opened: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._writer, args=(opened,), name="livedata-disk-writer", daemon=True)
         self._thread.start()
-        loaded = await asyncio.wrap_future(opened)
+        try:
+            loaded = await asyncio.wrap_future(opened)
+        except Exception as exc:
+            self._thread = None
+            self._unlock()
+            raise BrokerStartError(f"cannot open the data directory {self.data_dir}: {exc}") from None
         self.token = loaded.token
         for cid, name, epoch, seq, count, max_time, fields, cells in loaded.channels:
             ch = _Channel(cid, name, epoch, seq=seq, count=count, pending_max=max_time, max_time=max_time,
@@ -155,8 +165,8 @@ class DiskBroker:
         except BlockingIOError:
             other = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
-            raise RuntimeError(f"the data directory {self.data_dir} is in use by another livedata (pid {other}); "
-                               "stop it or give another --data-dir") from None
+            raise BrokerStartError(f"the data directory {self.data_dir} is in use by another livedata (pid {other}):"
+                                   " stop it or give another --data-dir") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._lock_fd = fd
@@ -173,6 +183,9 @@ class DiskBroker:
         self._subs.clear()
         self._channels.clear()
         self._by_id.clear()
+        self._unlock()
+
+    def _unlock(self) -> None:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None

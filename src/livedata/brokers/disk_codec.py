@@ -19,8 +19,9 @@ Two codecs, both tagged by the ``codec`` column of the ``segs`` table:
       (all three are ``null`` in JSON, which is what any reader sees);
     * strings and booleans: msgpack.
 
-``bounds`` is ``[[seq, rows, hwm], ...]`` per chunk of the run (``hwm`` None for the first chunk
-of a channel), so reading a segment gives back the very chunks, positions included.
+``bounds`` is ``[[seq, rows, hwm, count(, keys)], ...]`` per chunk of the run (``hwm`` None for the
+first chunk of a channel; ``keys`` when the chunk had fewer fields than the run), so reading a
+segment gives back the very chunks, positions and fields included.
 """
 
 from __future__ import annotations
@@ -56,9 +57,14 @@ def encode_hot(chunks: Sequence[Chunk]) -> bytes:
     if len(chunks) == 1:
         c = chunks[0]
         return _zc1.compress(_pack([[[c.pos.a, len(c.times), c.hwm, c.pos.count]], c.times, c.columns]))
+    bounds, times, columns = _concat(chunks)
+    return _zc1.compress(_pack([bounds, times, columns]))
+
+
+def _concat(chunks: Sequence[Chunk]) -> tuple[Bounds, list[int], dict[str, list[Value]]]:
+    """One run of chunks as one set of columns, and the bounds to split it again."""
     times: list[int] = []
     columns: dict[str, list[Value]] = {}
-    bounds: Bounds = []
     for c in chunks:
         n0 = len(times)
         times.extend(c.times)
@@ -70,8 +76,13 @@ def encode_hot(chunks: Sequence[Chunk]) -> bytes:
         for have in columns.values():
             if len(have) < len(times):
                 have.extend([None] * (len(times) - len(have)))
-        bounds.append([c.pos.a, len(c.times), c.hwm, c.pos.count])
-    return _zc1.compress(_pack([bounds, times, columns]))
+    bounds: Bounds = []
+    for c in chunks:
+        b: list[Any] = [c.pos.a, len(c.times), c.hwm, c.pos.count]
+        if len(c.columns) != len(columns):
+            b.append(list(c.columns))  # the chunk's own fields (it had fewer than the run)
+        bounds.append(b)
+    return bounds, times, columns
 
 
 def _decode_hot(blob: bytes) -> tuple[Bounds, list[int], dict[str, list[Value]]]:
@@ -141,21 +152,7 @@ def _number_column(col: list[Value]) -> tuple[list[Any], list[bytes]]:
 
 def encode_columnar(chunks: Sequence[Chunk], numbers: Container[str]) -> bytes:
     """Chunks (a run, in log order) as one columnar blob; ``numbers``: the keys of number fields."""
-    times: list[int] = []
-    columns: dict[str, list[Value]] = {}
-    bounds: Bounds = []
-    for c in chunks:
-        n0 = len(times)
-        times.extend(c.times)
-        for k, col in c.columns.items():
-            have = columns.get(k)
-            if have is None:
-                have = columns[k] = [None] * n0
-            have.extend(col)
-        for have in columns.values():
-            if len(have) < len(times):
-                have.extend([None] * (len(times) - len(have)))
-        bounds.append([c.pos.a, len(c.times), c.hwm, c.pos.count])
+    bounds, times, columns = _concat(chunks)
     n = len(times)
     parts: list[bytes] = [_shuffle(_delta(np.array(times, dtype=np.int64)))]
     metas: list[Any] = []
@@ -227,18 +224,15 @@ def _with_nulls(vals: np.ndarray[Any, Any], mask_bytes: bytes | None, n: int) ->
 def decode(codec: int, blob: bytes) -> list[Chunk]:
     """The chunks of a segment, in log order."""
     bounds, times, columns = _decode_hot(blob) if codec == HOT else _decode_columnar(blob)
-    if len(bounds) == 1:
+    if len(bounds) == 1 and len(bounds[0]) == 4:
         seq, _rows, hwm, count = bounds[0]
         return [Chunk(Pos(seq, 0, count), times, columns, hwm)]
     out = []
     lo = 0
-    for seq, rows, hwm, count in bounds:
+    for b in bounds:
+        seq, rows, hwm, count = b[:4]
         hi = lo + rows
-        cols = {}
-        for k, col in columns.items():
-            part = col[lo:hi]
-            if part.count(None) != rows:  # a field this chunk did not have stays absent
-                cols[k] = part
-        out.append(Chunk(Pos(seq, 0, count), times[lo:hi], cols, hwm))
+        keys = b[4] if len(b) > 4 else columns
+        out.append(Chunk(Pos(seq, 0, count), times[lo:hi], {k: columns[k][lo:hi] for k in keys}, hwm))
         lo = hi
     return out

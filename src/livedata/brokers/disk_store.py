@@ -135,8 +135,9 @@ class Store:
     """One SQLite file. The ``w_*`` methods are the writer thread's; ``read_*`` any reader thread's."""
 
     def __init__(self, path: str, sync: str, tiers: Sequence[Tier], retention_ms: int, retention_points: int,
-                 wall: Any = time.time) -> None:
+                 wall: Any = time.time, hot_age_s: float = HOT_AGE_S) -> None:
         self.path = path
+        self.hot_age_s = hot_age_s
         self.sync = sync
         self.tiers = tuple(tiers)
         self.retention_ms = retention_ms
@@ -467,7 +468,7 @@ class Store:
             cells += s.cells
         hot = [s for s in run if s.codec == HOT]
         full = cells >= TARGET_CELLS // 2 or len(run) < len(segs) - i
-        if not hot or (not full and now - hot[0].at < HOT_AGE_S):
+        if not hot or (not full and now - hot[0].at < self.hot_age_s):
             return None
         if len(run) == 1 and run[0].codec == COLUMNAR:
             return None
