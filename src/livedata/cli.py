@@ -152,9 +152,8 @@ async def serve(config: Config) -> int:
     """Run the server until SIGINT/SIGTERM. Returns the process exit code."""
     from aiohttp import web
 
-    from livedata.server.app import create_app
-
     from livedata.brokers.base import BrokerStartError
+    from livedata.server.app import create_app
 
     app = create_app(config)
     runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5, access_log=None)

@@ -109,7 +109,7 @@ async def test_a_failed_write_stores_nothing_and_numbering_goes_on_from_disk(tmp
     await b.start()
     p1 = await b.publish("c", batch([NOW]))
     failing.fail_next = True
-    with pytest.raises(BrokerError, match="cannot be written.*No space left.*nothing was stored"):
+    with pytest.raises(BrokerError, match=r"cannot be written.*No space left.*nothing was stored"):
         await b.publish("c", Batch([NOW + 1], {"v": [1.0], "s": ["x"]}, {"v": V, "s": S}))
     assert await b.fields("c") == [V], "the field of the failed write is gone too"
     p2 = await b.publish("c", batch([NOW + 2]))
