@@ -46,7 +46,7 @@ async def pusher(url: str, acked: list[int], sent: list[int], stop: asyncio.Even
                     if r.status != 204:
                         return
                     acked.extend(seqs)
-            except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError):
+            except (TimeoutError, aiohttp.ClientError, ConnectionError):
                 return
 
 
@@ -67,7 +67,7 @@ async def follow(url: str, since: str | None, got: list[int], positions: list[tu
                     got.extend(int(v) for v in seqs(m))
                     if m.get("position"):
                         positions.append((m["position"], len(got)))
-    except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError):
+    except (TimeoutError, aiohttp.ClientError, ConnectionError):
         return
 
 

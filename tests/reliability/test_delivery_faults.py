@@ -14,8 +14,8 @@ import random
 import signal
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 import aiohttp
