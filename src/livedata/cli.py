@@ -91,6 +91,11 @@ def _tail_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--param", action="append", default=[], metavar="K=V", help="param of a generated channel")
     p.add_argument("--fields", default=None, help="comma-separated field names (default all)")
     p.add_argument("--json", action="store_true", help="print each point as a JSON object")
+    p.add_argument("--max-points", type=int, default=None, metavar="N",
+                   help="buckets instead of points: at most N over --from..--to (each bucket: two rows, "
+                        "every field's min and max; a bucket printed again replaces the earlier one)")
+    p.add_argument("--resolution", type=int, default=None, metavar="MS",
+                   help="buckets of at least MS milliseconds instead of points")
 
 
 def _push_args(p: argparse.ArgumentParser) -> None:
