@@ -217,3 +217,25 @@ async def test_a_bucket_touched_during_the_backfill_reaches_a_reader_that_joins_
     b.take(second)
     assert b.rows == a.rows == {10_000: (1.0,), 10_025: (1.0,), 10_200: (5.0,), 10_225: (5.0,)}
     await hub.close()
+
+
+async def test_raw_points_when_the_range_holds_fewer_than_max_points_or_nothing_to_aggregate() -> None:
+    broker = MemoryBroker(retention_s=10**6, retention_points=10**9, tiers=TIERS)
+    hub = Hub(broker)
+    base = (int(time.time() * 1000) - 60_000) // 1000 * 1000
+    await broker.publish("sparse", Batch([base + i * 1000 for i in range(50)], {"v": [float(i) for i in range(50)]},
+                                         {"v": F["v"]}))
+    await broker.publish("words", Batch([base, base + 1], {"s": ["a", "b"]}, {"s": F["s"]}))
+    for channel, max_points, raw in (("sparse", 100, True), ("sparse", 20, False), ("words", 1, True)):
+        sink = RecordingSink()
+        done = asyncio.Event()
+        req = parse_subscribe({"type": "subscribe", "id": "A", "channel": channel, "from": base - 1000,
+                               "to": base + 60_000, "max_points": max_points}, 10**13)
+        hub.subscribe(req, sink, lambda s, d=done: d.set())  # type: ignore[misc]
+        await asyncio.wait_for(done.wait(), 5)
+        data = [m for m in sink.messages if m["type"] == "data"]
+        assert all(("bucket_ms" in m) != raw for m in data), (channel, max_points)
+        rows = sum(len(m["frame"]["data"]["values"][0]) for m in data)
+        buckets = len({(base + i * 1000) // 5000 for i in range(50)})  # 61 s / 20 -> 5 s buckets
+        assert rows == ({"sparse": 50, "words": 2}[channel] if raw else 2 * buckets) and buckets <= 20
+    await hub.close()

@@ -54,6 +54,8 @@ class Subscription:
         self.resolution_ms = resolution_ms
         self.bucket_ms = 0
         """The bucket width the server chose (aggregated subscriptions), once known."""
+        self._raw = False
+        """Data came without buckets (the server sends raw points when nothing can be aggregated)."""
         self.rows: dict[int, dict[str, Value]] = {}
         """Aggregated subscriptions: the rows so far by time (see :meth:`buckets`)."""
         self.on_notice = on_notice
@@ -79,7 +81,7 @@ class Subscription:
             msg["interval"] = self.interval
         if self.bucket_ms:  # a resume keeps the width it had, whatever the range has become
             msg["resolution_ms"] = self.bucket_ms
-        else:
+        elif self.position is None or not self._raw:  # once raw points came, a resume asks for them
             if self.max_points is not None:
                 msg["max_points"] = self.max_points
             if self.resolution_ms is not None:
@@ -127,6 +129,8 @@ class Subscription:
         else:
             self._unpositioned += len(times)
         bucket = msg.get("bucket_ms")
+        if not bucket:
+            self._raw = True
         if isinstance(bucket, int) and bucket > 0:
             self.bucket_ms = bucket
             names = list(cols)

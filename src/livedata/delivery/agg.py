@@ -72,6 +72,21 @@ async def read_buckets(broker: Broker, channel: str, width: int, start_ms: int, 
     return aggregate(rows.times, rows.columns, want, width), hist.head, hist.epoch, hist.fields
 
 
+async def densest(broker: Broker, channel: str, start_ms: int, end_ms: int, keys: Sequence[str]) -> int:
+    """About how many values the busiest of ``keys`` has in ``[start_ms, end_ms]`` (from a tier
+    at most a tenth of the range wide, so the buckets at the ends add little; never fewer)."""
+    span = max(1, end_ms - start_ms)
+    tiers = [t for t in broker.tiers if t.width_ms * 10 <= span] or list(broker.tiers[:1])
+    if not tiers:
+        return 0
+    r = await broker.rollups(channel, tiers[-1].width_ms, start_ms, end_ms)
+    best = 0
+    for k in keys:
+        col = r.buckets.aggs.get(k) or []
+        best = max(best, int(sum(a[0] for a in col if a is not None)))
+    return best
+
+
 def runs(starts: Iterable[int], width: int) -> list[tuple[int, int]]:
     """Sorted bucket starts grouped into ``(first, last)`` runs read back together."""
     out: list[tuple[int, int]] = []

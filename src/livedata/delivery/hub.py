@@ -9,6 +9,7 @@ The server builds it and hands it those; nothing here knows about HTTP, sockets 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Protocol
@@ -171,6 +172,19 @@ class Hub:
         assert isinstance(feed, AggFeed)
         return feed
 
+    async def _raw_will_do(self, req: Subscribe, fields: list[FieldDef], now: int) -> bool:
+        """An aggregated request that gets raw points instead: when nothing can be aggregated
+        (strings, booleans), or when ``max_points`` was given and no field has more points than
+        that over the range (a new subscription; a resume keeps what it had, clients know it by
+        the ``bucket_ms`` of the data messages)."""
+        keys = agg.agg_keys({f.key: f for f in fields}, req.fields)
+        if fields and not keys:
+            return True
+        if req.max_points is None or req.since is not None or req.from_ms is None or not keys:
+            return False
+        end = req.to_ms if req.to_ms is not None else now
+        return await agg.densest(self.broker, req.channel, req.from_ms, end, keys) <= req.max_points
+
     def _maybe_drop(self, feed: AnyFeed) -> None:
         if feed.subs or feed.joining:
             return
@@ -198,6 +212,8 @@ class Hub:
             now = wall_ms()
             finite = req.to_ms is not None and req.to_ms <= now
             fields = await self.broker.fields(req.channel) or []
+            if req.bucket_ms and await self._raw_will_do(req, fields, now):
+                req = sub.req = dataclasses.replace(req, bucket_ms=0)
             if not finite:
                 feed = self._agg_feed(req, fields) if req.bucket_ms else self._feed(req, fields)
                 feed.joining += 1
