@@ -149,15 +149,19 @@ class QueryRun {
     };
     const { maxDataPoints, intervalMs } = this.opts;
     if (maxDataPoints && maxDataPoints > 0) {
+      // the server sends raw points when the range has no more than this per field, else buckets
       req.max_points = Math.min(100_000, Math.round(maxDataPoints));
-    }
-    if (intervalMs && intervalMs >= 1) {
-      req.resolution_ms = Math.round(intervalMs);
+      if (intervalMs && intervalMs >= 1) {
+        req.resolution_ms = Math.round(intervalMs);
+      }
     }
     const store = this.entry?.store;
     if (store?.position) {
       // a refresh resumes the rows held: buckets of the width they have, or raw points
-      req = { ...resumeRequest(req, store.position, store.bucketMs), since: store.position, from };
+      req = { ...resumeRequest(req, store.position, store.bucketMs), since: store.position };
+      if (req.resolution_ms !== undefined) {
+        req.from = from; // buckets: the range to send again should the position be lost
+      }
     } else {
       req.from = from;
     }
