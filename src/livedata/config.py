@@ -158,6 +158,8 @@ FILE_KEYS: dict[str, str] = {
     "host": "host", "port": "port", "interval": "interval_ms", "log_level": "log_level",
     "cors_origin": "cors_origin", "broker": "broker", "redis_prefix": "redis_prefix",
     "retention": "retention_s", "retention_points": "retention_points", "heartbeat": "heartbeat_s",
+    "data_dir": "data_dir", "fsync": "fsync", "retention_1s": "retention_1s_s", "retention_10s": "retention_10s_s",
+    "retention_1m": "retention_1m_s", "retention_10m": "retention_10m_s",
     "buffer_bytes": "buffer_bytes", "max_subscriptions": "max_subscriptions", "max_channels": "max_channels",
     "max_body_bytes": "max_body_bytes", "max_frame_bytes": "max_frame_bytes",
     "max_points_per_request": "max_points_per_request", "max_connections_per_ip": "max_connections_per_ip",
