@@ -114,7 +114,7 @@ def _compacted(db: Path, timeout: float) -> float:
 
 
 def history_24h(opts: Options) -> dict[str, Any]:
-    hours = 24.0 if opts.scale >= 1 and not opts.quick else 2.0
+    hours = max(0.05, 24.0 * min(1.0, opts.scale))  # --quick (scale 0.25): 6 h
     rows = int(hours * 3600 * 1000 / STEP_MS)
     values = rows * SERIES
     walk = _walk(rows)
