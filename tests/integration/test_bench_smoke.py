@@ -53,7 +53,7 @@ def test_scenarios_run_tiny(name: str) -> None:
     assert numbers and all(v == v for v in numbers)  # no NaN
     if name == "backfill":
         assert out["rows_received"] == out["rows"] and out["parsed_rows"] == out["rows"]
-    if name.startswith("ingest"):
+    if name.startswith("ingest") and name != "ingest-lp-disk":
         assert out["points"] > 0 and out["errors"] == 0
     if name == "ref-10x2000":
         assert out["points"] > 0 and out["efficiency_vs_floor_pct"] > 0
