@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-8)
 PLUGIN := grafana-plugin
 PORT ?= 8080
+DATA ?= .data
 
 .PHONY: run test install system-deps plugin lint typecheck pytest jest bench soak fuzz-long clean
 
@@ -82,10 +83,12 @@ endif
 
 test: lint typecheck pytest jest
 
+# History, rollups and positions are kept in $(DATA) (ignored by git): they survive a restart.
 run: install plugin
 	@echo "Live view: http://localhost:$(PORT)/"
 	@echo "Grafana plugin built in $(PLUGIN)/dist (see README: Install in Grafana)"
-	$(BIN)/livedata serve --port $(PORT)
+	@echo "Data directory: $(DATA) (delete it to start afresh)"
+	$(BIN)/livedata serve --port $(PORT) --data-dir $(DATA)
 
 # Not part of `make test` (minutes of load on the machine). BENCH_ARGS="--quick" or "--scenario ws-10k --runs 1".
 bench: install

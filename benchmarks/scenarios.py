@@ -19,6 +19,7 @@ import msgspec
 
 from benchmarks import mqtt_bench
 from benchmarks.common import HOST, ServerProc, cpu_seconds, floor_server, http_json, livedata_server, rss_bytes
+from benchmarks.history import history_24h, ingest_lp_disk, restart_kill9
 from benchmarks.loadgen import LoadSpec, run_readers
 from benchmarks.scenario import Options, Scenario, Target, profile_during, stream_figures
 from benchmarks.stalled import stalled_reader
@@ -318,12 +319,12 @@ def _pusher(port: int, kind: str, proc: int, seconds: float, lines: int, q: Any,
     q.put((points, requests, errors, last_error, k > len(bodies)))
 
 
-def ingest(kind: str) -> Callable[[Options], dict[str, Any]]:
+def ingest(kind: str, *server_args: str) -> Callable[[Options], dict[str, Any]]:
     def run(opts: Options) -> dict[str, Any]:
         lines = 5000
         procs = 2
         seconds = max(2.0, opts.duration * 0.8)
-        with livedata_server("--retention-points", "200000") as srv:
+        with livedata_server("--retention-points", "200000", *server_args) as srv:
             if kind == "lp":
                 probe = b"probe,host=a value=1 1700000000000000000\n"
                 status, text = http_json(srv.url + "/api/push/bench/probe", probe, "text/plain")
@@ -519,6 +520,16 @@ SCENARIOS: list[Scenario] = [
               Target("none lost", "lost", "<=", 0))),
     Scenario("why-streaming", "why streaming: 10-series panel, last hour, live 10 min (time-compressed)",
              why_streaming, ()),
+    Scenario("history-24h", "24 h of 20 Hz x 10 series (17.3 M values), memory and --data-dir: backfill at "
+             "max_points=1000 next to raw; disk per value", history_24h,
+             (Target("max_points=1000 backfill, last byte", "max_points_last_byte_ms", "<=", 300.0, "ms"),
+              Target("raw tier on disk, per value", "raw_columnar_bytes_per_value", "<=", 4.0, "B")), heavy=True),
+    Scenario("ingest-lp-disk", "ingest-lp: memory broker, then --data-dir (fsync interval)", ingest_lp_disk(ingest),
+             (Target("--data-dir vs memory", "disk_vs_memory_pct", ">=", 70.0, "%"),)),
+    Scenario("restart-kill9", "kill -9 of a --data-dir server mid-ingest, restart: every 204ed point there",
+             restart_kill9,
+             (Target("acknowledged points lost", "lost_acked_points", "<=", 0.0),
+              Target("points stored twice", "duplicates", "<=", 0.0))),
 ]
 
 

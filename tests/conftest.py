@@ -131,11 +131,13 @@ def redis_server() -> Iterator[RedisServer]:
 BrokerMaker = Callable[..., Awaitable[Any]]
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def broker(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
-    """A started broker: ``MemoryBroker``, or ``RedisBroker`` under a key prefix of its own."""
+@pytest.fixture(params=["memory", "redis", "disk"])
+async def broker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Any]:
+    """A started broker: ``MemoryBroker``, ``RedisBroker`` under a key prefix of its own, or
+    ``DiskBroker`` in a fresh data directory."""
     made: list[Any] = []
     prefix = f"t{os.getpid()}-{next(_prefixes)}:"
+    dirs: dict[str, str] = {}
 
     async def make(**kwargs: Any) -> Any:
         if request.param == "memory":
@@ -143,6 +145,14 @@ async def broker(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
 
             kwargs.pop("prefix", None)
             b: Any = MemoryBroker(**kwargs)
+        elif request.param == "disk":
+            from livedata.brokers.disk import DiskBroker
+
+            # a key prefix of its own in Redis is a data directory of its own here
+            where = kwargs.pop("prefix", "")
+            if where not in dirs:
+                dirs[where] = str(tmp_path_factory.mktemp("data"))
+            b = DiskBroker(kwargs.pop("data_dir", dirs[where]), **kwargs)
         else:
             from livedata.brokers.redis import RedisBroker
 

@@ -4,7 +4,7 @@ import { VirtualTimeScheduler } from 'rxjs';
 import { FrameCache, cacheKey } from './cache';
 import { StreamTransport, SubscribeRequest, SubscriptionHandlers } from './client';
 import { FrameView } from './frames';
-import { QueryStream, QueryStreamOptions } from './QueryStream';
+import { QueryStream, QueryStreamOptions, widthFits } from './QueryStream';
 import { FrameStore } from './store/FrameStore';
 import { dataMsg } from './testing/fakes';
 import { LiveQuery } from './types';
@@ -219,6 +219,41 @@ describe('QueryStream (fake transport, no Grafana runtime)', () => {
     h.onData({ type: 'data', id: 's1', frame: { data: { values: [[NOW - 2000], [6], [7]] } } });
     flush();
     expect(schemas).toEqual([true, true, false]);
+  });
+});
+
+describe('QueryStream: panel resolution', () => {
+  test('asks for maxDataPoints buckets at least intervalMs wide; a refresh resumes in the mode it got', () => {
+    const { transport, opts } = setup({ maxDataPoints: 800, intervalMs: 50 });
+    const r1 = run(opts);
+    expect(transport.last().req).toMatchObject({ from: NOW - 60_000, max_points: 800, resolution_ms: 50 });
+    transport.last().handlers.onData({ ...dataMsg('s1', 'p1', [NOW - 2000, NOW - 1950], [1, 2], true), bucket_ms: 100 } as never);
+    r1.sub.unsubscribe();
+    run(opts);
+    // the rows held are 100 ms buckets: the resume keeps that width (and the range, should the position be lost)
+    expect(transport.last().req).toMatchObject({ since: 'p1', resolution_ms: 100, from: NOW - 60_000 });
+    expect(transport.last().req.max_points).toBeUndefined();
+  });
+
+  test('raw points (the range was sparse) resume as raw points; no maxDataPoints, no buckets', () => {
+    const { transport, opts } = setup({ maxDataPoints: 800, intervalMs: 50 });
+    const r1 = run(opts);
+    transport.last().handlers.onData(dataMsg('s1', 'p1', [NOW - 2000], [1], true) as never);
+    r1.sub.unsubscribe();
+    run(opts);
+    expect(transport.last().req).toMatchObject({ since: 'p1' });
+    expect(transport.last().req.max_points).toBeUndefined();
+    expect(transport.last().req.resolution_ms).toBeUndefined();
+    const plain = setup({ intervalMs: 50 });
+    run(plain.opts);
+    expect(plain.transport.last().req.resolution_ms).toBeUndefined();
+  });
+
+  test('cached buckets are reused only while their width suits the range', () => {
+    expect(widthFits(undefined, 60_000, 600)).toBe(true);
+    expect(widthFits(100, 60_000, 600)).toBe(true);
+    expect(widthFits(100, 600_000, 600)).toBe(false); // zoomed out: 1 s buckets wanted
+    expect(widthFits(1000, 60_000, 600)).toBe(false); // zoomed in: 100 ms wanted
   });
 });
 

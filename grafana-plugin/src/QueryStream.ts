@@ -12,6 +12,7 @@ import { map, throttleTime } from 'rxjs/operators';
 
 import { CacheEntry, FrameCache, cacheKey, covers } from './cache';
 import { DataMessage, NoticeMessage, StreamStatus, StreamTransport, SubscribeRequest } from './client';
+import { resumeRequest } from './client/resume';
 import { FrameNaming, FrameView, channelName } from './frames';
 import { FrameError, FrameStore, MergeResult } from './store/FrameStore';
 import { LiveQuery } from './types';
@@ -36,6 +37,10 @@ export interface QueryStreamOptions {
   scheduler?: SchedulerLike;
   /** The frame's name, when the data source decided it (see frames.ts `FrameNaming`). */
   frameName?: string;
+  /** Grafana's `maxDataPoints` (the panel's width): the server sends at most this many buckets. */
+  maxDataPoints?: number;
+  /** Grafana's `intervalMs`: buckets at least this wide. */
+  intervalMs?: number;
 }
 
 /** Server notices shown on a frame (the newest). */
@@ -132,7 +137,7 @@ class QueryRun {
   private fromCache(): CacheEntry | undefined {
     const { cache, live, from, to, maxLength } = this.opts;
     const cached = live ? cache?.get(this.key) : undefined;
-    if (!cache || !cached || !covers(cached, from)) {
+    if (!cache || !cached || !covers(cached, from) || !widthFits(cached.store.bucketMs, to - from, this.opts.maxDataPoints)) {
       return undefined;
     }
     // Another panel streams into it: take a copy.
@@ -146,15 +151,27 @@ class QueryRun {
 
   private request(): SubscribeRequest {
     const { query, from, to, live, throttleMs } = this.opts;
-    const req: SubscribeRequest = {
+    let req: SubscribeRequest = {
       channel: query.channel,
       params: Object.keys(query.params ?? {}).length ? query.params : undefined,
       fields: query.fields?.length ? query.fields : undefined,
       interval: Math.min(60_000, Math.max(0, query.interval ?? throttleMs)),
     };
-    const position = this.entry?.store.position;
-    if (position) {
-      req.since = position;
+    const { maxDataPoints, intervalMs } = this.opts;
+    if (maxDataPoints && maxDataPoints > 0) {
+      // the server sends raw points when the range has no more than this per field, else buckets
+      req.max_points = Math.min(100_000, Math.round(maxDataPoints));
+      if (intervalMs && intervalMs >= 1) {
+        req.resolution_ms = Math.round(intervalMs);
+      }
+    }
+    const store = this.entry?.store;
+    if (store?.position) {
+      // a refresh resumes the rows held: buckets of the width they have, or raw points
+      req = { ...resumeRequest(req, store.position, store.bucketMs), since: store.position };
+      if (req.resolution_ms !== undefined) {
+        req.from = from; // buckets: the range to send again should the position be lost
+      }
     } else {
       req.from = from;
     }
@@ -261,4 +278,17 @@ class QueryRun {
   private naming(query: LiveQuery, name: string | undefined): FrameNaming {
     return { channel: channelName(query), refId: query.refId, alias: query.alias, name };
   }
+}
+
+/**
+ * Whether rows held in buckets of `bucketMs` still suit a panel showing `span` ms in
+ * `maxDataPoints` points: a zoom in or out needs another width (the server's widths step by at
+ * most 2.5x), so the rows are not reused then.
+ */
+export function widthFits(bucketMs: number | undefined, span: number, maxDataPoints: number | undefined): boolean {
+  if (!bucketMs || !maxDataPoints) {
+    return true;
+  }
+  const want = span / maxDataPoints;
+  return bucketMs >= want && bucketMs <= 2.5 * Math.max(want, 2);
 }

@@ -139,7 +139,10 @@ export class DataSource extends DataSourceApi<LiveQuery, LiveOptions> {
       from,
       to,
       live: isLiveEnd(request.rangeRaw?.to, to),
-      maxLength: Math.max(request.maxDataPoints ?? 0, this.options.maxPoints),
+      // buckets are two rows each (min and max), and the first and last may be partial
+      maxLength: Math.max(2 * (request.maxDataPoints ?? 0) + 4, this.options.maxPoints),
+      maxDataPoints: request.maxDataPoints,
+      intervalMs: request.intervalMs,
       throttleMs: this.options.throttleMs,
       transport: this.getTransport(),
       cache: this.cache,

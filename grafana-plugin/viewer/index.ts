@@ -140,7 +140,8 @@ class LiveView {
     entry.complete = false;
     entry.panel.notice(null);
     entry.unsubscribe = this.client.subscribe(
-      { channel: name, from: `now-${this.windowKey}`, interval: 100 },
+      // at most one bucket per pixel: a dense channel draws as its envelope, not a solid band
+      { channel: name, from: `now-${this.windowKey}`, interval: 100, max_points: entry.panel.width() },
       {
         onData: (msg) => {
           if (this.live.get(name) !== entry || entry.error) {

@@ -40,6 +40,14 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--redis-prefix", help="key prefix in Redis (default livedata:)")
     p.add_argument("--retention", type=float, dest="retention_s", help="history kept per channel, s (3600)")
     p.add_argument("--retention-points", type=int, help="history kept per channel, points (200000)")
+    p.add_argument("--data-dir", help="keep channels, history and positions on disk in this directory "
+                                      "(env LIVEDATA_DATA_DIR; default: in memory)")
+    p.add_argument("--fsync", choices=["always", "interval", "never"],
+                   help="with --data-dir: fsync before every 204, every second (default), or never")
+    p.add_argument("--retention-1s", type=float, dest="retention_1s_s", help="1 s rollups kept, s (86400)")
+    p.add_argument("--retention-10s", type=float, dest="retention_10s_s", help="10 s rollups kept, s (604800)")
+    p.add_argument("--retention-1m", type=float, dest="retention_1m_s", help="1 min rollups kept, s (7776000)")
+    p.add_argument("--retention-10m", type=float, dest="retention_10m_s", help="10 min rollups kept, s (63072000)")
     p.add_argument("--heartbeat", type=float, dest="heartbeat_s", help="heartbeat interval, s (15)")
     p.add_argument("--buffer-bytes", type=_size, help="per-connection outgoing buffer cap (1MiB)")
     p.add_argument("--max-subscriptions", type=int, help="subscriptions per connection (100)")
@@ -133,6 +141,11 @@ def _tail_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print each point as a JSON object")
     p.add_argument("--wait", action="store_true",
                    help="if the channel does not exist yet, wait for its first point (default: say so and exit 1)")
+    p.add_argument("--max-points", type=int, default=None, metavar="N",
+                   help="buckets instead of points: at most N over --from..--to (each bucket: two rows, "
+                        "every field's min and max; a bucket printed again replaces the earlier one)")
+    p.add_argument("--resolution", type=int, default=None, metavar="MS",
+                   help="buckets of at least MS milliseconds instead of points")
 
 
 def _push_args(p: argparse.ArgumentParser) -> None:
@@ -152,7 +165,8 @@ def _push_args(p: argparse.ArgumentParser) -> None:
 def config_from_args(ns: argparse.Namespace) -> Config:
     keys = [
         "host", "port", "interval_ms", "log_level", "cors_origin", "broker", "redis_prefix",
-        "retention_s", "retention_points", "heartbeat_s", "buffer_bytes", "max_subscriptions",
+        "retention_s", "retention_points", "data_dir", "fsync", "retention_1s_s", "retention_10s_s",
+        "retention_1m_s", "retention_10m_s", "heartbeat_s", "buffer_bytes", "max_subscriptions",
         "max_channels", "max_body_bytes", "max_frame_bytes", "max_points_per_request", "max_connections_per_ip",
         "trusted_proxies", "write_tokens", "read_tokens", "metrics_token", "allowed_hosts",
         "max_connections", "max_memory", "retention_bytes", "max_fields_per_channel", "max_string_length",
@@ -238,6 +252,7 @@ async def serve(config: Config, ssl_ctx: ssl.SSLContext | None = None) -> int:
     """Run the server until SIGINT/SIGTERM. Returns the process exit code."""
     from aiohttp import web
 
+    from livedata.brokers.base import BrokerStartError
     from livedata.config import show_size
     from livedata.server.app import create_app
     from livedata.server.server import SERVER
@@ -249,7 +264,11 @@ async def serve(config: Config, ssl_ctx: ssl.SSLContext | None = None) -> int:
     # long (so the client sees the answer, not a reset) -- not the 10 s default: a held connection.
     runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5, access_log=None,
                            keepalive_timeout=config.header_timeout_s, max_headers=32, lingering_time=2.0)
-    await runner.setup()
+    try:
+        await runner.setup()
+    except BrokerStartError as exc:
+        print(f"livedata: {exc}", file=sys.stderr)
+        return 1
     server = app[SERVER]
     assert runner.server is not None
     server.admission.install(runner.server)
@@ -275,8 +294,9 @@ async def serve(config: Config, ssl_ctx: ssl.SSLContext | None = None) -> int:
             break
     auth = "tokens required" if config.auth_enabled else (
         "no tokens: bound to localhost only" if not config.host_explicit else "no tokens configured")
-    log.info("livedata %s listening on %s://%s:%d (broker %s, %s)", __version__, scheme, shown, port,
-             config.broker.split("@")[-1], auth)
+    store = f"data dir {config.data_dir}, fsync {config.fsync}" if config.data_dir else (
+        f"broker {config.broker.split('@')[-1]}")
+    log.info("livedata %s listening on %s://%s:%d (%s, %s)", __version__, scheme, shown, port, store, auth)
     if "*" in config.cors_origin and not config.write_tokens:
         log.warning("--cors-origin * without --write-tokens: any web page the user opens may write to this "
                     "server (docs/security.md)")

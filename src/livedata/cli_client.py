@@ -56,7 +56,9 @@ def _show(value: Value) -> str:
 
 
 def format_frame(frame: Frame, as_json: bool = False) -> str:
-    """One line per point: ``<time ISO> name=value ...`` (``(late)`` at the end of late points)."""
+    """One line per point: ``<time ISO> name=value ...`` (``(late)`` at the end of late points).
+    Buckets (``--max-points``/``--resolution``) are rows too: a bucket printed again replaces the
+    one printed before at the same time."""
     out: list[str] = []
     cols = list(frame.fields.items())
     for i, t in enumerate(frame.times):
@@ -138,7 +140,8 @@ async def tail(ns: argparse.Namespace, out: TextIO) -> int:
                     _err(missing)
                     if not ns.wait:
                         return 1
-            sub = await client.subscribe(ns.channel, params or None, from_=from_, to=ns.to, fields=fields)
+            sub = await client.subscribe(ns.channel, params or None, from_=from_, to=ns.to, fields=fields,
+                                         max_points=ns.max_points, resolution_ms=ns.resolution)
             warned = False
             async for item in sub:
                 if not isinstance(item, Frame):

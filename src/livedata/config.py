@@ -145,6 +145,15 @@ class Config:
     redis_prefix: str = "livedata:"
     retention_s: float = 3600.0
     retention_points: int = 200_000
+    data_dir: str = ""
+    """Keep channels, history, rollups and positions in this directory (SQLite); empty: in memory."""
+    fsync: str = "interval"
+    """With ``data_dir``: ``always`` (fsync before every 204), ``interval`` (every second), ``never``."""
+    retention_1s_s: float = 86_400.0
+    retention_10s_s: float = 7 * 86_400.0
+    retention_1m_s: float = 90 * 86_400.0
+    retention_10m_s: float = 730 * 86_400.0
+    """How long each rollup tier is kept, seconds (by bucket time)."""
     heartbeat_s: float = 15.0
     buffer_bytes: int = 1 << 20
     """Cap of one connection's outgoing buffer; above it the connection is closed as ``slow``."""
@@ -230,6 +239,14 @@ class Config:
             except ValueError:
                 raise ConfigError(f"--trusted-proxies: {cidr!r} is not an IP address or CIDR "
                                   "(e.g. 10.0.0.0/8, 127.0.0.1, ::1)", "trusted_proxies") from None
+        if self.fsync not in ("always", "interval", "never"):
+            raise ConfigError(f"fsync must be always, interval or never, got {self.fsync!r}", "fsync")
+        if self.data_dir and self.broker != "memory":
+            raise ConfigError("--data-dir keeps history in this process; with a redis:// broker Redis keeps it: "
+                              "give one or the other", "data_dir")
+        for name in ("retention_1s_s", "retention_10s_s", "retention_1m_s", "retention_10m_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name[:-2].replace('_', '-')} must be 0 or more seconds", name)
 
     @property
     def auth_enabled(self) -> bool:
@@ -279,6 +296,8 @@ FILE_KEYS: dict[str, str] = {
     "host": "host", "port": "port", "interval": "interval_ms", "log_level": "log_level",
     "cors_origin": "cors_origin", "broker": "broker", "redis_prefix": "redis_prefix",
     "retention": "retention_s", "retention_points": "retention_points", "heartbeat": "heartbeat_s",
+    "data_dir": "data_dir", "fsync": "fsync", "retention_1s": "retention_1s_s", "retention_10s": "retention_10s_s",
+    "retention_1m": "retention_1m_s", "retention_10m": "retention_10m_s",
     "buffer_bytes": "buffer_bytes", "max_subscriptions": "max_subscriptions", "max_channels": "max_channels",
     "max_body_bytes": "max_body_bytes", "max_frame_bytes": "max_frame_bytes",
     "max_points_per_request": "max_points_per_request", "max_connections_per_ip": "max_connections_per_ip",

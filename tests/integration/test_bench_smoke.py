@@ -44,7 +44,8 @@ def test_floor_serves_the_same_shapes() -> None:
 
 
 @pytest.mark.parametrize("name", ["ref-10x2000", "backfill", "ingest-json", "ingest-lp", "ingest-influx", "ingest-otlp",
-                                  "ws-idle-10k", "stalled-500", "mqtt-100", "mqtt-latency"])
+                                  "ws-idle-10k", "stalled-500", "mqtt-100", "mqtt-latency", "history-24h",
+                                  "ingest-lp-disk", "restart-kill9"])
 def test_scenarios_run_tiny(name: str) -> None:
     opts = Options(quick=True, duration=2.0, warmup=0.5, scale=0.002)
     out = by_name(name).fn(opts)
@@ -53,10 +54,19 @@ def test_scenarios_run_tiny(name: str) -> None:
     assert numbers and all(v == v for v in numbers)  # no NaN
     if name == "backfill":
         assert out["rows_received"] == out["rows"] and out["parsed_rows"] == out["rows"]
-    if name.startswith("ingest"):
+    if name.startswith("ingest") and name != "ingest-lp-disk":
         assert out["points"] > 0 and out["errors"] == 0
     if name == "ref-10x2000":
         assert out["points"] > 0 and out["efficiency_vs_floor_pct"] > 0
+    if name == "history-24h":
+        rows = out["values"] // 10
+        assert out["memory_raw_rows"] == out["disk_raw_rows"] == rows
+        assert 0 < out["disk_max_points_rows"] <= 2 * 1000 + 2 and out["bucket_ms"] > 0
+        assert out["raw_columnar_bytes_per_value"] > 0
+    if name == "ingest-lp-disk":
+        assert out["memory_points_per_s"] > 0 and out["disk_points_per_s"] > 0 and out["errors"] == 0
+    if name == "restart-kill9":
+        assert out["acked_points"] > 0 and out["lost_acked_points"] == 0 and out["duplicates"] == 0
     if name == "mqtt-100":  # every message published came out of the source into channels
         assert out["messages"] > 0 and out["stored"] == out["messages"] and out["errors"] == 0
     if name == "mqtt-latency":

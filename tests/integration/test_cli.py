@@ -224,3 +224,19 @@ def test_format_frame() -> None:
               [Field("a", "number"), Field("b", "string")])
     assert format_frame(f) == '1970-01-01T00:00:00.000Z a=1.5 b="x" (late)\n1970-01-01T00:00:00.001Z b=true (late)\n'
     assert format_frame(f, as_json=True).splitlines()[0] == '{"time":0,"a":1.5,"b":"x","late":true}'
+
+
+def test_tail_max_points_prints_buckets_of_a_finite_range(server: LiveServer) -> None:
+    t0 = (now_ms() - 600_000) // 60_000 * 60_000
+    body = "".join(json.dumps({"time": t0 + 10 * i, "v": i % 100}) + "\n" for i in range(6000))
+    pushed = run("push", "cli/buckets", "-", "--url", server.url, stdin=body.encode())
+    assert pushed.returncode == 0, pushed.stderr
+    r = run("tail", "cli/buckets", "--url", server.url, "--from", str(t0), "--to", str(t0 + 59_999),
+            "--max-points", "6", "--json", timeout=20)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    # 60 s / 6 = 10 s buckets, two rows each: the min and the max of every bucket, in time order
+    assert [p["time"] for p in rows] == [t0 + k * 5000 for k in range(12)]
+    assert all({p["v"] for p in rows[k:k + 2]} == {0, 99} for k in range(0, 12, 2))
+    bad = run("tail", "cli/buckets", "--url", server.url, "--max-points", "0", timeout=20)
+    assert bad.returncode == 1 and "max_points must be 1..100000" in bad.stderr

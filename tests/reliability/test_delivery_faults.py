@@ -1,9 +1,9 @@
-"""Delivery under faults, on both brokers, against real servers.
+"""Delivery under faults, on every broker, against real servers.
 
 1. 1,000 random cycles of publish / kill the reader's connection (RST, no close frame) / resume
    with ``since``: every point exactly once, in order.
-2. ``kill -9`` of ``livedata serve`` on Redis: the Python client reconnects to a restarted server
-   and resumes without a gap.
+2. ``kill -9`` of ``livedata serve`` on Redis and on a data directory: the Python client
+   reconnects to a restarted server and resumes without a gap.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import signal
 import time
 from collections.abc import Iterator
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -27,12 +28,14 @@ from tests.conftest import LiveServer
 _serial = iter(range(1, 1 << 30))
 
 
-@pytest.fixture(params=["memory", "redis"])
-def server(request: pytest.FixtureRequest) -> Iterator[LiveServer]:
+@pytest.fixture(params=["memory", "redis", "disk"])
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LiveServer]:
     args: list[str] = []
     if request.param == "redis":
         redis: RedisServer = request.getfixturevalue("redis_server")
         args = ["--broker", redis.url, "--redis-prefix", f"rel{os.getpid()}-{next(_serial)}:"]
+    elif request.param == "disk":
+        args = ["--data-dir", str(tmp_path / "data")]
     live = LiveServer(args).start()
     yield live
     live.stop()
@@ -104,8 +107,14 @@ async def test_1000_cycles_of_publish_kill_resume_deliver_every_point_once(serve
     assert reader.values == published
 
 
-def test_kill_9_with_redis_the_client_resumes_on_a_restarted_server(redis_server: RedisServer) -> None:
-    args = ["--broker", redis_server.url, "--redis-prefix", f"k9{os.getpid()}:"]
+@pytest.mark.parametrize("store", ["redis", "disk"])
+def test_kill_9_the_client_resumes_on_a_restarted_server(store: str, request: pytest.FixtureRequest,
+                                                         tmp_path: Path) -> None:
+    if store == "redis":
+        redis: RedisServer = request.getfixturevalue("redis_server")
+        args = ["--broker", redis.url, "--redis-prefix", f"k9{os.getpid()}:"]
+    else:
+        args = ["--data-dir", str(tmp_path / "data")]
     server = LiveServer(args).start()
     channel = "faults/kill9"
 

@@ -64,6 +64,7 @@ const PROBLEMS: Record<string, (m: Obj) => string | undefined> = {
     need(m, 'id', 'string') ??
     (m.position != null && typeof m.position !== 'string' ? 'whose "position" is not a string' : undefined) ??
     optional(m, 'late', 'boolean') ??
+    optional(m, 'bucket_ms', 'number') ??
     frameProblem(m.frame),
   complete: (m) => need(m, 'id', 'string'),
   error: (m) => need(m, 'message', 'string') ?? optional(m, 'id', 'string') ?? optional(m, 'ack', 'string'),

@@ -59,6 +59,10 @@ export interface SubscribeRequest {
   fields?: string[];
   /** Coalesce into one message per interval, ms (0..60000). */
   interval?: number;
+  /** Buckets instead of raw points: at most this many over `from`..`to` (docs/protocol.md). */
+  max_points?: number;
+  /** Buckets of at least this many ms. */
+  resolution_ms?: number;
 }
 
 export interface SubscribeMessage extends SubscribeRequest {
@@ -112,6 +116,15 @@ export function subscribeMessage(id: string, req: SubscribeRequest, since = req.
   if (req.interval !== undefined) {
     msg.interval = req.interval;
   }
+  if (req.max_points !== undefined) {
+    msg.max_points = req.max_points;
+  }
+  if (req.resolution_ms !== undefined) {
+    msg.resolution_ms = req.resolution_ms;
+  }
+  if (since && req.from !== undefined && (msg.max_points !== undefined || msg.resolution_ms !== undefined)) {
+    msg.from = req.from; // buckets: the range to send again should the position be lost
+  }
   return msg;
 }
 
@@ -129,6 +142,8 @@ export interface DataMessage {
   id: string;
   position?: string | null;
   late?: boolean;
+  /** An aggregated subscription's bucket width: its rows replace the rows held at the same times. */
+  bucket_ms?: number;
   frame: FrameJSON;
 }
 

@@ -20,6 +20,8 @@ import { TimerHandle, Timers } from './timers';
  */
 export class SubState {
   position?: string;
+  /** The bucket width of an aggregated subscription; 0 once raw points came; unknown before. */
+  bucketMs?: number;
   private timeIndex = 0;
   private resuming?: { recovered: number; since?: string; catchUp: number; timer?: TimerHandle };
 
@@ -32,7 +34,7 @@ export class SubState {
 
   /** The `subscribe` message to send now: after the last position received, else as requested. */
   subscribeMessage(id: string): SubscribeMessage {
-    return subscribeMessage(id, this.req, this.position ?? this.req.since);
+    return subscribeMessage(id, resumeRequest(this.req, this.position, this.bucketMs), this.position ?? this.req.since);
   }
 
   status(status: StreamStatus): void {
@@ -60,6 +62,7 @@ export class SubState {
       this.timeIndex = idx >= 0 ? idx : 0;
     }
     this.position = nextPosition(this.position, msg);
+    this.bucketMs = msg.bucket_ms ?? 0;
     this.handlers.onData(msg);
     const r = this.resuming;
     if (!r) {
@@ -100,4 +103,21 @@ export class SubState {
     this.cancelResume();
     this.status({ state: 'resumed', recovered: r.recovered, since: r.since });
   }
+}
+
+/**
+ * The request to resume after `position`: buckets keep the width they had (whatever the range has
+ * become since), and a subscription that got raw points asks for raw points again.
+ */
+export function resumeRequest(req: SubscribeRequest, position: string | undefined, bucketMs: number | undefined): SubscribeRequest {
+  if (!position || bucketMs === undefined || (req.max_points === undefined && req.resolution_ms === undefined)) {
+    return req;
+  }
+  const out: SubscribeRequest = { ...req };
+  delete out.max_points;
+  delete out.resolution_ms;
+  if (bucketMs > 0) {
+    out.resolution_ms = bucketMs;
+  }
+  return out;
 }

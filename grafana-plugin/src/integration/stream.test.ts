@@ -264,4 +264,32 @@ describe('streaming from a real livedata serve', () => {
       c.unsubscribe();
     }
   });
+
+  test('asked with maxDataPoints, a dense channel comes as at most that many buckets, live too', async () => {
+    const { ds, rec } = setup();
+    // the generator fills its hour of history (72,000 rows at 50 ms) when it starts
+    const request = makeRequest([{ channel: 'sine', params: { series: 3 } }], { from: 'now-1h', to: 'now' }, {
+      maxDataPoints: 300,
+      intervalMs: 10_000,
+    });
+    const c = collect(ds.query(request));
+    try {
+      const first = await waitFor(() => c.snapshots.find((s) => s.length > 0), 'buckets', 20_000);
+      const sub = rec.sent().find((m) => m.type === 'subscribe');
+      expect(sub).toMatchObject({ max_points: 300, resolution_ms: 10_000 });
+      expect(first.fields).toEqual(['time', 'series0', 'series1', 'series2']);
+      // 1 h / 300 = 12 s -> 15 s buckets: two rows each (every field's min and max)
+      expect(first.length).toBeLessThanOrEqual(2 * 300);
+      expect(first.length).toBeGreaterThan(2 * 200);
+      expect(new Set(first.times.map((t) => t % 7500))).toEqual(new Set([0]));
+      expect(isSorted(first.times)).toBe(true);
+      // live: the open bucket is sent again (replaced), new buckets are added; still at most 300
+      const lastT = first.times[first.times.length - 1];
+      const later = await waitFor(() => c.snapshots.find((s) => s.times[s.times.length - 1] > lastT), 'a new bucket', 20_000);
+      expect(later.length).toBeLessThanOrEqual(2 * 300 + 2);
+      expect(isSorted(later.times)).toBe(true);
+    } finally {
+      c.unsubscribe();
+    }
+  });
 });

@@ -345,3 +345,54 @@ describe('FrameStore properties', () => {
     );
   });
 });
+
+describe('buckets (bucket_ms): a row replaces the row held at the same time', () => {
+  const bucket = (times: number[], values: unknown[], schema?: FrameFieldSchema[]): FrameMessage => ({
+    ...msg(times, values, { schema }),
+    bucket_ms: 10,
+  });
+
+  test('an open bucket sent again replaces its two rows; a new bucket is appended; a late one inserted', () => {
+    const s = new FrameStore();
+    s.merge(bucket([0, 5, 10, 15], [1, 9, 2, 3], TV));
+    expect(s.bucketMs).toBe(10);
+    s.merge(bucket([10, 15], [0, 8])); // the open bucket again
+    expect(s.times).toEqual([0, 5, 10, 15]);
+    expect(s.columns[0]).toEqual([1, 9, 0, 8]);
+    s.merge(bucket([20, 25, 10, 15], [4, 4, 0, 9])); // a new bucket and the previous one again
+    expect(s.times).toEqual([0, 5, 10, 15, 20, 25]);
+    expect(s.columns[0]).toEqual([1, 9, 0, 9, 4, 4]);
+    s.merge(bucket([-10, -5], [7, 7])); // a late point opened an older bucket
+    expect(s.times).toEqual([-10, -5, 0, 5, 10, 15, 20, 25]);
+    expect(s.length).toBe(8);
+  });
+
+  test('whatever the order buckets come in, the store ends with the last version of each', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.integer({ min: 0, max: 30 }), fc.integer({ min: -9, max: 9 })), { minLength: 1, maxLength: 60 }),
+        (updates) => {
+          const s = new FrameStore();
+          s.merge(bucket([], [], TV));
+          const want = new Map<number, number>();
+          for (const [b, v] of updates) {
+            s.merge(bucket([b * 10, b * 10 + 5], [v, -v]));
+            want.set(b * 10, v);
+            want.set(b * 10 + 5, -v);
+          }
+          const times = [...want.keys()].sort((a, b) => a - b);
+          expect(s.times).toEqual(times);
+          expect(s.columns[0]).toEqual(times.map((t) => want.get(t)));
+        }
+      )
+    );
+  });
+
+  test('raw messages leave bucketMs 0 and keep their duplicate times', () => {
+    const s = new FrameStore();
+    s.merge(msg([1, 1], [1, 2], { schema: TV }));
+    s.merge(msg([1], [3]));
+    expect(s.bucketMs).toBe(0);
+    expect(s.columns[0]).toEqual([1, 2, 3]);
+  });
+});

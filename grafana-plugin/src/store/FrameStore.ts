@@ -11,6 +11,8 @@
  *   the rows up to the newest one held are already here and are skipped until a message brings
  *   only newer rows.
  * - Trim: at most `maxRows` rows, and only rows within `maxDelta` ms of the newest.
+ * - Buckets (`bucket_ms`, an aggregated subscription): a row replaces the row held at the same
+ *   time (a bucket is sent again whenever a point lands in it); other rows are merged as above.
  *
  * Pure: no I/O, no timers, no framework. A message that does not fit (rows before any schema, a
  * column count that is not the schema's, a time that is not a number) is refused whole with a
@@ -63,7 +65,7 @@ export class FrameError extends Error {
 }
 
 /** What the store reads of a data message. */
-export type FrameMessage = Pick<DataMessage, 'frame'> & Partial<Pick<DataMessage, 'position' | 'late'>>;
+export type FrameMessage = Pick<DataMessage, 'frame'> & Partial<Pick<DataMessage, 'position' | 'late' | 'bucket_ms'>>;
 
 interface SchemaPlan {
   timeIndex: number;
@@ -87,6 +89,8 @@ export class FrameStore {
   meta?: Record<string, unknown>;
   /** The resume position of the rows held (see client/position.ts). */
   position?: string;
+  /** The bucket width of the rows held (an aggregated subscription); 0: raw points; unknown before. */
+  bucketMs?: number;
   /** Bumped on every change, so a view knows when to redraw. */
   version = 0;
   /** Bumped when fields are added. */
@@ -193,7 +197,15 @@ export class FrameStore {
     }
     const times = values[timeIndex] as number[];
     let rows: number[] | null = null; // the row indexes to take; null: all, in order
-    if (this.lossFloor !== undefined && !msg.late) {
+    this.bucketMs = msg.bucket_ms ?? 0;
+    if (msg.bucket_ms) {
+      rows = this.replaceRows(values, times, n);
+      if (rows.length === 0) {
+        this.version++;
+        return { ...result, rows: n };
+      }
+    }
+    if (this.lossFloor !== undefined && !msg.late && !msg.bucket_ms) {
       const floor = this.lossFloor;
       rows = [];
       for (let r = 0; r < n; r++) {
@@ -207,7 +219,7 @@ export class FrameStore {
       }
     }
     const k = rows ? rows.length : n;
-    result.skipped = n - k;
+    result.skipped = msg.bucket_ms ? 0 : n - k;
     if (k === 0) {
       if (schemaChanged) {
         this.version++;
@@ -226,11 +238,36 @@ export class FrameStore {
     if (msg.late) {
       this.stats.lateRows += k;
     }
-    result.rows = k;
+    result.rows = msg.bucket_ms ? n : k;
     result.inserted = !inOrder;
     result.trimmed = this.enforceLimits();
     this.version++;
     return result;
+  }
+
+  /**
+   * Buckets: rows at a time already held overwrite that row in place; returns the indexes of the
+   * other rows (to merge as usual).
+   */
+  private replaceRows(values: unknown[][], times: number[], n: number): number[] {
+    const rest: number[] = [];
+    const missing = this.missing;
+    for (let r = 0; r < n; r++) {
+      const i = lowerBound(this.times, times[r]);
+      if (i >= this.times.length || this.times[i] !== times[r]) {
+        rest.push(r);
+        continue;
+      }
+      for (const col of this.columns) {
+        col[i] = missing;
+      }
+      for (let c = 0; c < this.map.length; c++) {
+        if (this.map[c] >= 0) {
+          this.columns[this.map[c]][i] = asCell(values[c][r], missing);
+        }
+      }
+    }
+    return rest;
   }
 
   /** A server `notice` with `lost`: the rows held stay; the replay of rows up to them is skipped. */
@@ -264,6 +301,7 @@ export class FrameStore {
     this.times = [];
     this.columns = this.fields.map(() => []);
     this.position = undefined;
+    this.bucketMs = undefined;
     this.lossFloor = undefined;
     this.trimmedThrough = undefined;
     this.version++;
@@ -278,6 +316,7 @@ export class FrameStore {
     c.columns = this.columns.map((col) => col.slice());
     c.meta = this.meta;
     c.position = this.position;
+    c.bucketMs = this.bucketMs;
     c.version = this.version;
     c.schemaVersion = this.schemaVersion;
     Object.assign(c.stats, this.stats);

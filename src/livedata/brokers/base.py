@@ -14,12 +14,17 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from livedata.core.frames import Batch, Chunk, FieldDef, Pos
+from livedata.core.rollup import Buckets, Tier
 
 log = logging.getLogger("livedata.broker")
 
 
 class BrokerError(RuntimeError):
     """The broker cannot be reached or failed; the operation may be retried later."""
+
+
+class BrokerStartError(RuntimeError):
+    """The broker cannot start (its data directory is locked, unreadable, or of another format)."""
 
 
 class ChannelLimitError(RuntimeError):
@@ -81,6 +86,21 @@ class History:
     """A paged read (``max_bytes``) stopped before ``head``: read on after the last chunk."""
     copied: bool = False
     """The chunks were made for this read (decoded from Redis), not shared with the broker's own."""
+
+
+@dataclass(slots=True)
+class Rollup:
+    """One tier's buckets of a channel over a range, and the head position they include.
+
+    Every point up to ``head`` is in ``buckets``; points published after it may be too (a tier is
+    updated with its chunk, and a read may see a later one): a subscription sends a bucket again
+    after every chunk that touches it, so such a bucket is sent again anyway.
+    """
+
+    epoch: str
+    head: Pos | None
+    fields: list[FieldDef]
+    buckets: Buckets
 
 
 ChunkCallback = Callable[[str, Chunk, list[FieldDef]], None]
@@ -183,6 +203,13 @@ class Broker(Protocol):
                          until: Pos | None = None, max_bytes: int = 0) -> History:
         """Chunks after ``pos`` (from the oldest retained one when it is gone or the epoch differs),
         up to ``until`` (default: the head), at most ``limit`` chunks and about ``max_bytes``."""
+        ...
+
+    tiers: tuple[Tier, ...]
+    """The rollup tiers this broker keeps (finest first), updated at every publish."""
+
+    async def rollups(self, channel: str, width_ms: int, start_ms: int | None, end_ms: int | None) -> Rollup:
+        """The buckets of the tier ``width_ms`` (one of ``tiers``) overlapping ``[start_ms, end_ms]``."""
         ...
 
     def subscribe(self, channel: str, callback: ChunkCallback, after: Pos | None) -> Unsubscribe:

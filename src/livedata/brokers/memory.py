@@ -5,6 +5,10 @@ and counted per channel (``--retention-bytes``) and in the server's memory budge
 :mod:`livedata.core.budget`); schemas are counted there too. When the budget needs room, the
 oldest points of the channels that hold the most are dropped first, down to a common level
 (:meth:`MemoryBroker.make_room`), so one big channel cannot push out everyone else's history.
+
+Rollup tiers are kept here too (``core/rollup.py``'s ``TierStore``: 80 bytes per field and
+bucket), each bounded by its tier's retention and by a quarter of ``retention_points``
+field-buckets, so all tiers together hold at most as many aggregates as raw history holds values.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import bisect
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from livedata.brokers.base import (
@@ -21,6 +25,7 @@ from livedata.brokers.base import (
     ChannelLimitError,
     ChunkCallback,
     History,
+    Rollup,
     Subscribers,
     Unsubscribe,
     field_limit_error,
@@ -29,6 +34,7 @@ from livedata.brokers.base import (
 from livedata.core import sizes
 from livedata.core.budget import Budget, BudgetError
 from livedata.core.frames import Batch, Chunk, FieldDef, Pos, Schema
+from livedata.core.rollup import DEFAULT_TIERS, Buckets, Tier, TierStore, check_tiers, chunk_rollup
 from livedata.core.sources import is_generated
 
 
@@ -50,6 +56,9 @@ class _Channel:
     """``pos.a`` of retained chunks that start before the newest time before them."""
     rate: list[float] = field(default_factory=lambda: [-1.0, 0.0, 0.0])
     """Points published per 10-second window: [window, this one, the one before]."""
+    tiers: list[TierStore] = field(default_factory=list)
+    numeric: list[str] = field(default_factory=list)
+    """Keys of the number fields, in schema order: the ones with rollups."""
 
     @property
     def head(self) -> Pos | None:
@@ -76,7 +85,10 @@ class MemoryBroker:
         retention_bytes: int = 0,
         max_fields: int = 0,
         budget: Budget | None = None,
+        tiers: Sequence[Tier] = DEFAULT_TIERS,
     ) -> None:
+        check_tiers(tiers)
+        self.tiers = tuple(tiers)
         self.retention_ms = int(retention_s * 1000)
         self.retention_points = retention_points
         self.retention_bytes = retention_bytes or (1 << 62)
@@ -114,7 +126,9 @@ class MemoryBroker:
                 f"too many channels: the limit is {self.max_channels} (delete some or raise --max-channels)"
             )
         self._created += 1
-        return _Channel(name, f"{self.token}{self._created:x}")
+        ch = _Channel(name, f"{self.token}{self._created:x}")
+        ch.tiers = [TierStore(t.width_ms) for t in self.tiers]
+        return ch
 
     def epoch_of(self, channel: str) -> str | None:
         ch = self._channels.get(channel)
@@ -147,6 +161,8 @@ class MemoryBroker:
             self._counted += not is_generated(channel)
         ch.schema_bytes += grow
         ch.schema.add(new)
+        if new:
+            ch.numeric = [f.key for f in ch.schema.fields.values() if f.type == "number"]
         batch = batch.sorted()
         if not batch.times:
             return ch.head or Pos(0, 0, 0)
@@ -171,6 +187,7 @@ class MemoryBroker:
         self._trim(ch, now)
         if over:
             self.make_room(over)
+        self._roll(ch, chunk, now)
         self._subs.deliver(channel, chunk, new)
         return chunk.pos
 
@@ -246,6 +263,28 @@ class MemoryBroker:
                 freed += got
         if freed and self.budget is not None:
             self.budget.drop_history(freed)
+
+    def _roll(self, ch: _Channel, chunk: Chunk, now: float) -> None:
+        """Merge the chunk into every tier, then trim each by its retention and its share of the cap."""
+        if not ch.numeric:
+            return
+        now_ms = int(now * 1000)
+        cap = max(1, self.retention_points // (4 * len(ch.numeric)))
+        for tier, store, parts in zip(self.tiers, ch.tiers, chunk_rollup(chunk.times, chunk.columns, ch.numeric,
+                                                                          self.tiers), strict=True):
+            cutoff = now_ms - tier.retention_ms
+            store.add(parts, cutoff)
+            if len(store) > cap or (len(store) and store.starts[0] + store.width <= cutoff):
+                store.trim(cutoff, cap)
+
+    async def rollups(self, channel: str, width_ms: int, start_ms: int | None, end_ms: int | None) -> Rollup:
+        ch = self._channels.get(channel)
+        if ch is None:
+            return Rollup("", None, [], Buckets(width_ms))
+        for tier, store in zip(self.tiers, ch.tiers, strict=True):
+            if tier.width_ms == width_ms:
+                return Rollup(ch.epoch, ch.head, list(ch.schema.fields.values()), store.read(start_ms, end_ms))
+        raise ValueError(f"no tier of {width_ms} ms (tiers: {[t.width_ms for t in self.tiers]})")
 
     # --- reading --------------------------------------------------------------------------------
 

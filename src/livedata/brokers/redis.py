@@ -20,6 +20,10 @@ Keys (``P`` is the prefix, ``livedata:`` by default; one Redis, not Redis Cluste
 ``P i:{channel}``
     A small index list parallel to the stream (``id n rows values t1`` per entry) that retention
     reads instead of the entries (which hold the payload).
+``P r{w}:{channel}`` / ``P z{w}:{channel}``
+    Rollup tier ``w`` (ms): a hash bucket start -> msgpack ``{field order (a string): aggregate}``
+    (``core/rollup.py``), and a sorted set of its bucket starts (range reads, retention). Merged in
+    the publish script, so a tier always holds exactly the stream's points.
 ``P channels``
     The set of channel names; ``P generated`` the generated ones among them (they do not count in
     the channel limit). ``P lease:{name}``: generator leases. ``P w:{token}``: a wake-up stream of
@@ -65,6 +69,7 @@ from livedata.brokers.base import (
     ChannelLimitError,
     ChunkCallback,
     History,
+    Rollup,
     Subscribers,
     Unsubscribe,
     field_limit_error,
@@ -79,11 +84,14 @@ from livedata.brokers.redis_codec import (
     entry_id,
     is_late,
     json_decode,
+    payload_decode,
+    payload_encode,
     schema_of,
     window,
 )
 from livedata.brokers.redis_lua import LEASE, PUBLISH
 from livedata.core.frames import Batch, Chunk, FieldDef, Pos, SchemaError
+from livedata.core.rollup import DEFAULT_TIERS, Buckets, Tier, check_tiers, chunk_rollup
 from livedata.core.sources import is_generated
 
 log = logging.getLogger("livedata.redis")
@@ -114,7 +122,10 @@ class RedisBroker:
         *,
         retention_bytes: int = 0,
         max_fields: int = 0,
+        tiers: Sequence[Tier] = DEFAULT_TIERS,
     ) -> None:
+        check_tiers(tiers)
+        self.tiers = tuple(tiers)
         self.url = url
         self.prefix = prefix
         self.retention_ms = int(retention_s * 1000)
@@ -222,8 +233,13 @@ class RedisBroker:
         for f in batch.fields.values():
             args += [f.key, f.type, def_json(f)]
         args += [self.retention_bytes, self.max_fields, 0 if is_generated(channel) else 1]
+        numeric = [f.key for f in batch.fields.values() if f.type == "number"]
+        parts = chunk_rollup(times, batch.columns, numeric, self.tiers) if numeric and times else []
+        args.append(payload_encode([[t.width_ms, t.retention_ms, p] for t, p in zip(self.tiers, parts, strict=True)])
+                    if parts else "")
         keys = [self._k("m", channel), self._k("f", channel), self._k("s", channel), self._k("i", channel), self._reg,
                 self._greg]
+        keys += self._tier_keys(channel)
         try:
             res = await self._publish(keys=keys, args=args)
         except ResponseError as exc:
@@ -255,10 +271,16 @@ class RedisBroker:
             raise self._error(exc) from None
         return bool(got)
 
+    def _tier_keys(self, channel: str) -> list[str]:
+        out = []
+        for t in self.tiers:
+            out += [self._k(f"r{t.width_ms}", channel), self._k(f"z{t.width_ms}", channel)]
+        return out
+
     async def delete(self, channel: str) -> bool:
         try:
             async with self._r.pipeline(transaction=True) as p:
-                p.delete(*(self._k(k, channel) for k in "mfsi"))
+                p.delete(*(self._k(k, channel) for k in "mfsi"), *self._tier_keys(channel))
                 p.srem(self._reg, channel)
                 p.srem(self._greg, channel)
                 deleted, removed, _ = await p.execute()
@@ -405,6 +427,41 @@ class RedisBroker:
             lo = "(" + page[-1][0].decode()
         return History(mine, out, head, fields, lost=lost, sorted=not any(map(is_late, out)), more=more,
                        copied=True)
+
+    async def rollups(self, channel: str, width_ms: int, start_ms: int | None, end_ms: int | None) -> Rollup:
+        if all(t.width_ms != width_ms for t in self.tiers):
+            raise ValueError(f"no tier of {width_ms} ms (tiers: {[t.width_ms for t in self.tiers]})")
+        lo = "-inf" if start_ms is None else str(start_ms - width_ms + 1)
+        hi = "+inf" if end_ms is None else str(end_ms)
+        hk, zk = self._k(f"r{width_ms}", channel), self._k(f"z{width_ms}", channel)
+
+        async def first() -> list[Any]:
+            async with self._r.pipeline(transaction=True) as p:
+                p.hmget(self._k("m", channel), "epoch", "hid", "n")
+                p.hgetall(self._k("f", channel))
+                p.zrangebyscore(zk, lo, hi)
+                res: list[Any] = await p.execute()
+                return res
+
+        (epoch_b, hid_b, n_b), raw_fields, buckets = await self._run(first)
+        if epoch_b is None:
+            return Rollup("", None, [], Buckets(width_ms))
+        epoch = epoch_b.decode()
+        self._epochs[channel] = epoch
+        fields = schema_of(raw_fields)
+        head = Pos(*entry_id(hid_b), int(n_b)) if hid_b else None
+        out = Buckets(width_ms)
+        if buckets:
+            rows = await self._run(lambda: self._r.hmget(hk, buckets))
+            keys = [f.key for f in fields]
+            for b, raw in zip(buckets, rows, strict=True):
+                if raw is None:  # trimmed between the two reads
+                    continue
+                row = payload_decode(raw)  # {"field order": aggregate}
+                aggs = {keys[int(o)]: [float(x) for x in a] for o, a in row.items()
+                        if isinstance(a, list) and int(o) < len(keys)}
+                out.add(int(b), aggs)
+        return Rollup(epoch, head, fields, out)
 
     async def fields(self, channel: str) -> list[FieldDef] | None:
         async def get() -> list[Any]:

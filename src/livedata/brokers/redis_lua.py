@@ -6,12 +6,18 @@ counters, retention) and generator leases, each one atomic call. Key layout: ``r
 retention (ms), ``[6]`` retention (values), ``[7]``/``[8]`` the batch's min/max time, ``[9]`` rows,
 ``[10]`` the payload, ``[11]`` values, ``[12]`` field count, then (key, type, JSON definition) per field,
 then retention (payload bytes, 0: none), the field limit (0: none) and ``1`` when the channel counts
-in the channel limit (``0``: a generated channel, kept in the generated set instead).
+in the channel limit (``0``: a generated channel, kept in the generated set instead), then the
+rollups (below).
 Returns ``{'ok', id, n, epoch}``, ``{'schema', key, have, got}``, ``{'fields', have, new, key}`` or
 ``{'limit'}``.
+
+``PUBLISH`` is ``_PUBLISH`` with the rollups (:data:`ROLLUP`) merged in the same atomic call, before
+it returns ``ok``: ``ARGV[16 + 3 * fields]`` is a msgpack ``[[width, retention, [[bucket, {key:
+aggregate}], ...]], ...]`` per tier (``core/rollup.py``), ``KEYS[5 + 2 * i]`` / ``KEYS[6 + 2 * i]``
+tier ``i``'s hash (bucket -> msgpack ``{field order as a string: aggregate}``) and sorted set of buckets.
 """
 
-PUBLISH = r"""
+_PUBLISH = r"""
 local meta, fk, sk, ik, reg, greg = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local nf = tonumber(ARGV[12])
 local extra = 13 + 3 * nf
@@ -110,6 +116,67 @@ if trimmed then
 end
 return {'ok', id, nstr, epoch}
 """
+
+ROLLUP = r"""
+local function merge(a, b)
+  if a[1] == 0 then return b end
+  a[1] = a[1] + b[1]
+  a[2] = a[2] + b[2]
+  if b[3] < a[3] or (b[3] == a[3] and b[4] < a[4]) then a[3] = b[3]; a[4] = b[4] end
+  if b[5] > a[5] or (b[5] == a[5] and b[6] < a[6]) then a[5] = b[5]; a[6] = b[6] end
+  if b[8] < a[8] then a[7] = b[7]; a[8] = b[8] end
+  if b[10] >= a[10] then a[9] = b[9]; a[10] = b[10] end
+  return a
+end
+local roll = ARGV[extra + 3]
+if roll and roll ~= '' then
+  local orders = {}
+  local function order_of(key)
+    local o = orders[key]
+    if o == nil then
+      local row = redis.call('HGET', fk, key)
+      o = row and string.match(row, '^(%d+)|') or false
+      orders[key] = o
+    end
+    return o
+  end
+  local now = tonumber(ARGV[4])
+  for ti, tier in ipairs(cmsgpack.unpack(roll)) do
+    local width, keep, parts = tier[1], tier[2], tier[3]
+    local hk, zk = KEYS[5 + 2 * ti], KEYS[6 + 2 * ti]
+    local cutoff = now - keep
+    for _, part in ipairs(parts) do
+      local bucket = part[1]
+      if bucket + width > cutoff then
+        local bs = string.format('%.0f', bucket)
+        local raw = redis.call('HGET', hk, bs)
+        local row = {}
+        if raw then row = cmsgpack.unpack(raw) end
+        for key, agg in pairs(part[2]) do
+          local o = order_of(key)
+          if o then
+            local have = row[o]
+            if have then row[o] = merge(have, agg) else row[o] = agg end
+          end
+        end
+        redis.call('HSET', hk, bs, cmsgpack.pack(row))
+        if not raw then redis.call('ZADD', zk, bucket, bs) end
+      end
+    end
+    local oldest = redis.call('ZRANGE', zk, 0, 0, 'WITHSCORES')
+    if oldest[2] and tonumber(oldest[2]) + width <= cutoff then
+      local gone = redis.call('ZRANGEBYSCORE', zk, '-inf', string.format('%.0f', cutoff - width))
+      for i = 1, #gone, 500 do
+        redis.call('HDEL', hk, unpack(gone, i, math.min(i + 499, #gone)))
+      end
+      redis.call('ZREMRANGEBYSCORE', zk, '-inf', string.format('%.0f', cutoff - width))
+    end
+  end
+end
+"""
+
+PUBLISH = _PUBLISH.replace("return {'ok', id, nstr, epoch}\n", ROLLUP + "return {'ok', id, nstr, epoch}\n")
+assert PUBLISH != _PUBLISH
 
 LEASE = r"""
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end

@@ -175,11 +175,14 @@ class Client:
     async def subscribe(self, channel: str, params: Mapping[str, Any] | None = None, from_: int | str | None = None,
                         to: int | str | None = None, fields: Sequence[str] | None = None, interval: float = 0,
                         since: str | None = None, *, id: str | None = None,
-                        on_notice: NoticeCallback | None = None) -> Subscription:
+                        on_notice: NoticeCallback | None = None, max_points: int | None = None,
+                        resolution_ms: int | None = None) -> Subscription:
         """Subscribe to ``channel``; iterate the result for :class:`Frame` (and :class:`Notice`) items.
 
         ``from_``/``to`` are epoch ms or relative times like ``now-5m`` (resolved against the
         server's clock now, so a resume never moves them). ``since`` resumes after a position.
+        ``max_points`` (with ``from_``) and/or ``resolution_ms`` ask for buckets instead of raw
+        points (see :class:`Frame` and :meth:`Subscription.buckets`).
         Raises :class:`LivedataError` when the server cannot be reached at all.
         """
         await self.open()
@@ -196,7 +199,7 @@ class Client:
         if id in self.subs:
             raise LivedataError(f"subscription id {id!r} is in use", id=id)
         sub = Subscription(self, id, channel, params, from_ms, to_ms, fields, interval, since,
-                           on_notice or self.on_notice, self.queue_size)
+                           on_notice or self.on_notice, self.queue_size, max_points, resolution_ms)
         sub.started_ms = now
         if self._refused is not None:  # the socket was refused while this was being set up
             sub._end(self._refused)

@@ -40,7 +40,8 @@ class Subscription:
 
     def __init__(self, client: Owner, sid: str, channel: str, params: Mapping[str, Any] | None,
                  from_: int | None, to: int | None, fields: Sequence[str] | None, interval: float,
-                 since: str | None, on_notice: NoticeCallback | None, queue_size: int) -> None:
+                 since: str | None, on_notice: NoticeCallback | None, queue_size: int,
+                 max_points: int | None = None, resolution_ms: int | None = None) -> None:
         self.client = client
         self.id = sid
         self.channel = channel
@@ -50,6 +51,14 @@ class Subscription:
         self.fields = list(fields) if fields is not None else None
         self.interval = interval
         self.position = since
+        self.max_points = max_points
+        self.resolution_ms = resolution_ms
+        self.bucket_ms = 0
+        """The bucket width the server chose (aggregated subscriptions), once known."""
+        self._raw = False
+        """Data came without buckets (the server sends raw points when nothing can be aggregated)."""
+        self.rows: dict[int, dict[str, Value]] = {}
+        """Aggregated subscriptions: the rows so far by time (see :meth:`buckets`)."""
         self.on_notice = on_notice
         self.schema: list[Field] = []
         self.done = False
@@ -71,10 +80,19 @@ class Subscription:
             msg["fields"] = self.fields
         if self.interval:
             msg["interval"] = self.interval
+        if self.bucket_ms:  # a resume keeps the width it had, whatever the range has become
+            msg["resolution_ms"] = self.bucket_ms
+        elif self.position is None or not self._raw:  # once raw points came, a resume asks for them
+            if self.max_points is not None:
+                msg["max_points"] = self.max_points
+            if self.resolution_ms is not None:
+                msg["resolution_ms"] = self.resolution_ms
         if self.to_ms is not None:
             msg["to"] = self.to_ms
         if self.position is not None:
             msg["since"] = self.position
+            if self.bucket_ms and self.from_ms is not None:
+                msg["from"] = self.from_ms  # buckets: the range to send again if the position is lost
         elif self.from_ms is not None:
             msg["from"] = self.from_ms
         elif self._resuming and self.started_ms is not None:
@@ -83,7 +101,8 @@ class Subscription:
 
     def _resume(self) -> None:
         self._resuming = True
-        self._skip = self._unpositioned if self.position is None else 0
+        # buckets replace rows by time: nothing to skip after a resume
+        self._skip = self._unpositioned if self.position is None and not self.bucket_ms else 0
 
     async def _deliver(self, msg: dict[str, Any]) -> None:
         frame = msg.get("frame") or {}
@@ -113,10 +132,18 @@ class Subscription:
             self._unpositioned = 0
         else:
             self._unpositioned += len(times)
+        bucket = msg.get("bucket_ms")
+        if not bucket:
+            self._raw = True
+        if isinstance(bucket, int) and bucket > 0:
+            self.bucket_ms = bucket
+            names = list(cols)
+            for i, t in enumerate(times):
+                self.rows[t] = {k: cols[k][i] for k in names}
         if not times and not changed:
             return
         await self._queue.put(Frame(self.channel, self.id, position, bool(msg.get("late")), times, cols,
-                                    self.schema, changed))
+                                    self.schema, changed, self.bucket_ms))
 
     async def _notice(self, msg: dict[str, Any]) -> None:
         notice = Notice(self.channel, self.id, str(msg.get("level", "info")), str(msg.get("text", "")),
@@ -153,6 +180,13 @@ class Subscription:
                 raise item.error
             raise StopAsyncIteration
         return item
+
+    def buckets(self) -> tuple[list[int], dict[str, list[Value]]]:
+        """An aggregated subscription's table so far, sorted by time: ``(times, {field: column})``
+        with every row replaced by its latest version (what a chart should draw)."""
+        times = sorted(self.rows)
+        names = [f.name for f in self.schema]
+        return times, {n: [self.rows[t].get(n) for t in times] for n in names}
 
     async def frames(self) -> AsyncIterator[Frame]:
         """Only the frames (notices still reach ``on_notice`` when given, else are skipped)."""

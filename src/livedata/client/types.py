@@ -41,6 +41,11 @@ class Frame:
     (``null`` on the wire, listed in ``entities.Undef``) is ``None``: no value at that time, not a
     gap; ``series()`` gives each field's points without them.
     ``late`` frames hold points older than ones already delivered: insert them in time order.
+
+    ``bucket_ms`` > 0: an aggregated subscription (``max_points`` / ``resolution_ms``). Each bucket
+    of that width is two rows (at its start and its middle: every field's min and max, in the order
+    they happened), and **a row replaces the row you have at the same time** (a bucket is sent
+    again whenever a point lands in it). :meth:`Subscription.buckets` keeps that table for you.
     """
 
     channel: str
@@ -52,6 +57,7 @@ class Frame:
     schema: list[Field]
     schema_changed: bool = False
     """True when this message carried a schema (the first one, or the channel gained a field)."""
+    bucket_ms: int = 0
 
     def __len__(self) -> int:
         return len(self.times)

@@ -456,11 +456,12 @@ def decode_entities(values: list[list[Value]], entities: Any) -> list[list[Value
     return out
 
 
-def data_body(frame: dict[str, Any], position: str | None, late: bool = False) -> bytes:
+def data_body(frame: dict[str, Any], position: str | None, late: bool = False, bucket_ms: int = 0) -> bytes:
     """The shared tail of a ``data`` message, from the comma after ``id`` to the closing brace.
 
     A subscriber's message is its own ``{"type":"data","id":...`` prefix followed by these bytes,
-    so one encoding serves every subscriber of a feed.
+    so one encoding serves every subscriber of a feed. ``bucket_ms`` marks a message of an
+    aggregated subscription (its rows are buckets of that width, see ``core/rollup.py``).
     """
     encoded = _encode(frame)
     # A missing cell encodes as `null` (and nothing else does but a string holding the word): a
@@ -470,6 +471,8 @@ def data_body(frame: dict[str, Any], position: str | None, late: bool = False) -
         if marked is not None:
             encoded = _encode(marked)
     head = b""
+    if bucket_ms:
+        head += b',"bucket_ms":' + _encode(bucket_ms)
     if position is not None:
         head += b',"position":' + _encode(position)
     if late:

@@ -6,6 +6,7 @@ JSON to a dict first, then the dict to a typed message. See docs/protocol.md.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from livedata.core.frames import (
 from livedata.core.lineprotocol import Table
 from livedata.core.names import InvalidName, check_name, child_channel
 from livedata.core.names import check_channel as _check_channel
+from livedata.core.rollup import MAX_POINTS, choose_width
 from livedata.core.sources import GeneratedChannel, ParamError, resolve_generated
 from livedata.core.text import shown
 
@@ -42,6 +44,7 @@ MAX_FILTER_FIELDS = 1000
 """Names in a subscription's ``fields`` filter (a channel has at most ``--max-fields-per-channel``)."""
 MAX_FILTER_NAME = 512
 """Characters of one name in a ``fields`` filter (a labelled field's key spells its labels)."""
+MAX_RESOLUTION_MS = 366 * 86_400_000
 
 
 class ProtocolError(ValueError):
@@ -115,6 +118,8 @@ class _Subscribe(msgspec.Struct, forbid_unknown_fields=True):
     since: str | None = None
     fields: list[str] | None = None
     interval: int | float = 0
+    max_points: int | None = None
+    resolution_ms: int | float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +135,10 @@ class Subscribe:
     since: str | None
     fields: tuple[str, ...] | None
     interval_ms: int
+    bucket_ms: int = 0
+    """0: raw points. Else an aggregated subscription: buckets of this width (``core/rollup.py``)."""
+    max_points: int | None = None
+    resolution_ms: int | None = None
 
     @property
     def live(self) -> bool:
@@ -171,6 +180,7 @@ def parse_subscribe(obj: Mapping[str, Any], now_ms: int) -> Subscribe:
                                 "(leave it out to get every field)")
         if msg.fields is not None and max(map(len, msg.fields)) > MAX_FILTER_NAME:
             raise ProtocolError(f"a name in fields is longer than {MAX_FILTER_NAME} characters")
+        bucket_ms, resolution = _resolution(msg, from_ms, to_ms, now_ms)
     except (ProtocolError, ParamError, PositionError) as exc:
         raise ProtocolError(str(exc), sid) from None
     return Subscribe(
@@ -182,10 +192,29 @@ def parse_subscribe(obj: Mapping[str, Any], now_ms: int) -> Subscribe:
         since=msg.since,
         fields=tuple(dict.fromkeys(msg.fields)) if msg.fields is not None else None,
         interval_ms=int(interval),
+        bucket_ms=bucket_ms,
+        max_points=msg.max_points,
+        resolution_ms=resolution,
     )
 
 
 TOO_DEEP = "JSON nested too deeply: livedata's messages and points are at most a few levels deep"
+
+
+def _resolution(msg: _Subscribe, from_ms: int | None, to_ms: int | None, now_ms: int) -> tuple[int, int | None]:
+    """The bucket width of an aggregated subscription (0: raw), and ``resolution_ms`` as an int."""
+    mp, res = msg.max_points, msg.resolution_ms
+    if mp is None and res is None:
+        return 0, None
+    if mp is not None and not 1 <= mp <= MAX_POINTS:
+        raise ProtocolError(f"max_points must be 1..{MAX_POINTS}, got {mp}")
+    if res is not None and not 1 <= res <= MAX_RESOLUTION_MS:
+        raise ProtocolError(f"resolution_ms must be 1..{MAX_RESOLUTION_MS} (a year), got {res}")
+    if res is None and from_ms is None:
+        raise ProtocolError("max_points needs from (the range the points spread over), or give resolution_ms")
+    span = None if from_ms is None else max(0, (to_ms if to_ms is not None else now_ms) - from_ms)
+    resolution = None if res is None else math.ceil(res)
+    return choose_width(span, mp, resolution), resolution
 
 
 def decode_client(data: str | bytes) -> dict[str, Any]:

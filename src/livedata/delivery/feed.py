@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from livedata.brokers.base import Broker
 from livedata.core.frames import Chunk, FieldDef, Pos, Rows, data_body, data_prefix, frame_json, message
@@ -29,6 +30,14 @@ from livedata.delivery.stats import Stats
 log = logging.getLogger("livedata.hub")
 
 _Member = tuple["Subscription", Outlet, Callable[[], int], Callable[[bytes], object], int]
+
+
+class Joined(Protocol):
+    """What a subscription's feed is to it: the raw :class:`Feed`, or ``agg.AggFeed``."""
+
+    channel: str
+
+    def remove(self, sub: Subscription) -> None: ...
 
 
 class _Round:
@@ -64,7 +73,7 @@ class Subscription:
     sink: Sink
     on_done: Callable[[Subscription], None]
     prefix: bytes = b""
-    feed: Feed | None = None
+    feed: Joined | None = None
     after: Pos | None = None
     keys: tuple[str, ...] = ()
     task: asyncio.Task[None] | None = None

@@ -9,6 +9,7 @@ The server builds it and hands it those; nothing here knows about HTTP, sockets 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Protocol
@@ -20,7 +21,8 @@ from livedata.core.clock import wall_ms
 from livedata.core.frames import Chunk, FieldDef
 from livedata.core.protocol import Subscribe
 from livedata.core.sources import GeneratedChannel
-from livedata.delivery import seam
+from livedata.delivery import agg, seam
+from livedata.delivery.agg import AggFeed
 from livedata.delivery.feed import Feed, Subscription
 from livedata.delivery.settings import Settings
 from livedata.delivery.sink import Sink
@@ -28,7 +30,8 @@ from livedata.delivery.stats import NullStats, Stats
 
 log = logging.getLogger("livedata.hub")
 
-FeedKey = tuple[str, int, tuple[str, ...] | None]
+FeedKey = tuple[str, int, tuple[str, ...] | None] | tuple[str, int, tuple[str, ...] | None, int]
+AnyFeed = Feed | AggFeed
 
 
 class Producers(Protocol):
@@ -56,7 +59,7 @@ class Tap:
 
     def __init__(self, broker: Broker, stats: Stats, channel: str) -> None:
         self.channel = channel
-        self.feeds: dict[FeedKey, Feed] = {}
+        self.feeds: dict[FeedKey, AnyFeed] = {}
         self.stats = stats
         self.unsubscribe: Unsubscribe = broker.subscribe(channel, self._on_chunk, None)
 
@@ -149,7 +152,8 @@ class Hub:
         feed = sub.feed
         if feed is not None:
             feed.remove(sub)
-            self._maybe_drop(feed)
+            if isinstance(feed, Feed | AggFeed):
+                self._maybe_drop(feed)
         if sub.req.generated is not None and self.producers is not None and sub.acquired:
             self.producers.release(sub.req.generated)
 
@@ -172,9 +176,35 @@ class Hub:
         if feed is None:
             feed = tap.feeds[key] = Feed(self.broker, self.stats, self.settings, req.channel, req.interval_ms,
                                          req.fields, fields)
+        assert isinstance(feed, Feed)
         return feed
 
-    def _maybe_drop(self, feed: Feed) -> None:
+    def _agg_feed(self, req: Subscribe, fields: list[FieldDef]) -> AggFeed:
+        tap = self.taps.get(req.channel)
+        if tap is None:
+            tap = self.taps[req.channel] = Tap(self.broker, self.stats, req.channel)
+        key = (req.channel, req.interval_ms, req.fields, req.bucket_ms)
+        feed = tap.feeds.get(key)
+        if feed is None:
+            feed = tap.feeds[key] = AggFeed(self.broker, self.stats, self.settings, req.channel, req.interval_ms,
+                                            req.fields, req.bucket_ms, fields)
+        assert isinstance(feed, AggFeed)
+        return feed
+
+    async def _raw_will_do(self, req: Subscribe, fields: list[FieldDef], now: int) -> bool:
+        """An aggregated request that gets raw points instead: when nothing can be aggregated
+        (strings, booleans), or when ``max_points`` was given and no field has more points than
+        that over the range (a new subscription; a resume keeps what it had, clients know it by
+        the ``bucket_ms`` of the data messages)."""
+        keys = agg.agg_keys({f.key: f for f in fields}, req.fields)
+        if fields and not keys:
+            return True
+        if req.max_points is None or req.since is not None or req.from_ms is None or not keys:
+            return False
+        end = req.to_ms if req.to_ms is not None else now
+        return await agg.densest(self.broker, req.channel, req.from_ms, end, keys) <= req.max_points
+
+    def _maybe_drop(self, feed: AnyFeed) -> None:
         if feed.subs or feed.joining:
             return
         tap = self.taps.get(feed.channel)
@@ -188,9 +218,9 @@ class Hub:
             del self.taps[feed.channel]
 
     async def _attach(self, sub: Subscription) -> None:
-        """History, then live (``seam.py``), then the end of a finite range on a timer."""
+        """History, then live (``seam.py``; ``agg.py`` for buckets), then the end of a finite range."""
         req = sub.req
-        feed: Feed | None = None
+        feed: AnyFeed | None = None
         try:
             if self.advisor is not None:
                 advice = self.advisor.notice_for(req.channel)
@@ -205,15 +235,23 @@ class Hub:
                     sub.acquired = False
                     raise
             fields = await self.broker.fields(req.channel) or []
+            if req.bucket_ms and await self._raw_will_do(req, fields, now):
+                req = sub.req = dataclasses.replace(req, bucket_ms=0)
             if not finite:
-                feed = self._feed(req, fields)
+                feed = self._agg_feed(req, fields) if req.bucket_ms else self._feed(req, fields)
                 feed.joining += 1
-            after = await seam.backfill(self.broker, self.settings, sub, fields, self.budget, self.turns)
+            if req.bucket_ms:  # buckets: from the rollup tiers (agg.py), small whatever the range
+                after = await agg.backfill(self.broker, self.settings, sub, fields, now)
+            else:
+                after = await seam.backfill(self.broker, self.settings, sub, fields, self.budget, self.turns)
             if finite:
                 self.complete(sub)
                 return
             assert feed is not None
-            await seam.join(self.broker, self.settings, sub, feed, after, self.budget, self.turns)
+            if isinstance(feed, AggFeed):
+                await feed.join(sub, after)
+            else:
+                await seam.join(self.broker, self.settings, sub, feed, after, self.budget, self.turns)
             if req.to_ms is not None:
                 sub.timer = asyncio.get_running_loop().call_later(
                     max(0.0, (req.to_ms - wall_ms()) / 1000), self.complete, sub)

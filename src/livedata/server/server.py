@@ -18,6 +18,7 @@ from livedata.brokers.base import Broker
 from livedata.config import Config, default_max_connections, default_max_memory, descriptor_limit
 from livedata.core import sizes
 from livedata.core.budget import KINDS, Budget
+from livedata.core.rollup import Tier
 from livedata.delivery import Hub
 from livedata.generators import Generators
 from livedata.server.admission import Admission
@@ -30,6 +31,12 @@ from livedata.server.monitor import Monitor
 from livedata.sources import Sources
 
 
+def tiers_of(config: Config) -> tuple[Tier, ...]:
+    """The rollup tiers (1 s, 10 s, 1 min, 10 min) with the retention the config gives each."""
+    return (Tier(1_000, int(config.retention_1s_s * 1000)), Tier(10_000, int(config.retention_10s_s * 1000)),
+            Tier(60_000, int(config.retention_1m_s * 1000)), Tier(600_000, int(config.retention_10m_s * 1000)))
+
+
 def retention_bytes(config: Config, budget: Budget | None = None) -> int:
     """History kept per channel: ``--retention-bytes``, or an eighth of the memory budget."""
     limit = budget.limit if budget is not None else config.max_memory or default_max_memory()
@@ -37,18 +44,24 @@ def retention_bytes(config: Config, budget: Budget | None = None) -> int:
 
 
 def make_broker(config: Config, budget: Budget | None = None) -> Broker:
+    if config.data_dir:
+        from livedata.brokers.disk import DiskBroker
+
+        return DiskBroker(config.data_dir, config.retention_s, config.retention_points, config.max_channels,
+                          tiers=tiers_of(config), fsync=config.fsync)
     retention_bytes_ = retention_bytes(config, budget)
     if config.broker == "memory":
         from livedata.brokers.memory import MemoryBroker
 
         return MemoryBroker(config.retention_s, config.retention_points, config.max_channels,
                             retention_bytes=retention_bytes_, max_fields=config.max_fields_per_channel,
-                            budget=budget)
+                            budget=budget, tiers=tiers_of(config))
     from livedata.brokers.redis import RedisBroker
 
     broker: Broker = RedisBroker(config.broker, prefix=config.redis_prefix, retention_s=config.retention_s,
                                  retention_points=config.retention_points, max_channels=config.max_channels,
-                                 retention_bytes=retention_bytes_, max_fields=config.max_fields_per_channel)
+                                 retention_bytes=retention_bytes_, max_fields=config.max_fields_per_channel,
+                                 tiers=tiers_of(config))
     return broker
 
 

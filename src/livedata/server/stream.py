@@ -17,7 +17,8 @@ from livedata.server.http import json_error
 from livedata.server.server import SERVER
 from livedata.server.sinks import NdjsonSink, SseSink
 
-RESERVED = {"channel", "id", "from", "to", "since", "fields", "field", "interval", "token", "params"}
+RESERVED = {"channel", "id", "from", "to", "since", "fields", "field", "interval", "token", "params", "max_points",
+            "resolution_ms"}
 
 
 def subscribe_from_query(query: Any, last_event_id: str | None) -> dict[str, Any]:
@@ -39,6 +40,12 @@ def subscribe_from_query(query: Any, last_event_id: str | None) -> dict[str, Any
             raise ProtocolError(f"interval must be a number of ms from 0 to {MAX_INTERVAL_MS}, "
                                 f"got {raw[:20]!r}") from None
         obj["interval"] = int(value) if value.is_integer() else value
+    for key, kind in (("max_points", int), ("resolution_ms", float)):
+        if key in query:
+            try:
+                obj[key] = kind(query[key])
+            except ValueError:
+                obj[key] = query[key]  # parse_subscribe says what is wrong with it
     params = {k: v for k, v in query.items() if k not in RESERVED}
     if params:
         obj["params"] = params

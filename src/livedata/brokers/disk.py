@@ -1,0 +1,515 @@
+"""The disk broker (``--data-dir DIR``): channels, history, rollups and positions in one SQLite file.
+
+Why this shape (docs/architecture.md says more): the loop keeps what the memory broker keeps
+*about* a channel (schema, epoch, head, newest time, rate, subscribers), so a publish is checked,
+numbered and rolled up on the loop as before, with no I/O. The points themselves go to SQLite on
+**one writer thread**, which takes every publish queued since its last commit and stores them in
+one transaction (group commit). A publish returns, and its chunk is delivered to subscribers, only
+once that transaction is committed, in log order; so every position a client ever sees is on disk,
+and after a restart or a ``kill -9`` it resumes exactly (same epoch, no ``lost`` notice).
+
+Durability of a ``204`` (``--fsync``, like Redis' ``appendfsync``):
+
+``always``    the commit is fsynced before the ``204`` (``synchronous=FULL``): survives power loss.
+``interval``  (default) the commit is in the OS (the WAL file) before the ``204``: survives a
+              ``kill -9`` of livedata, always; the WAL is fsynced every second, so a power loss or
+              an OS crash loses at most about the last second.
+``never``     as ``interval`` without the fsync every second (the OS writes back when it likes;
+              SQLite still fsyncs at checkpoints, so the file stays consistent).
+
+Reads (history, positions, rollups) run on a small thread pool, each with its own connection;
+the writer also trims retention and compacts hot segments into columnar ones when it is idle.
+Nothing here blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import concurrent.futures
+import fcntl
+import logging
+import os
+import queue
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from livedata.brokers.base import (
+    BrokerError,
+    BrokerStartError,
+    ChannelInfo,
+    ChannelLimitError,
+    ChunkCallback,
+    History,
+    Rollup,
+    Subscribers,
+    Unsubscribe,
+    field_limit_error,
+    retained_from,
+)
+from livedata.brokers.disk_store import Delete, Op, Publish, Store
+from livedata.core.frames import Batch, Chunk, FieldDef, Pos, Schema
+from livedata.core.rollup import DEFAULT_TIERS, Buckets, Tier, check_tiers, chunk_rollup
+from livedata.core.sources import is_generated
+
+log = logging.getLogger("livedata.disk")
+
+FSYNC_MODES = ("always", "interval", "never")
+FSYNC_EVERY_S = 1.0
+MAX_GROUP = 2000
+"""Publishes in one transaction at most."""
+_STOP = object()
+
+
+@dataclass(slots=True)
+class _Channel:
+    id: int
+    name: str
+    epoch: str
+    schema: Schema = field(default_factory=Schema)
+    seq: int = 0
+    count: int = 0
+    pending_max: int | None = None
+    """Newest time among every chunk numbered (committed or not): the next chunk's ``hwm``."""
+    max_time: int | None = None
+    head: Pos | None = None
+    """The last committed (and delivered) chunk's position."""
+    cells: int = 0
+    numeric: list[str] = field(default_factory=list)
+    recent: deque[tuple[float, int]] = field(default_factory=deque)
+    created: bool = False
+    """True once its row is on disk (or queued to be written)."""
+    unsaved: list[FieldDef] = field(default_factory=list)
+    """Fields in ``schema`` not sent to the writer yet (a batch with no points adds fields only here)."""
+
+
+class DiskBroker:
+    """A broker in one SQLite file under ``data_dir``; see the module docstring."""
+
+    def __init__(
+        self,
+        data_dir: str,
+        retention_s: float = 3600.0,
+        retention_points: int = 200_000,
+        max_channels: int = 10_000,
+        wall: Callable[[], float] = time.time,
+        tiers: Sequence[Tier] = DEFAULT_TIERS,
+        fsync: str = "interval",
+        compact_after_s: float = 30.0,
+        *,
+        max_fields: int = 0,
+        retention_bytes: int = 0,
+    ) -> None:
+        """``retention_bytes`` bounds history held in memory (``--retention-bytes``); this broker
+        holds its history on disk, bounded by ``retention_s`` and ``retention_points``, so it is
+        accepted and does not apply."""
+        if fsync not in FSYNC_MODES:
+            raise ValueError(f"fsync must be one of {', '.join(FSYNC_MODES)}, got {fsync!r}")
+        check_tiers(tiers)
+        self.data_dir = data_dir
+        self.tiers = tuple(tiers)
+        self.retention_ms = int(retention_s * 1000)
+        self.retention_points = retention_points
+        self.max_channels = max_channels
+        self.max_fields = max_fields
+        """Fields per channel (0: no limit)."""
+        self.retention_bytes = retention_bytes
+        self.wall = wall
+        self.fsync = fsync
+        self.on_status: Callable[[bool, str], None] | None = None
+        self.token = secrets.token_hex(3)
+        self.store = Store(os.path.join(data_dir, "livedata.db"), fsync, self.tiers, self.retention_ms,
+                           retention_points, wall, compact_after_s)
+        self._channels: dict[str, _Channel] = {}
+        self._by_id: dict[int, _Channel] = {}
+        self._next_id = 1
+        self._subs = Subscribers()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._readers: concurrent.futures.ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._gen = 0
+        self._lock_fd: int | None = None
+        self._error: str | None = None
+
+    # --- lifetime ----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        try:
+            os.makedirs(self.data_dir, exist_ok=True)
+            self._lock()
+        except OSError as exc:
+            raise BrokerStartError(f"cannot use the data directory {self.data_dir}: {exc.strerror or exc}") from None
+        opened: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._writer, args=(opened,), name="livedata-disk-writer", daemon=True)
+        self._thread.start()
+        try:
+            loaded = await asyncio.wrap_future(opened)
+        except Exception as exc:
+            self._thread = None
+            self._unlock()
+            raise BrokerStartError(f"cannot open the data directory {self.data_dir}: {exc}") from None
+        self.token = loaded.token
+        for cid, name, epoch, seq, count, max_time, fields, cells in loaded.channels:
+            ch = _Channel(cid, name, epoch, seq=seq, count=count, pending_max=max_time, max_time=max_time,
+                          head=Pos(seq, 0, count) if seq else None, cells=cells, created=True)
+            ch.schema.add(fields)
+            ch.numeric = [f.key for f in fields if f.type == "number"]
+            self._channels[name] = ch
+            self._by_id[cid] = ch
+            self._next_id = max(self._next_id, cid + 1)
+        self._readers = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="livedata-disk-read")
+        log.info("data directory %s: %d channels (fsync %s)", self.data_dir, len(self._channels), self.fsync)
+
+    def _lock(self) -> None:
+        path = os.path.join(self.data_dir, "lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise BrokerStartError(f"the data directory {self.data_dir} is in use by another livedata (pid {other}):"
+                                   " stop it or give another --data-dir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+
+    async def close(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(_STOP)
+            await asyncio.to_thread(thread.join)
+        readers, self._readers = self._readers, None
+        if readers is not None:
+            await asyncio.to_thread(readers.shutdown, True)
+        self.store.close_readers()
+        self._subs.clear()
+        self._channels.clear()
+        self._by_id.clear()
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # --- the writer thread -------------------------------------------------------------------------
+
+    def _writer(self, opened: concurrent.futures.Future[Any]) -> None:
+        try:
+            opened.set_result(self.store.open(self.token))
+        except BaseException as exc:
+            opened.set_exception(exc)
+            return
+        q = self._queue
+        last_sync = time.monotonic()
+        unsynced = False
+        more = False
+        bad_gen = -1
+        stop = False
+        while not stop:
+            try:
+                first = q.get(timeout=0 if more else (0.2 if unsynced else 1.0))
+            except queue.Empty:
+                first = None
+            batch: list[Op] = []
+            item = first
+            while item is not None:
+                if item is _STOP:
+                    stop = True
+                else:
+                    batch.append(item)
+                if len(batch) >= MAX_GROUP:
+                    break
+                try:
+                    item = q.get_nowait()
+                except queue.Empty:
+                    item = None
+            stale = [op for op in batch if op.gen <= bad_gen]
+            ops = [op for op in batch if op.gen > bad_gen]
+            if stale:
+                self._report(stale, "an earlier write to the data directory failed", None)
+            if ops:
+                try:
+                    trimmed = self.store.w_group(ops)
+                except Exception as exc:
+                    log.error("writing to %s failed: %s", self.data_dir, exc)
+                    bad_gen = max(op.gen for op in ops)
+                    heads = {op.ch: self.store.w_channel(op.ch) for op in ops}
+                    self._report(ops, f"the data directory cannot be written ({exc})", heads)
+                else:
+                    unsynced = True
+                    self._report(ops, None, None, trimmed)
+            now = time.monotonic()
+            if unsynced and (stop or (self.fsync == "interval" and now - last_sync >= FSYNC_EVERY_S)):
+                try:
+                    self.store.w_fsync()
+                except OSError as exc:
+                    log.error("fsync of %s failed: %s", self.data_dir, exc)
+                last_sync, unsynced = now, False
+            if not stop:
+                try:
+                    more = self.store.w_maintain(busy=bool(ops) or not q.empty())
+                except Exception:
+                    log.exception("retention or compaction in %s failed; retrying later", self.data_dir)
+                    more = False
+                trimmed = self.store.trimmed
+                if trimmed:
+                    self.store.trimmed = {}
+                    self._call(self._trimmed, trimmed)
+        self.store.w_close()
+
+    def _call(self, fn: Callable[..., None], *args: Any) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(fn, *args)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+
+    def _report(self, ops: list[Op], error: str | None, heads: dict[int, Any] | None,
+                trimmed: dict[int, int] | None = None) -> None:
+        self._call(self._done, ops, error, heads, trimmed)
+
+    # --- on the loop: a group is committed (or failed) -------------------------------------------------
+
+    def _done(self, ops: list[Op], error: str | None, heads: dict[int, Any] | None,
+              trimmed: dict[int, int] | None = None) -> None:
+        if error is not None:
+            self._gen = max(self._gen, max(op.gen for op in ops) + 1)
+            if heads is not None:
+                self._reset(heads)
+            for op in ops:
+                if op.future is not None and not op.future.done():
+                    op.future.set_exception(BrokerError(f"{error}: nothing was stored"))
+            return
+        now = self.wall()
+        for op in ops:
+            if isinstance(op, Publish):
+                ch = self._by_id.get(op.ch)
+                c = op.chunk
+                if ch is not None:
+                    ch.head = c.pos
+                    if ch.max_time is None or c.times[-1] > ch.max_time:
+                        ch.max_time = c.times[-1]
+                    ch.cells += op.cells
+                    ch.recent.append((now, len(c.times)))
+                    while ch.recent and ch.recent[0][0] < now - 10:
+                        ch.recent.popleft()
+                    self._subs.deliver(ch.name, c, op.new_fields)
+                if op.future is not None and not op.future.done():
+                    op.future.set_result(c.pos)
+            elif op.future is not None and not op.future.done():
+                op.future.set_result(None)
+        if trimmed:
+            self._trimmed(trimmed)
+
+    def _reset(self, heads: dict[int, Any]) -> None:
+        """After a failed write: every channel it touched goes back to what is committed."""
+        for cid, head in heads.items():
+            ch = self._by_id.get(cid)
+            if ch is None:
+                continue
+            if head is None:
+                self._by_id.pop(cid, None)
+                if self._channels.get(ch.name) is ch:
+                    del self._channels[ch.name]
+                continue
+            seq, count, max_time, fields = head
+            ch.seq, ch.count, ch.pending_max, ch.max_time = seq, count, max_time, max_time
+            ch.head = Pos(seq, 0, count) if seq else None
+            ch.schema = Schema()
+            ch.schema.add(fields)
+            ch.numeric = [f.key for f in fields if f.type == "number"]
+            ch.unsaved = []
+
+    def _trimmed(self, trimmed: dict[int, int]) -> None:
+        for cid, cells in trimmed.items():
+            ch = self._by_id.get(cid)
+            if ch is not None:
+                ch.cells = max(0, ch.cells - cells)
+
+    # --- writing -----------------------------------------------------------------------------------
+
+    def epoch_of(self, channel: str) -> str | None:
+        ch = self._channels.get(channel)
+        return ch.epoch if ch else None
+
+    def _submit(self, op: Op) -> asyncio.Future[Any]:
+        if self._thread is None:
+            raise BrokerError("the disk broker is not running")
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        op.future = fut
+        self._queue.put(op)
+        return fut
+
+    async def publish(self, channel: str, batch: Batch) -> Pos:
+        ch = self._channels.get(channel)
+        new = (ch.schema if ch else Schema()).check(batch.fields.values())
+        have = len(ch.schema.fields) if ch else 0
+        if self.max_fields and new and have + len(new) > self.max_fields:
+            raise field_limit_error(channel, have, len(new), self.max_fields, new[max(0, self.max_fields - have)].key)
+        if ch is None:
+            if not is_generated(channel) and self._counted() >= self.max_channels:
+                raise ChannelLimitError(
+                    f"too many channels: the limit is {self.max_channels} (delete some or raise --max-channels)")
+            cid = self._next_id
+            self._next_id += 1
+            ch = self._channels[channel] = self._by_id[cid] = _Channel(cid, channel, f"{self.token}{cid:x}")
+        ch.schema.add(new)
+        if new:
+            ch.numeric = [f.key for f in ch.schema.fields.values() if f.type == "number"]
+            ch.unsaved.extend(new)
+        batch = batch.sorted()
+        if not batch.times:  # nothing to number: the fields go to disk with the next chunk
+            return ch.head or Pos(0, 0, 0)
+        ch.seq += 1
+        ch.count += len(batch.times)
+        chunk = Chunk(Pos(ch.seq, 0, ch.count), batch.times, batch.columns, ch.pending_max)
+        if ch.pending_max is None or batch.times[-1] > ch.pending_max:
+            ch.pending_max = batch.times[-1]
+        parts = chunk_rollup(chunk.times, chunk.columns, ch.numeric, self.tiers) if ch.numeric else []
+        op = Publish(ch.id, channel, ch.epoch, not ch.created, chunk, ch.unsaved, list(ch.numeric), parts,
+                     chunk.cells, self._gen)
+        ch.created = True
+        ch.unsaved = []
+        pos: Pos = await self._submit(op)
+        return pos
+
+    async def delete(self, channel: str) -> bool:
+        ch = self._channels.pop(channel, None)
+        if ch is None:
+            return False
+        self._by_id.pop(ch.id, None)
+        if ch.created:
+            await self._submit(Delete(ch.id, self._gen))
+        return True
+
+    async def lease(self, name: str, owner: str, ttl_s: float) -> bool:
+        """One process per data directory (it is locked): every lease is ours."""
+        return True
+
+    # --- reading -----------------------------------------------------------------------------------
+
+    async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._readers is None:
+            raise BrokerError("the disk broker is not running")
+        return await asyncio.get_running_loop().run_in_executor(self._readers, fn, *args)
+
+    async def ping(self) -> None:
+        if self._readers is None:
+            raise BrokerError("the disk broker is not running")
+
+    async def history(self, channel: str, start_ms: int | None, end_ms: int | None, *,
+                      after: Pos | None = None, until: Pos | None = None, max_bytes: int = 0) -> History:
+        ch = self._channels.get(channel)
+        if ch is None:
+            return History("", [], None)
+        start_ms = retained_from(start_ms, self.wall(), self.retention_ms)
+        fields = list(ch.schema.fields.values())
+        head = until or ch.head
+        if head is None:
+            return History(ch.epoch, [], None, fields)
+        chunks, more = await self._read(self.store.read_range, ch.id, start_ms, end_ms, head.a,
+                                        after.a if after is not None else 0, max_bytes, ch.schema.fields)
+        out: list[Chunk] = []
+        in_order = True
+        for c in chunks:
+            w = _window(c, start_ms, end_ms)
+            if w is not None:
+                out.append(w)
+                in_order = in_order and (w.hwm is None or not w.times or w.times[0] >= w.hwm)
+        return History(ch.epoch, out, head, fields, sorted=in_order, more=more, copied=True)
+
+    async def read_after(self, channel: str, epoch: str, pos: Pos, limit: int = 0, *,
+                         until: Pos | None = None, max_bytes: int = 0) -> History:
+        ch = self._channels.get(channel)
+        if ch is None:
+            return History("", [], None, lost=-1 if epoch else None)
+        fields = list(ch.schema.fields.values())
+        head = until or ch.head
+        if head is None:
+            return History(ch.epoch, [], None, fields, lost=-1 if epoch != ch.epoch else None)
+        same = epoch == ch.epoch
+        after = pos.a if same else 0
+        chunks, oldest_seq, oldest_c0, more = await self._read(self.store.read_after, ch.id, after, head.a,
+                                                               max_bytes, ch.schema.fields)
+        lost: int | None = None
+        if not same:
+            lost = -1
+        elif oldest_seq is not None and pos.a < oldest_seq and oldest_c0 is not None and oldest_c0 > pos.count:
+            lost = oldest_c0 - pos.count
+        if limit and len(chunks) > limit:
+            chunks = chunks[:limit]
+            more = True
+        in_order = all(c.hwm is None or not c.times or c.times[0] >= c.hwm for c in chunks)
+        return History(ch.epoch, chunks, head, fields, lost=lost, sorted=in_order and same, more=more, copied=True)
+
+    async def rollups(self, channel: str, width_ms: int, start_ms: int | None, end_ms: int | None) -> Rollup:
+        ch = self._channels.get(channel)
+        if ch is None:
+            return Rollup("", None, [], Buckets(width_ms))
+        if all(t.width_ms != width_ms for t in self.tiers):
+            raise ValueError(f"no tier of {width_ms} ms (tiers: {[t.width_ms for t in self.tiers]})")
+        fields = list(ch.schema.fields.values())
+        head = ch.head
+        keys = [f.key for f in fields]
+        lo = -(2**62) if start_ms is None else start_ms - width_ms + 1
+        hi = 2**62 if end_ms is None else end_ms
+        b: Buckets = await self._read(self.store.read_rollups, ch.id, width_ms, lo, hi, keys)
+        return Rollup(ch.epoch, head, fields, b)
+
+    def subscribe(self, channel: str, callback: ChunkCallback, after: Pos | None) -> Unsubscribe:
+        return self._subs.add(channel, callback)
+
+    async def channels(self) -> list[ChannelInfo]:
+        now = self.wall()
+        out = []
+        for ch in self._channels.values():
+            if ch.head is None and not ch.schema.fields:
+                continue
+            rate = sum(n for t, n in ch.recent if t >= now - 10) / 10
+            out.append(ChannelInfo(ch.name, list(ch.schema.fields.values()), ch.max_time, rate, ch.cells))
+        return out
+
+    def _counted(self) -> int:
+        return sum(1 for name in self._channels if not is_generated(name))
+
+    async def channel_count(self) -> int:
+        """Channels that count in the channel limit (generated ones do not)."""
+        return self._counted()
+
+    async def fields(self, channel: str) -> list[FieldDef] | None:
+        ch = self._channels.get(channel)
+        return None if ch is None else list(ch.schema.fields.values())
+
+    async def last_time(self, channel: str) -> int | None:
+        ch = self._channels.get(channel)
+        return None if ch is None else ch.max_time
+
+    async def sizes(self) -> dict[str, int]:
+        """Bytes on disk by what they hold (for benchmarks and ``/metrics``)."""
+        out: dict[str, int] = await self._read(self.store.read_sizes)
+        return out
+
+
+def _window(c: Chunk, start: int | None, end: int | None) -> Chunk | None:
+    times = c.times
+    if not times:
+        return None
+    lo = 0 if start is None or times[0] >= start else bisect.bisect_left(times, start)
+    hi = len(times) if end is None or times[-1] <= end else bisect.bisect_right(times, end)
+    if lo == 0 and hi == len(times):
+        return c
+    if lo >= hi:
+        return None
+    return c.slice(lo, hi)
