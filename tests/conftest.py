@@ -17,6 +17,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+KEEP_OLD = ("--retention", "1000000000000")
+"""Flags for a server whose tests push fixed timestamps long past (1970, 2023, line protocol's
+earliest -2^63 ns) and read them back (retention 31,700 years):
+retention is by point time, so the default hour would serve none of them."""
 
 
 def free_port() -> int:

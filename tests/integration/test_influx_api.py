@@ -23,7 +23,7 @@ from influxdb_client import InfluxDBClient, Point, WriteOptions
 from influxdb_client.client.exceptions import InfluxDBError
 from influxdb_client.client.write_api import SYNCHRONOUS
 
-from tests.conftest import LiveServer
+from tests.conftest import KEEP_OLD, LiveServer
 from tests.integration.test_ingest import history
 
 WRITE = "w-token"
@@ -36,14 +36,14 @@ def now_ms() -> int:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[LiveServer]:
-    s = LiveServer(["--max-body-bytes", str(1 << 20)]).start()
+    s = LiveServer(["--max-body-bytes", str(1 << 20), *KEEP_OLD]).start()
     yield s
     s.stop()
 
 
 @pytest.fixture(scope="module")
 def secured() -> Iterator[LiveServer]:
-    s = LiveServer(["--write-tokens", WRITE, "--read-tokens", READ]).start()
+    s = LiveServer(["--write-tokens", WRITE, "--read-tokens", READ, *KEEP_OLD]).start()
     yield s
     s.stop()
 

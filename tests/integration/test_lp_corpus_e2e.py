@@ -24,7 +24,7 @@ import pytest
 
 from livedata.core.frames import field_key
 from livedata.core.names import channel_problem
-from tests.conftest import LiveServer
+from tests.conftest import KEEP_OLD, LiveServer
 from tests.corpus import body, label, load, typed
 
 FAR = 9_300_000_000_000  # ms: past both ends of what a 64-bit nanosecond timestamp can say
@@ -32,7 +32,7 @@ FAR = 9_300_000_000_000  # ms: past both ends of what a 64-bit nanosecond timest
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[LiveServer]:
-    s = LiveServer(["--max-channels", "100000", "--max-subscriptions", "100000"]).start()
+    s = LiveServer(["--max-channels", "100000", "--max-subscriptions", "100000", *KEEP_OLD]).start()
     yield s
     s.stop()
 

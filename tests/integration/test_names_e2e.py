@@ -21,7 +21,7 @@ import yarl
 
 from livedata.client import Client, LivedataError
 from livedata.core.names import channel_path
-from tests.conftest import LiveServer
+from tests.conftest import KEEP_OLD, LiveServer
 from tests.integration.test_ingest import history
 
 NAMES = ["sensors/température 1", "a?b#c/100%", "cpu load", 'c,pu/"q"', "job:http_requests:rate5m", "データ/温度 🌡️"]
@@ -33,7 +33,7 @@ def now_ms() -> int:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[LiveServer]:
-    s = LiveServer().start()
+    s = LiveServer(KEEP_OLD).start()
     yield s
     s.stop()
 

@@ -27,7 +27,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
-from tests.conftest import LiveServer
+from tests.conftest import KEEP_OLD, LiveServer
 from tests.integration.test_ingest import history
 
 TOKEN = "otel-write"
@@ -35,7 +35,7 @@ TOKEN = "otel-write"
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[LiveServer]:
-    s = LiveServer(["--max-body-bytes", str(1 << 20)]).start()
+    s = LiveServer(["--max-body-bytes", str(1 << 20), *KEEP_OLD]).start()
     yield s
     s.stop()
 
@@ -107,7 +107,7 @@ async def test_sdk_exporter(server: LiveServer, http: aiohttp.ClientSession, com
 
 
 async def test_sdk_exporter_with_tokens(http: aiohttp.ClientSession) -> None:
-    secured = LiveServer(["--write-tokens", TOKEN]).start()
+    secured = LiveServer(["--write-tokens", TOKEN, *KEEP_OLD]).start()
     try:
         export_with_sdk(secured.url, Compression.NoCompression, {"Authorization": "Bearer nope"}, service="bad")
         export_with_sdk(secured.url, Compression.NoCompression, {"Authorization": f"Bearer {TOKEN}"}, service="ok")

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 import aiohttp
 import pytest
 
-from tests.conftest import LiveServer
+from tests.conftest import KEEP_OLD, LiveServer
 from tests.integration.test_ingest import history
 
 ROUTES = ["/api/push/h", "/api/v2/write?bucket=h", "/write?db=h"]
@@ -24,7 +24,7 @@ ROUTES = ["/api/push/h", "/api/v2/write?bucket=h", "/write?db=h"]
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[LiveServer]:
-    s = LiveServer(["--max-body-bytes", str(4 << 20)]).start()
+    s = LiveServer(["--max-body-bytes", str(4 << 20), *KEEP_OLD]).start()
     yield s
     s.stop()
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from operator import is_not
 
-from livedata.core.frames import Column, Rows, Sparse, Value, dense
+from livedata.core.frames import Column, Rows, Sparse, Value, compact
 
 Agg = list[float]
 """``[count, sum, min, min_t, max, max_t, first, first_t, last, last_t]``."""
@@ -176,31 +176,50 @@ Partials = list[tuple[int, dict[str, Agg]]]
 """``(bucket start, {field key: aggregate})`` in bucket order."""
 
 
-def chunk_partials(times: Sequence[int], columns: Mapping[str, Sequence[Value]], keys: Iterable[str],
+def chunk_partials(times: Sequence[int], columns: Mapping[str, Column], keys: Iterable[str],
                    width: int) -> Partials:
-    """Aggregates of a chunk's points (``times`` sorted) per bucket of ``width`` ms, per key."""
+    """Aggregates of a chunk's points (``times`` sorted) per bucket of ``width`` ms, per key.
+
+    A column that holds values in few rows (``frames.Sparse``, or a list mostly ``None``: line
+    protocol's series) is aggregated over its values only, bucket by bucket where it has any, so a
+    chunk of many series costs its values, not buckets times series."""
     n = len(times)
     if not n:
         return []
-    out: Partials = []
+    starts: list[int] = []
+    bounds: list[int] = []
     lo = 0
     t_last = times[-1]
     while lo < n:
         start = times[lo] - times[lo] % width
         end = start + width
-        hi = n if t_last < end else bisect.bisect_left(times, end, lo)
-        aggs: dict[str, Agg] = {}
-        for key in keys:
-            col = columns.get(key)
-            if col is None:
-                continue
-            a = agg_of(times, col, lo, hi)
+        starts.append(start)
+        bounds.append(lo)
+        lo = n if t_last < end else bisect.bisect_left(times, end, lo)
+    bounds.append(n)
+    per: list[dict[str, Agg]] = [{} for _ in starts]
+    for key in keys:
+        col = columns.get(key)
+        if col is None:
+            continue
+        if not isinstance(col, Sparse):
+            col = compact(col) if len(starts) > 1 else col
+        if isinstance(col, Sparse):
+            rows, vals = col.rows, col.values
+            i, m = 0, len(rows)
+            while i < m:
+                b = bisect.bisect_right(bounds, rows[i]) - 1
+                j = bisect.bisect_left(rows, bounds[b + 1], i)
+                a = _agg_sparse([times[r] for r in rows[i:j]], vals[i:j], 0)
+                if a is not None:
+                    per[b][key] = a
+                i = j
+            continue
+        for b in range(len(starts)):
+            a = agg_of(times, col, bounds[b], bounds[b + 1])
             if a is not None:
-                aggs[key] = a
-        if aggs:
-            out.append((start, aggs))
-        lo = hi
-    return out
+                per[b][key] = a
+    return [(start, aggs) for start, aggs in zip(starts, per, strict=True) if aggs]
 
 
 def coarsen(parts: Partials, width: int) -> Partials:
@@ -223,13 +242,10 @@ def coarsen(parts: Partials, width: int) -> Partials:
 
 def chunk_rollup(times: Sequence[int], columns: Mapping[str, Column], keys: Iterable[str],
                  tiers: Sequence[Tier]) -> list[Partials]:
-    """A chunk's partial aggregates for every tier (finest first), computed once from the points.
-    A sparse column (``frames.Sparse``) is made dense for this (a chunk's rows, once)."""
+    """A chunk's partial aggregates for every tier (finest first), computed once from the points."""
     if not tiers:
         return []
-    keys = list(keys)
-    plain = {k: dense(c) if isinstance(c, Sparse) else c for k, c in columns.items() if k in keys}
-    first = chunk_partials(times, plain, keys, tiers[0].width_ms)
+    first = chunk_partials(times, columns, keys, tiers[0].width_ms)
     out = [first]
     for t in tiers[1:]:
         out.append(coarsen(out[-1], t.width_ms))
@@ -298,7 +314,7 @@ def regroup(b: Buckets, width: int) -> Buckets:
     return out
 
 
-def aggregate(times: Sequence[int], columns: Mapping[str, Sequence[Value]], keys: Iterable[str],
+def aggregate(times: Sequence[int], columns: Mapping[str, Column], keys: Iterable[str],
               width: int) -> Buckets:
     """Buckets of ``width`` ms straight from raw points (``times`` sorted, stable)."""
     out = Buckets(width)
