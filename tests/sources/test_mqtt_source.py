@@ -25,6 +25,7 @@ from livedata.brokers.base import Broker
 from livedata.core.sourcespec import parse_mqtt
 from livedata.sources.base import BrokerSink
 from livedata.sources.mqtt import MqttSource
+from tests.conftest import BrokerMaker
 
 
 def _free_port() -> int:
@@ -81,7 +82,8 @@ async def pub(mosq: Mosquitto, topic: str, payload: str | bytes, **kw: Any) -> N
     await asyncio.to_thread(mosq.pub, topic, payload, **kw)
 
 
-async def test_wildcards_templates_and_json(mosq: Mosquitto, broker: Broker) -> None:
+async def test_wildcards_templates_and_json(mosq: Mosquitto, make_broker: BrokerMaker) -> None:
+    broker = await make_broker(retention_s=1e12, prefix="keep:")  # the messages carry 2023 times: keep them
     src = await started(source(mosq, broker, topics=["sensors/+/temp", "home/#"], channel="mqtt/{topic[1:]}"))
     try:
         await pub(mosq, "sensors/kitchen/temp", '{"temp": 21.5, "ts": 1700000000}')
@@ -97,7 +99,8 @@ async def test_wildcards_templates_and_json(mosq: Mosquitto, broker: Broker) -> 
         await src.stop()
 
 
-async def test_every_format(mosq: Mosquitto, broker: Broker) -> None:
+async def test_every_format(mosq: Mosquitto, make_broker: BrokerMaker) -> None:
+    broker = await make_broker(retention_s=1e12, prefix="keep:")  # the messages carry 2023 times: keep them
     src = await started(source(mosq, broker, topics=["f/#"], channel="{topic}"))
     path = await started(source(mosq, broker, topics=["p/#"], json_path="$.data[*]", name="withpath"))
     num = await started(source(mosq, broker, topics=["n/#"], format="number", name="numbers"))
