@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import LiveServer
-from tests.newcomer.snippets import RUNNABLE, Snippet, all_snippets, console_commands, localize
+from livedata.config import ConfigError
+from tests.newcomer.snippets import RUNNABLE, Snippet, all_snippets, check_config, console_commands, localize
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".venv"
@@ -69,6 +70,17 @@ def test_every_block_is_found_and_markers_parse() -> None:
     assert any(s.lang == "python" for s in readme)
 
 
+def test_config_blocks_are_checked_by_the_loader(tmp_path: Path) -> None:
+    """A config example with a misspelt key or a bad value fails; a good one loads its sources."""
+    good = check_config('port = 8081\n[[sources.stream]]\nurl = "http://127.0.0.1:9000/"\nchannel = "seed"\n', tmp_path)
+    assert good.port == 8081 and len(good.sources) == 1
+    for bad, key in (("prot = 8081\n", "prot"), ('port = "eighty"\n', "port"),
+                     ('[[sources.mqtt]]\nurl = "mqtt://127.0.0.1:1883"\ntopic = ["a/#"]\n', "topic"),
+                     ("[[outputs.influxdb_v2]]\nurls = []\n", "outputs")):
+        with pytest.raises(ConfigError, match=key):
+            check_config(bad, tmp_path)
+
+
 @pytest.mark.parametrize("snippet", SNIPPETS, ids=[s.id for s in SNIPPETS])
 def test_snippet_runs_as_copied(snippet: Snippet, server: LiveServer, workdir: Path) -> None:
     if snippet.marker == "skip":
@@ -77,6 +89,13 @@ def test_snippet_runs_as_copied(snippet: Snippet, server: LiveServer, workdir: P
     assert snippet.lang in RUNNABLE, (
         f"{snippet.id}: a ```{snippet.lang or '(no language)'} block cannot be run: run it some other way, "
         "or mark it <!-- snippet: skip (why) --> on the line above its fence")
+    if snippet.lang == "toml":
+        try:
+            check_config(snippet.code, workdir)
+        except ConfigError as exc:
+            pytest.fail(f"{snippet.id}: not a valid livedata config file (a file for another program needs "
+                        f"<!-- snippet: skip (why) -->): {exc}")
+        return
     code = localize(snippet.code, server.url)
     if snippet.lang == "json":
         try:
