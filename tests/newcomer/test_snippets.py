@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import LiveServer
-from livedata.config import ConfigError
+from livedata.config import FILE_KEYS, ConfigError
 from tests.newcomer.snippets import RUNNABLE, Snippet, all_snippets, check_config, console_commands, localize
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,6 +80,18 @@ def test_config_blocks_are_checked_by_the_loader(tmp_path: Path) -> None:
                      ("[[outputs.influxdb_v2]]\nurls = []\n", "outputs")):
         with pytest.raises(ConfigError, match=key):
             check_config(bad, tmp_path)
+
+
+def test_config_table_names_every_key() -> None:
+    """docs/sources.md's table of config keys is the loader's list: none missing, none made up."""
+    text = (ROOT / "docs/sources.md").read_text()
+    table = text.split("| key | type | default | flag |", 1)[1].split("\n\n", 1)[0]
+    documented: set[str] = set()
+    for row in table.splitlines()[2:]:
+        documented.update(re.findall(r"`([a-z0-9_]+)`", row.split("|")[1]))
+    assert documented - {"sources"} == set(FILE_KEYS), (
+        f"missing from the table: {sorted(set(FILE_KEYS) - documented)}; "
+        f"not config keys: {sorted(documented - set(FILE_KEYS) - {'sources'})}")
 
 
 @pytest.mark.parametrize("snippet", SNIPPETS, ids=[s.id for s in SNIPPETS])
