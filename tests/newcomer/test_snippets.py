@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LiveServer
 from livedata.config import FILE_KEYS, ConfigError
+from tests.conftest import LiveServer
 from tests.newcomer.snippets import RUNNABLE, Snippet, all_snippets, check_config, console_commands, localize
 
 ROOT = Path(__file__).resolve().parents[2]
