@@ -14,8 +14,11 @@ with a marker on the line right above its fence, which this extractor reads:
 
 How a block runs depends on its language: ``bash``/``sh``/``shell`` with ``bash -e``;
 ``console`` runs its ``$ `` lines (the rest is example output); ``python`` with the project's
-interpreter; ``json`` must parse (as one document, or one document per line). Any other
-language, or none, needs a ``skip`` marker: no block is left out silently.
+interpreter; ``json`` must parse (as one document, or one document per line); ``toml`` is a
+livedata config file (``livedata serve --config FILE``) and must load with livedata's own loader,
+so an unknown key or a bad value fails (a TOML file for another program, such as Telegraf's, needs
+a ``skip`` marker). Any other language, or none, needs a ``skip`` marker: no block is left out
+silently.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from livedata.config import Config
+
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ("README.md", "docs/*.md")
-RUNNABLE = {"bash", "sh", "shell", "console", "python", "json"}
+RUNNABLE = {"bash", "sh", "shell", "console", "python", "json", "toml"}
 
 _FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})(?P<lang>[\w+-]*)\s*$")
 _MARKER = re.compile(r"^\s*<!--\s*snippet:\s*(?P<kind>[\w-]+)\s*(?P<rest>.*?)\s*-->\s*$")
@@ -119,3 +124,11 @@ def localize(code: str, base_url: str) -> str:
     """Point a snippet at the test server instead of ``localhost:8080``."""
     host = base_url.split("://", 1)[1]
     return re.sub(r"(?<![\w.])(?:localhost|127\.0\.0\.1):8080\b", host, code)
+
+
+def check_config(code: str, workdir: Path) -> Config:
+    """Load a ``toml`` block as ``livedata serve --config livedata.toml`` would (no ``LIVEDATA_*``
+    variables): an unknown key, a bad value or a bad source raises ``ConfigError``."""
+    path = workdir / "livedata.toml"
+    path.write_text(code)
+    return Config.load(file=str(path), env={})

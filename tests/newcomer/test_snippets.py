@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from livedata.config import FILE_KEYS, ConfigError
 from tests.conftest import LiveServer
-from tests.newcomer.snippets import RUNNABLE, Snippet, all_snippets, console_commands, localize
+from tests.newcomer.snippets import RUNNABLE, Snippet, all_snippets, check_config, console_commands, localize
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".venv"
@@ -69,6 +71,29 @@ def test_every_block_is_found_and_markers_parse() -> None:
     assert any(s.lang == "python" for s in readme)
 
 
+def test_config_blocks_are_checked_by_the_loader(tmp_path: Path) -> None:
+    """A config example with a misspelt key or a bad value fails; a good one loads its sources."""
+    good = check_config('port = 8081\n[[sources.stream]]\nurl = "http://127.0.0.1:9000/"\nchannel = "seed"\n', tmp_path)
+    assert good.port == 8081 and len(good.sources) == 1
+    for bad, key in (("prot = 8081\n", "prot"), ('port = "eighty"\n', "port"),
+                     ('[[sources.mqtt]]\nurl = "mqtt://127.0.0.1:1883"\ntopic = ["a/#"]\n', "topic"),
+                     ("[[outputs.influxdb_v2]]\nurls = []\n", "outputs")):
+        with pytest.raises(ConfigError, match=key):
+            check_config(bad, tmp_path)
+
+
+def test_config_table_names_every_key() -> None:
+    """docs/sources.md's table of config keys is the loader's list: none missing, none made up."""
+    text = (ROOT / "docs/sources.md").read_text()
+    table = text.split("| key | type | default | flag |", 1)[1].split("\n\n", 1)[0]
+    documented: set[str] = set()
+    for row in table.splitlines()[2:]:
+        documented.update(re.findall(r"`([a-z0-9_]+)`", row.split("|")[1]))
+    assert documented - {"sources"} == set(FILE_KEYS), (
+        f"missing from the table: {sorted(set(FILE_KEYS) - documented)}; "
+        f"not config keys: {sorted(documented - set(FILE_KEYS) - {'sources'})}")
+
+
 @pytest.mark.parametrize("snippet", SNIPPETS, ids=[s.id for s in SNIPPETS])
 def test_snippet_runs_as_copied(snippet: Snippet, server: LiveServer, workdir: Path) -> None:
     if snippet.marker == "skip":
@@ -77,6 +102,13 @@ def test_snippet_runs_as_copied(snippet: Snippet, server: LiveServer, workdir: P
     assert snippet.lang in RUNNABLE, (
         f"{snippet.id}: a ```{snippet.lang or '(no language)'} block cannot be run: run it some other way, "
         "or mark it <!-- snippet: skip (why) --> on the line above its fence")
+    if snippet.lang == "toml":
+        try:
+            check_config(snippet.code, workdir)
+        except ConfigError as exc:
+            pytest.fail(f"{snippet.id}: not a valid livedata config file (a file for another program needs "
+                        f"<!-- snippet: skip (why) -->): {exc}")
+        return
     code = localize(snippet.code, server.url)
     if snippet.lang == "json":
         try:

@@ -162,6 +162,7 @@ class Connections:
         conn = Conn(request.transport, self.flow, peer=peer, on_close=self._closed)
         tune_socket(conn.transport, self.config.heartbeat_s)
         self.conns.add(conn)
+        self.per_ip[peer] = self.per_ip.get(peer, 0) + 1
         if carrier is not None:
             self.metrics.connections_total.labels(carrier).inc()
         return conn
@@ -179,6 +180,11 @@ class Connections:
     def _closed(self, conn: Conn, reason: str) -> None:
         self.conns.discard(conn)
         self.closed_bytes += conn.bytes_out
+        left = self.per_ip.get(conn.peer, 1) - 1
+        if left > 0:
+            self.per_ip[conn.peer] = left
+        else:
+            self.per_ip.pop(conn.peer, None)
         if reason == "slow":
             self.metrics.slow_disconnects.inc()
 
