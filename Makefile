@@ -46,6 +46,7 @@ NPM_INPUTS := $(PLUGIN)/node_modules/.stamp $(PLUGIN)/package.json $(PLUGIN)/tsc
 PLUGIN_OUT := $(PLUGIN)/dist/module.js
 VIEWER_OUT := src/livedata/server/static/dist/viewer.js
 HARNESS_OUT := $(PLUGIN)/dist-harness/harness.js
+SCENES_OUT := $(PLUGIN)/dist-scenes/scenes.js
 
 $(PLUGIN_OUT): $(NPM_INPUTS) $(call SOURCES,src) $(PLUGIN)/README.md $(PLUGIN)/.config/webpack/webpack.config.js
 	cd $(PLUGIN) && npm run --silent build:plugin
@@ -59,7 +60,12 @@ $(HARNESS_OUT): $(NPM_INPUTS) $(call SOURCES,harness) $(PLUGIN)/.config/webpack/
 	cd $(PLUGIN) && npm run --silent build:harness
 	@touch $@
 
-plugin: $(PLUGIN_OUT) $(VIEWER_OUT) $(HARNESS_OUT)
+# The @grafana/scenes test page (tests/browser/test_scenes.py): esbuild, also bundles harness/amd.ts.
+$(SCENES_OUT): $(NPM_INPUTS) $(call SOURCES,scenes harness) $(PLUGIN)/.config/esbuild/scenes.mjs
+	cd $(PLUGIN) && npm run --silent build:scenes
+	@touch $@
+
+plugin: $(PLUGIN_OUT) $(VIEWER_OUT) $(HARNESS_OUT) $(SCENES_OUT)
 else
 plugin:
 	@true

@@ -4,8 +4,9 @@
  * is documented and observed to do, not copied:
  *
  * - it calls `datasource.query(request)` (an Observable or a Promise) once;
- * - each response packet replaces the previous packet with the same `key` (no key: `A`), and the
- *   panel data is all the packets' frames together, in the order their keys first came;
+ * - each response packet replaces the previous packet with the same `key` (no key: its first
+ *   frame's refId, else `A`), and the panel data is all the packets' frames together, in the
+ *   order their keys first came;
  * - the state is the last packet's, but `Error` while any packet carries an error (with `error`
  *   and `errors` from it); frames of the annotations topic go to `annotations`;
  * - a streaming packet of a relative range moves the time range to "now";
@@ -42,7 +43,8 @@ export function runRequest(datasource: DataSourceApi, request: DataQueryRequest)
       if (!Array.isArray(packet.data)) {
         throw new Error(`Expected response data to be an array, got ${typeof packet.data}.`);
       }
-      const key = packet.key || 'A';
+      const first = packet.data[0] as Partial<DataFrame> | undefined;
+      const key = packet.key ?? first?.refId ?? 'A';
       const i = packets.findIndex(([k]) => k === key);
       packets = i < 0 ? [...packets, [key, packet]] : packets.map((p, j) => (j === i ? [key, packet] : p));
       panelData = combine(packets, request, packet.state ?? LoadingState.Done);

@@ -254,6 +254,10 @@ describe('QueryStream: panel resolution', () => {
     expect(widthFits(100, 60_000, 600)).toBe(true);
     expect(widthFits(100, 600_000, 600)).toBe(false); // zoomed out: 1 s buckets wanted
     expect(widthFits(1000, 60_000, 600)).toBe(false); // zoomed in: 100 ms wanted
+    // Grafana's interval (a "Min interval" of 1s) asks for 1 s buckets over a minute: the same width
+    expect(widthFits(1000, 60_000, 1000, 1000)).toBe(true);
+    expect(widthFits(1000, 60_000, 1000, 100)).toBe(false);
+    expect(widthFits(1000, 600_000, 1000, 500)).toBe(true);
   });
 });
 

@@ -137,7 +137,8 @@ class QueryRun {
   private fromCache(): CacheEntry | undefined {
     const { cache, live, from, to, maxLength } = this.opts;
     const cached = live ? cache?.get(this.key) : undefined;
-    if (!cache || !cached || !covers(cached, from) || !widthFits(cached.store.bucketMs, to - from, this.opts.maxDataPoints)) {
+    const { maxDataPoints, intervalMs } = this.opts;
+    if (!cache || !cached || !covers(cached, from) || !widthFits(cached.store.bucketMs, to - from, maxDataPoints, intervalMs)) {
       return undefined;
     }
     // Another panel streams into it: take a copy.
@@ -282,13 +283,20 @@ class QueryRun {
 
 /**
  * Whether rows held in buckets of `bucketMs` still suit a panel showing `span` ms in
- * `maxDataPoints` points: a zoom in or out needs another width (the server's widths step by at
- * most 2.5x), so the rows are not reused then.
+ * `maxDataPoints` points, with buckets at least `intervalMs` wide (Grafana's interval, which a
+ * query's or data source's "Min interval" raises): the server picks the smallest width that is
+ * both, so a zoom in or out needs another width (its widths step by at most 2.5x), and the rows
+ * are not reused then.
  */
-export function widthFits(bucketMs: number | undefined, span: number, maxDataPoints: number | undefined): boolean {
+export function widthFits(
+  bucketMs: number | undefined,
+  span: number,
+  maxDataPoints: number | undefined,
+  intervalMs?: number
+): boolean {
   if (!bucketMs || !maxDataPoints) {
     return true;
   }
-  const want = span / maxDataPoints;
+  const want = Math.max(span / maxDataPoints, intervalMs && intervalMs >= 1 ? intervalMs : 0);
   return bucketMs >= want && bucketMs <= 2.5 * Math.max(want, 2);
 }

@@ -150,7 +150,9 @@ export class DataSource extends DataSourceApi<LiveQuery, LiveOptions> {
     };
     const names = frameNames(targets);
     const streams = targets.map((query, i) => new QueryStream({ ...common, query, frameName: names[i] }));
-    return wholePanel(streams, { throttleMs: this.options.throttleMs, scheduler: this.deps.scheduler });
+    // One key for the panel's one response: its queries' refIds ('A' for a lone query A).
+    const key = targets.map((t) => t.refId).join(',');
+    return wholePanel(streams, { key, throttleMs: this.options.throttleMs, scheduler: this.deps.scheduler });
   }
 
   async getChannels(): Promise<ChannelInfo[]> {

@@ -43,7 +43,7 @@ function setup(n: number, throttleMs = 100, firstWaitMs = 1000) {
   const queries = Array.from({ length: n }, (_, i) => new FakeQuery(String.fromCharCode(65 + i)));
   const out: DataQueryResponse[] = [];
   let completed = false;
-  const sub = wholePanel(queries, { throttleMs, firstWaitMs, scheduler }).subscribe({
+  const sub = wholePanel(queries, { key: queries.map((q) => q.refId).join(','), throttleMs, firstWaitMs, scheduler }).subscribe({
     next: (r) => out.push(r),
     complete: () => (completed = true),
   });
@@ -67,7 +67,7 @@ describe('wholePanel', () => {
     expect(t.out).toHaveLength(1);
     expect(t.refIds(t.out[0])).toEqual(['A', 'B', 'C']);
     expect(t.out[0].state).toBe(LoadingState.Streaming);
-    expect(t.out[0].key).toBeUndefined();
+    expect(t.out[0].key).toBe('A,B,C');
   });
 
   test('all queries answering at subscribe (a refresh from the cache) emit at once, right after subscribe()', async () => {
@@ -79,7 +79,7 @@ describe('wholePanel', () => {
         }),
     }));
     const out: DataQueryResponse[] = [];
-    const sub = wholePanel(sources, { throttleMs: 100, scheduler }).subscribe((r) => out.push(r));
+    const sub = wholePanel(sources, { key: 'A,B', throttleMs: 100, scheduler }).subscribe((r) => out.push(r));
     // Not inside subscribe(): Grafana's runRequest would end that subscription and start another.
     expect(out).toEqual([]);
     await Promise.resolve();
@@ -87,11 +87,30 @@ describe('wholePanel', () => {
     sub.unsubscribe();
     // Unsubscribed before the microtask: nothing.
     const out2: DataQueryResponse[] = [];
-    wholePanel(sources, { throttleMs: 100, scheduler })
+    wholePanel(sources, { key: 'A,B', throttleMs: 100, scheduler })
       .subscribe((r) => out2.push(r))
       .unsubscribe();
     await Promise.resolve();
     expect(out2).toEqual([]);
+  });
+
+  test('every emission has the one key, also when the first query has no frame yet', () => {
+    const t = setup(3, 100, 500);
+    t.queries[1].answer(1);
+    t.queries[2].answer(1);
+    t.at(500);
+    t.queries[0].answer(1);
+    t.at(700);
+    expect(t.out.length).toBeGreaterThanOrEqual(2);
+    expect(new Set(t.out.map((r) => r.key))).toEqual(new Set(['A,B,C']));
+    // Grafana's request runner files each response under `key ?? data[0]?.refId ?? 'A'` and draws
+    // the frames of every key it holds: the panel shows each query once, not a stale B and C too.
+    const held = new Map<string, DataQueryResponse>();
+    for (const r of t.out) {
+      held.set(r.key ?? (r.data[0] as DataFrame | undefined)?.refId ?? 'A', r);
+    }
+    const drawn = [...held.values()].flatMap((r) => (r.data as DataFrame[]).map((f) => f.refId));
+    expect(drawn).toEqual(['A', 'B', 'C']);
   });
 
   test('a query that does not answer within firstWaitMs does not hold the others back', () => {

@@ -12,8 +12,12 @@
  * - Errors: a query that fails keeps its error on every emission (with its last frames), and the
  *   others go on. The state is `Error` while any query has failed, else `Streaming` while any
  *   query streams, else `Done` once all are done (then the Observable completes).
- * - One response key for all: Grafana's request runner keeps the last response per key, so this
- *   one response is always the whole panel.
+ * - One response key for all, set on every emission (`PanelOptions.key`): Grafana's request
+ *   runner keeps the last response per key, so this one response is always the whole panel.
+ *   Without a key it would file each response under its first frame's refId
+ *   (`packet.key ?? packet.data[0]?.refId ?? 'A'`), and that changes whenever the first query has
+ *   no frame yet (it has not answered within `firstWaitMs`, or it failed before its first data):
+ *   the panel would then keep a stale copy of the other queries' frames beside the new ones.
  *
  * Unsubscribing ends every query (each QueryStream's teardown).
  */
@@ -24,6 +28,8 @@ import { map, throttleTime } from 'rxjs/operators';
 import type { Emission } from './QueryStream';
 
 export interface PanelOptions {
+  /** The `key` of every response (the same for the whole `query()` call; see above). */
+  key: string;
   /** At most one emission per this many ms. */
   throttleMs: number;
   /** Emit what has answered after this long even if some query has not (default 1000 ms). */
@@ -81,7 +87,7 @@ export function wholePanel(sources: ChangeSource[], opts: PanelOptions): Observa
           : streaming
             ? LoadingState.Streaming
             : LoadingState.Done;
-      const out: DataQueryResponse = { data, state };
+      const out: DataQueryResponse = { data, key: opts.key, state };
       if (errors.length) {
         out.error = errors[0];
         out.errors = errors;

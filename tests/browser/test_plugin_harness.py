@@ -182,7 +182,10 @@ async def test_refresh_reuses_the_cache(harness: Page) -> None:
     subscribes = await harness.evaluate("window.harness.sent('subscribe')")
     assert len(subscribes) == 2
     assert subscribes[1]["since"] == cache[0]["position"]
-    assert "from" not in subscribes[1]
+    # The harness asks with maxDataPoints 1000 and intervalMs 1000 (harness/main.ts): 1 s buckets,
+    # resumed at that width; `from` is there only for a lost position (protocol.md, buckets).
+    assert subscribes[0]["resolution_ms"] == 1000 and subscribes[0]["max_points"] == 1000
+    assert subscribes[1]["resolution_ms"] == 1000 and "max_points" not in subscribes[1]
     # ...and it goes on from there.
     await harness.wait_for_function(
         f"(r) => window.harness.last(r).lastTime > {last_a['lastTime']}", arg=b, timeout=3000

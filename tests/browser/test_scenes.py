@@ -187,22 +187,32 @@ async def test_interleaved_labelled_series_draw_without_null_cells(scene: Page, 
 async def test_range_change_never_renders_fewer_series(scene: Page, scenes_server: LiveServer) -> None:
     await start(scene, scenes_server, THREE_QUERIES)
     await wait_render(scene, "r.refIds.length === 3 && r.rows.every((n) => n > 100)")
-    for frm, rows in (("now-5m", 5000), ("now-2m", 2000), ("now-15m", 15_000)):
+    # maxDataPoints is 1000 (scenes/main.tsx): 50 ms points over these ranges come as buckets
+    # (issue 20), two rows each: 5 min in 500 ms buckets; 4 min keeps that width (the rows held
+    # are resumed); 2 min needs narrower ones (200 ms) and 15 min wider ones (1 s): both start over.
+    for frm, resumes in (("now-5m", False), ("now-4m", True), ("now-2m", False), ("now-15m", False)):
         n: int = await scene.evaluate("window.scenes.renderCount()")
         subscribes_before = len(await scene.evaluate("window.scenes.sent('subscribe')"))
+        start_ms = int(time.time() * 1000) - int(frm.removeprefix("now-").removesuffix("m")) * 60_000
         await scene.evaluate("(f) => window.scenes.setRange(f)", frm)
-        # The new range's history arrives (50 ms points: 1200 a minute, less the server's trim).
-        await wait_render(scene, f"r.rows.every((n) => n >= {rows})", within_ms=15_000)
+        # The new range's history arrives: every series starts at the range's start (a bucket's
+        # width, or the rows trimmed to the range) and no panel has more rows than buckets allow.
+        await wait_render(
+            scene,
+            f"r.spans.every(([lo]) => lo !== null && Math.abs(lo - {start_ms}) < 5000)"
+            " && r.rows.every((n) => n > 200 && n <= 2 * 1000 + 4)",
+            within_ms=15_000,
+        )
         after = await renders(scene, n)
         assert after
         for r in after:
             assert r["refIds"] == ["A", "B", "C"] and r["series"] == 6, (frm, r)
             assert r["names"] == THREE_NAMES
         subs = (await scene.evaluate("window.scenes.sent('subscribe')"))[subscribes_before:]
-        # One subscription per query (not one started and ended at once: see panel.ts). A wider
-        # range starts over from its start; a narrower one resumes the rows held.
+        # One subscription per query (not one started and ended at once: see panel.ts).
         assert len(subs) == 3, [(s["id"], s["at"], s.get("from"), s.get("since")) for s in subs]
-        assert all(("since" in s) == (frm == "now-2m") for s in subs), subs
+        # A resume names the rows' width; its `from` is only for a lost position (protocol.md).
+        assert all(("since" in s) == resumes and "from" in s and "resolution_ms" in s for s in subs), subs
     no_page_errors(scene)
 
 
@@ -219,7 +229,11 @@ async def test_refresh_keeps_the_rows_and_resumes(scene: Page, scenes_server: Li
     await scene.click('[data-testid="data-testid RefreshPicker run button"]')
     await wait_render(scene, f"r.spans.every(([, hi], i) => hi > {max(hi for _, hi in before['spans'])})")
     resumed = (await scene.evaluate("window.scenes.sent('subscribe')"))[2:]
-    assert len(resumed) == 2 and all("since" in s and "from" not in s for s in resumed), resumed
+    # Only what came after the rows held: `since`. Buckets (maxDataPoints 1000 over a minute of
+    # 50 ms points: 100 ms wide) resume at the width held, with `from` only for a lost position
+    # (protocol.md).
+    assert len(resumed) == 2 and all("since" in s for s in resumed), resumed
+    assert all(s["resolution_ms"] == 100 and "max_points" not in s for s in resumed), resumed
     after = await renders(scene, n)
     for r in after:
         # The buffer stays: no render after the refresh starts over or drops a query.

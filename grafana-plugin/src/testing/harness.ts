@@ -127,21 +127,40 @@ export function recordingWebSocket(): { Ctor: WebSocketCtor; sockets: SocketReco
 }
 
 export interface Snapshot {
+  /** The response's key: one for all the queries of a `query()` call (panel.ts). */
   key?: string;
   state?: LoadingState;
+  /** The first frame's rows, times, field names, display names and notices. */
   length: number;
   times: number[];
   fields: string[];
   displayNames: Array<string | undefined>;
   notices: string[];
+  /** The (first) error's message and the refIds of every error. */
   error?: string;
+  errorRefIds: string[];
+  /** The refIds of the frames, in order. */
+  refIds: string[];
+  /** The same for the first frame of each refId (the response's key, state and error as above). */
+  byRefId: Record<string, Snapshot>;
   at: number;
 }
 
 /** A copy of what a response showed at the moment it was emitted (frames are mutated in place). */
 export function snapshot(resp: DataQueryResponse): Snapshot {
-  const frame = resp.data[0] as StreamingDataFrame | undefined;
+  const frames = resp.data as StreamingDataFrame[];
+  const byRefId: Record<string, Snapshot> = {};
+  for (const frame of frames) {
+    if (frame.refId !== undefined && !(frame.refId in byRefId)) {
+      byRefId[frame.refId] = frameSnapshot(resp, frame, {});
+    }
+  }
+  return frameSnapshot(resp, frames[0], byRefId);
+}
+
+function frameSnapshot(resp: DataQueryResponse, frame: StreamingDataFrame | undefined, byRefId: Record<string, Snapshot>): Snapshot {
   const timeField = frame?.fields.find((f) => f.type === FieldType.time);
+  const errors = resp.errors ?? (resp.error ? [resp.error] : []);
   return {
     key: resp.key,
     state: resp.state,
@@ -150,7 +169,10 @@ export function snapshot(resp: DataQueryResponse): Snapshot {
     fields: frame ? frame.fields.map((f) => f.name) : [],
     displayNames: frame ? frame.fields.map((f) => f.config?.displayNameFromDS) : [],
     notices: (frame?.meta?.notices ?? []).map((n) => n.text),
-    error: resp.error?.message,
+    error: resp.error?.message ?? errors[0]?.message,
+    errorRefIds: errors.map((e) => e.refId ?? ''),
+    refIds: (resp.data as StreamingDataFrame[]).map((f) => f.refId ?? ''),
+    byRefId,
     at: Date.now(),
   };
 }
@@ -158,7 +180,8 @@ export function snapshot(resp: DataQueryResponse): Snapshot {
 export interface Collector {
   responses: DataQueryResponse[];
   snapshots: Snapshot[];
-  last: (key?: string) => Snapshot | undefined;
+  /** The last snapshot; with a refId, that of the first frame of that query in the last response that had one. */
+  last: (refId?: string) => Snapshot | undefined;
   unsubscribe: () => void;
   completed: () => boolean;
 }
@@ -175,10 +198,19 @@ export function collect(obs: Observable<DataQueryResponse>): Collector {
     complete: () => (done = true),
     error: () => (done = true),
   });
+  const last = (refId?: string) => {
+    for (let i = snapshots.length - 1; i >= 0; i--) {
+      const s = refId === undefined ? snapshots[i] : snapshots[i].byRefId[refId];
+      if (s) {
+        return s;
+      }
+    }
+    return undefined;
+  };
   return {
     responses,
     snapshots,
-    last: (key?: string) => [...snapshots].reverse().find((s) => key === undefined || s.key === key),
+    last,
     unsubscribe: () => sub.unsubscribe(),
     completed: () => done,
   };
