@@ -133,8 +133,9 @@ class Watch:
 
 
 @contextmanager
-def watch(server: LiveServer, tmp_path: Path) -> Iterator[Watch]:
-    """Probe ``/api/health`` from another process and sample RSS every 20 ms while the block runs."""
+def watch(server: LiveServer, tmp_path: Path, token: str | None = None) -> Iterator[Watch]:
+    """Probe ``/api/health`` from another process and sample RSS every 20 ms while the block runs.
+    ``token``: a read (or metrics) token for ``/metrics`` when the server has tokens."""
     assert server.proc is not None
     w = Watch(server.proc.pid, server.port)
     out = tmp_path / f"health-{server.port}.txt"
@@ -165,7 +166,9 @@ def watch(server: LiveServer, tmp_path: Path) -> Iterator[Watch]:
         probe.terminate()
         probe.wait(5)
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=10) as r:
+            auth = {"Authorization": f"Bearer {token}"} if token else {}
+            request = urllib.request.Request(f"http://127.0.0.1:{server.port}/metrics", headers=auth)
+            with urllib.request.urlopen(request, timeout=10) as r:
                 text = r.read().decode()
             m = re.search(r"^livedata_loop_busy_max_seconds ([0-9.e+-]+)$", text, re.M)
             w.busy_max = float(m.group(1)) if m else -1.0
@@ -180,8 +183,12 @@ def watch(server: LiveServer, tmp_path: Path) -> Iterator[Watch]:
                 w.control.append(float(control))
 
 
-async def metric(s: aiohttp.ClientSession, url: str, name: str, labels: str = "") -> float:
-    async with s.get(f"{url}/metrics") as r:
+async def metric(s: aiohttp.ClientSession, url: str, name: str, labels: str = "",
+                 token: str | None = None) -> float:
+    """One figure from ``/metrics`` (``token``: a read or metrics token when the server has tokens)."""
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
+    async with s.get(f"{url}/metrics", headers=auth) as r:
+        assert r.status == 200, f"/metrics: {r.status} {await r.text()}"
         text = await r.text()
     m = re.search(rf"^{re.escape(name + labels)} ([0-9.e+-]+)$", text, re.M)
     assert m, f"{name}{labels} not in /metrics"

@@ -22,6 +22,12 @@ def open_socket(port: int) -> socket.socket:
     return sock
 
 
+def host(port: int) -> bytes:
+    """A ``Host`` header naming the loopback server (any other name is a 403 from a server bound to
+    loopback: it could be a page that re-pointed a DNS name at it)."""
+    return f"Host: 127.0.0.1:{port}".encode()
+
+
 def answer(sock: socket.socket, timeout: float = 5.0, whole: bool = False) -> bytes:
     """The response's head (``whole``: everything until the server closes)."""
     sock.settimeout(timeout)
@@ -41,10 +47,11 @@ class RawMetrics:
     """``/metrics`` over one keep-alive connection opened before a flood (new ones would be refused)."""
 
     def __init__(self, port: int) -> None:
+        self.port = port
         self.sock = open_socket(port)
 
     def get(self, name: str) -> float:
-        self.sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.sock.sendall(b"GET /metrics HTTP/1.1\r\n" + host(self.port) + b"\r\n\r\n")
         self.sock.settimeout(10)
         data = b""
         while b"\r\n\r\n" not in data:
@@ -96,15 +103,15 @@ async def test_the_per_address_limit_covers_every_connection_and_health_answers(
     try:
         socks = [open_socket(server.port) for _ in range(50)]
         for sock in socks:
-            sock.sendall(b"GET /api/openapi.json HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.sendall(b"GET /api/openapi.json HTTP/1.1\r\n" + host(server.port) + b"\r\n\r\n")
         assert all(b" 200 " in answer(sock).split(b"\r\n")[0] for sock in socks)
         extra = open_socket(server.port)
-        extra.sendall(b"GET /api/channels HTTP/1.1\r\nHost: x\r\n\r\n")
+        extra.sendall(b"GET /api/channels HTTP/1.1\r\n" + host(server.port) + b"\r\n\r\n")
         head = answer(extra)
         assert b" 429 " in head.split(b"\r\n")[0] and b"Retry-After" in head
         extra.close()
         health = open_socket(server.port)
-        health.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        health.sendall(b"GET /api/health HTTP/1.1\r\n" + host(server.port) + b"\r\n\r\n")
         assert b" 200 " in answer(health).split(b"\r\n")[0]
         health.close()
         for sock in socks:
@@ -127,7 +134,7 @@ async def test_at_the_connection_limit_health_still_answers(tmp_path: Path) -> N
                 socks = [open_socket(server.port) for _ in range(450)]
                 await asyncio.sleep(0.5)
                 probe = open_socket(server.port)
-                probe.sendall(b"GET /api/channels HTTP/1.1\r\nHost: x\r\n\r\n")
+                probe.sendall(b"GET /api/channels HTTP/1.1\r\n" + host(server.port) + b"\r\n\r\n")
                 head = answer(probe)
                 assert b" 503 " in head.split(b"\r\n")[0] and b"Retry-After" in head
                 probe.close()
@@ -147,8 +154,8 @@ async def test_a_push_body_that_never_ends_times_out(tmp_path: Path) -> None:
     server = resource_server("--body-timeout", "2")
     try:
         sock = open_socket(server.port)
-        sock.sendall(b"POST /api/push/slow/body HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 1000\r\n\r\n{\"v\":")
+        sock.sendall(b"POST /api/push/slow/body HTTP/1.1\r\n" + host(server.port) + b"\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"v\":")
         t0 = time.monotonic()
         head = answer(sock, timeout=10)
         assert time.monotonic() - t0 < 5

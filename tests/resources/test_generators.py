@@ -19,7 +19,7 @@ async def test_distinct_generator_params_with_a_read_token_stop_at_max_generator
                              "--write-tokens", "w", "--retention", "5")
     try:
         async with aiohttp.ClientSession() as s:
-            with watch(server, tmp_path) as w:
+            with watch(server, tmp_path, token="r") as w:
                 read = {"Authorization": "Bearer r"}
                 async with s.ws_connect(f"{server.url}/api/ws", headers=read, max_msg_size=0) as ws:
                     await ws.receive_json()
@@ -35,7 +35,7 @@ async def test_distinct_generator_params_with_a_read_token_stop_at_max_generator
                     assert list(first.values()).count("data") == 4
                     errors = [v for v in first.values() if v != "data"]
                     assert len(errors) == 26 and all("--max-generators" in e for e in errors)
-                    assert await metric(s, server.url, "livedata_generators_running") == 4
+                    assert await metric(s, server.url, "livedata_generators_running", token="r") == 4
                     for i in range(3):  # writers get every channel the limit gives them
                         async with s.post(f"{server.url}/api/push/w/{i}", json={"v": 1},
                                           headers={"Authorization": "Bearer w"}) as r:

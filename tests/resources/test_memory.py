@@ -51,8 +51,10 @@ async def test_deleting_channels_gives_memory_back(tmp_path: Path) -> None:
             for rnd in range(3):
                 names = []
                 for c in range(40):
-                    body = "\n".join(f"m,host=h{rnd}-{c}-{i:04d}{'x' * 2000} v={i} {1_700_000_000_000_000_000 + i}"
-                                     for i in range(250))
+                    # About 2,000 characters of tags per series, as before the name limits: eight
+                    # tag values at the length limit (256, core/limits.py) instead of one of 2,009.
+                    body = "\n".join("m," + ",".join(f"t{k}=h{rnd}-{c}-{i:04d}-{k}{'x' * 240}" for k in range(8))
+                                     + f" v={i} {1_700_000_000_000_000_000 + i}" for i in range(250))
                     async with s.post(f"{server.url}/api/push/leak{rnd}/{c}", data=body.encode()) as r:
                         assert r.status == 204, await r.text()
                     names.append(f"leak{rnd}/{c}/m")
