@@ -875,7 +875,7 @@ def test_parsing_in_slices_pauses_and_equals_one_shot() -> None:
 
 def test_lines_that_start_series_make_slices_shorter() -> None:
     """A slice is work, not lines: 8,000 lines of distinct tag sets held the loop 90 ms in one
-    slice of 4,096; lines that each start a series pause about SERIES_COST times as often."""
+    slice of PARSE_SLICE_LINES; lines that each start a series pause about SERIES_COST times as often."""
     same = "".join(f"m,h=a v={i} {i}\n" for i in range(4000))
     distinct = "".join(f"m,h=h{i} v={i} {i}\n" for i in range(4000))
     few = list(lp.TableParser("ns").slices(same, 100))
