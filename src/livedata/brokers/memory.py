@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from livedata.brokers.base import ChannelInfo, ChannelLimitError, ChunkCallback, History, Subscribers, Unsubscribe
-from livedata.core.frames import Batch, Chunk, FieldDef, Pos, Schema
+from livedata.core.frames import Batch, Chunk, FieldDef, Pos, Schema, rest_of
 
 
 @dataclass(slots=True)
@@ -130,6 +130,8 @@ class MemoryBroker:
         chunks = list(ch.chunks)
         out: list[Chunk] = []
         in_order = not ch.disordered
+        if start_ms is not None and (ch.max_time is None or start_ms > ch.max_time):
+            chunks = []  # nothing that new: the head, schema and epoch only
         lo_chunk = 0
         if in_order and start_ms is not None:
             lo_chunk = max(0, bisect.bisect_left(chunks, start_ms, key=lambda c: c.times[-1]))
@@ -154,10 +156,14 @@ class MemoryBroker:
         if epoch != ch.epoch:
             return History(ch.epoch, chunks, ch.head, fields, lost=-1, sorted=not ch.disordered)
         i = bisect.bisect_right(chunks, pos, key=lambda c: c.pos)
-        lost = None
-        if i == 0 and chunks and chunks[0].count_before > pos.count:
-            lost = chunks[0].count_before - pos.count
         out = chunks[i:]
+        if i:  # a position inside a chunk: the rest of that chunk first
+            rest = rest_of(chunks[i - 1], pos)
+            if rest is not None:
+                out.insert(0, rest)
+        lost = None
+        if out and out[0].count_before > pos.count:
+            lost = out[0].count_before - pos.count
         if limit and len(out) > limit:
             out = out[:limit]
         return History(ch.epoch, out, ch.head, fields, lost=lost, sorted=False)

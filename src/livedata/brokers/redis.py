@@ -77,10 +77,9 @@ from livedata.brokers.redis_codec import (
     json_decode,
     payload_encode,
     schema_of,
-    window,
 )
 from livedata.brokers.redis_lua import LEASE, PUBLISH
-from livedata.core.frames import Batch, Chunk, FieldDef, Pos, SchemaError
+from livedata.core.frames import Batch, Chunk, FieldDef, Pos, SchemaError, rest_of, window
 
 log = logging.getLogger("livedata.redis")
 
@@ -343,7 +342,7 @@ class RedisBroker:
         if epoch != mine:
             lost = -1
         else:
-            lo = f"({pos.a}-{pos.b}"
+            lo = f"{pos.a}-{pos.b}"  # inclusive: a position inside an entry gets the rest of it
             if oldest:
                 oid, on, ok, _, _ = oldest.split(b" ")
                 before = int(on) - int(ok)
@@ -351,9 +350,16 @@ class RedisBroker:
                     lost = before - pos.count
         out: list[Chunk] = []
         hi = hid_b.decode()
+        extra = 1 if lost is None else 0  # the first page starts at the position's own entry
         while True:
-            page = await self._range(channel, lo, hi, limit - len(out) if limit else 0)
-            out.extend(decode_entry(eid, f) for eid, f in page)
+            page = await self._range(channel, lo, hi, limit - len(out) + extra if limit else 0)
+            extra = 0
+            for eid, f in page:
+                got: Chunk | None = decode_entry(eid, f)
+                if lost is None and got is not None and got.pos == pos:
+                    got = rest_of(got, pos)
+                if got is not None:
+                    out.append(got)
             if len(page) < PAGE or (limit and len(out) >= limit):
                 break
             lo = "(" + page[-1][0].decode()

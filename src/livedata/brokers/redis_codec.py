@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import bisect
 from typing import Any
 
 import msgspec
@@ -70,12 +69,3 @@ def decode_entry(eid: bytes, f: dict[bytes, bytes]) -> Chunk:
 
 def is_late(c: Chunk) -> bool:
     return c.hwm is not None and bool(c.times) and c.times[0] < c.hwm
-
-
-def window(chunk: Chunk, start_ms: int | None, end_ms: int | None) -> Chunk | None:
-    times = chunk.times
-    lo = 0 if start_ms is None or times[0] >= start_ms else bisect.bisect_left(times, start_ms)
-    hi = len(times) if end_ms is None or times[-1] <= end_ms else bisect.bisect_right(times, end_ms)
-    if lo == 0 and hi == len(times):
-        return chunk
-    return chunk.slice(lo, hi) if lo < hi else None

@@ -1,8 +1,16 @@
-"""Chunks to live packet bodies: the one place that encodes what a subscriber is owed. Pure."""
+"""Chunks to packet bodies: the one place that encodes what a subscriber is owed. Pure.
+
+One message per position: whatever a subscriber is owed (one chunk, a coalesced run of them, a
+piece of a backfill) goes out as *one* ``data`` message whose rows are sorted by time and whose
+``position`` is the end of that run in the channel's log. So every message's position is a safe
+place to resume from: the points up to it are exactly the ones the subscription was sent. A
+message is marked ``late`` when some of its rows are older than the newest point the reader may
+already hold (the ``floor``): readers insert those rows instead of appending them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from livedata.core.frames import Chunk, FieldDef, Rows, data_body, frame_json
 
@@ -14,41 +22,72 @@ def select(keys: Iterable[str], fields: dict[str, FieldDef], wanted: tuple[str, 
     return [k for k in keys if k in wanted or fields[k].name in wanted]
 
 
-def split_rows(chunks: Sequence[Chunk], keys: Sequence[str]) -> tuple[Rows, Rows]:
-    """Split chunks into on-time and late rows (late: older than the channel's newest before)."""
-    ontime, late = Rows(), Rows()
+def gather(chunks: Sequence[Chunk], keys: Sequence[str], floor: int | None) -> tuple[Rows, bool]:
+    """The rows of ``chunks`` (log order) as one packet sorted by time (ties keep log order), and
+    whether it is late: a row older than ``floor``, the newest time the reader may already hold."""
+    rows = Rows()
+    newest: int | None = None
+    unsorted = late = False
     for c in chunks:
-        i = c.late_split()
-        cols = {k: c.columns[k] for k in keys if k in c.columns}
-        if i == 0:
-            ontime.extend(c.times, cols)
-        else:
-            late.extend(c.times[:i], {k: v[:i] for k, v in cols.items()})
-            ontime.extend(c.times[i:], {k: v[i:] for k, v in cols.items()})
-    return ontime, late
+        times = c.times
+        if not times:
+            continue
+        first = times[0]
+        if floor is not None and first < floor:
+            late = True
+        if newest is not None and first < newest:
+            unsorted = True
+        if newest is None or times[-1] > newest:
+            newest = times[-1]
+        rows.extend(times, {k: c.columns[k] for k in keys if k in c.columns})
+    if unsorted:
+        rows.sort()
+    return rows, late
 
 
-def encode_chunks(
-    chunks: Sequence[Chunk], keys: Sequence[str], fields: dict[str, FieldDef], with_schema: bool, position: str
-) -> list[bytes]:
-    """Bodies for ``chunks`` as live packets: a late one (if any), then the on-time one."""
-    ontime, late = split_rows(chunks, keys)
+def encode_chunks(chunks: Sequence[Chunk], keys: Sequence[str], fields: dict[str, FieldDef], with_schema: bool,
+                  position: str, floor: int | None) -> bytes:
+    """One ``data`` body for ``chunks`` at ``position`` (the end of the run)."""
+    rows, late = gather(chunks, keys, floor)
     schema = [fields[k] for k in keys] if with_schema else None
-    out = []
-    if len(late):
-        late.sort()
-        out.append(data_body(frame_json(schema, keys, late), position, late=True))
-        schema = None
-    if len(ontime) or schema is not None:
-        out.append(data_body(frame_json(schema, keys, ontime), position))
-    return out
+    return data_body(frame_json(schema, keys, rows), position, late=late)
 
 
 def encode_owed(chunks: Sequence[Chunk], keys: Sequence[str], fields: dict[str, FieldDef], with_schema: bool,
-                epoch: str) -> tuple[list[bytes], str | None]:
-    """What a subscriber owed ``chunks`` (and the schema, if ``with_schema``) is sent, and the
-    position it then has (None when there are no chunks: a schema-only packet carries none)."""
-    position = chunks[-1].pos.encode(epoch) if chunks else None
-    if not chunks and not with_schema:
+                epoch: str, position: str | None = None) -> tuple[list[bytes], str | None]:
+    """What a live subscriber owed ``chunks`` (and the schema, if ``with_schema``) is sent, and the
+    position it then has. Live chunks are late against the channel's newest time before the first
+    of them (``hwm``), which is at least the newest time the subscriber was sent. With no chunks,
+    a schema packet carries ``position`` (where the subscriber already is)."""
+    if chunks:
+        position = chunks[-1].end.encode(epoch)
+    elif not with_schema:
         return [], None
-    return encode_chunks(chunks, keys, fields, with_schema, position or ""), position
+    return [encode_chunks(chunks, keys, fields, with_schema, position or "", chunks[0].hwm if chunks else None)], \
+        position
+
+
+def pieces(chunks: Iterable[Chunk], keys: Sequence[str], max_values: int,
+           min_rows: int = 1000) -> Iterator[list[Chunk]]:
+    """Cut ``chunks`` (log order) into runs of about ``max_values`` values (rows times fields, at
+    least ``min_rows`` rows), splitting a chunk that alone is larger: each run ends at a cut in the
+    log, so its end is a position to resume from."""
+    cap = max(min_rows, max_values // max(1, len(keys)))
+    run: list[Chunk] = []
+    n = 0
+    for c in chunks:
+        while len(c.times):
+            room = cap - n
+            if len(c.times) <= room:
+                run.append(c)
+                n += len(c.times)
+                break
+            run.append(c.slice(0, room))
+            c = c.slice(room, len(c.times))
+            yield run
+            run, n = [], 0
+        if n >= cap:
+            yield run
+            run, n = [], 0
+    if run:
+        yield run

@@ -18,7 +18,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from livedata.brokers.base import Broker
-from livedata.core.frames import Chunk, FieldDef, Pos, Rows, data_body, data_prefix, frame_json, message
+from livedata.core.frames import (
+    NO_EPOCH,
+    Chunk,
+    FieldDef,
+    Pos,
+    Rows,
+    data_body,
+    data_prefix,
+    frame_json,
+    message,
+    rest_of,
+)
 from livedata.core.pacing import Pacer
 from livedata.core.protocol import Subscribe
 from livedata.delivery.encode import encode_owed, select
@@ -371,9 +382,16 @@ class Feed:
         assert got >= self.base, "a subscriber fell behind the feed's log"
         chunks = self.log[got - self.base:]
         mine = chunks
-        if sub.after is not None and chunks and chunks[0].pos <= sub.after:
-            mine = [c for c in chunks if c.pos > sub.after]
+        after = sub.after
+        if after is not None and chunks and chunks[0].pos <= after:
+            mine = [r for c in chunks if (r := rest_of(c, after)) is not None]
         sub.after = None
+        # With nothing owed but the schema, the packet stays where the subscriber is.
+        here: str | None = None
+        if after is not None:
+            here = after.encode(epoch)
+        elif got > self.base:
+            here = self.log[got - self.base - 1].end.encode(epoch)
         if sub.backlog is not None or sub.sink.pressured:
             # Coalesce: a reader that lags holds its chunks and gets them as one packet once
             # its buffer drains; once the held values would pass the buffer cap again it is
@@ -388,12 +406,12 @@ class Feed:
                 return
             with_schema = sub.backlog_schema
             sub.backlog, sub.backlog_schema, sub.backlog_cells = None, False, 0
-            bodies, position = encode_owed(backlog, keys, self.fields, with_schema, epoch)
+            bodies, position = encode_owed(backlog, keys, self.fields, with_schema, epoch, here)
             mine = backlog
-        elif mine is chunks:
+        elif mine is chunks and chunks:
             bodies, position, _ = self._owed(got, with_schema, epoch)
         else:
-            bodies, position = encode_owed(mine, keys, self.fields, with_schema, epoch)
+            bodies, position = encode_owed(mine, keys, self.fields, with_schema, epoch, here)
         for body in bodies:
             if not sub.send_data(body, position):
                 break
@@ -404,12 +422,15 @@ class Feed:
 
     def join(self, sub: Subscription, after: Pos | None) -> None:
         """Start sending live packets to ``sub``, skipping chunks at or before ``after``."""
-        sub.after = after
+        # Only chunks that arrived but were not yet folded into the log can be at or before it.
+        pending = self.pending
+        sub.after = after if after is not None and pending and pending[0].pos <= after else None
         sub.feed = self
         if sub.keys != tuple(self.keys):
             # The schema grew between the history read and now: tell the client first.
-            body = data_body(frame_json([self.fields[k] for k in self.keys], self.keys, Rows()), None)
-            sub.send_data(body, None, force=True)
+            here = after.encode(self.epoch_of(self.channel) or NO_EPOCH) if after is not None else None
+            body = data_body(frame_json([self.fields[k] for k in self.keys], self.keys, Rows()), here)
+            sub.send_data(body, here, force=True)
             sub.keys = tuple(self.keys)
         lane = getattr(sub.sink, "lane", None)
         sub.lane = lane() if lane is not None else None  # the carrier takes pre-framed bytes: the fast path

@@ -20,9 +20,9 @@ class Settings:
     """A batching feed's grace: this share of its interval, at most this many s (``core/pacing.py``)."""
     history_points_per_packet: int = 250_000
     """Values in one backfill packet (fewer rows when a channel has many fields)."""
-    history_chunks_per_packet: int = 64
-    """Chunks in one packet when history is read after a position (``since``, or the seam's gap)."""
+    history_min_rows: int = 1000
+    """Rows in one backfill packet at least, however many fields a channel has."""
 
     def __post_init__(self) -> None:
-        if self.step_subs < 1 or self.ring < 1:
-            raise ValueError("step_subs and ring must be at least 1")
+        if self.step_subs < 1 or self.ring < 1 or self.history_min_rows < 1:
+            raise ValueError("step_subs, ring and history_min_rows must be at least 1")
