@@ -42,6 +42,10 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-frame-bytes", type=int, help="largest WebSocket message accepted (4194304)")
     p.add_argument("--max-points-per-request", type=int, help="points in one push (1000000)")
     p.add_argument("--max-connections-per-ip", type=int, help="connections per client address (1000)")
+    p.add_argument("--max-held-bytes", type=int,
+                   help="memory for points held by reorder windows, in all (67108864)")
+    p.add_argument("--idempotency-ttl", type=float, dest="idempotency_ttl_s",
+                   help="how long an Idempotency-Key is remembered, s (600)")
     p.add_argument("--write-tokens", help="comma-separated tokens allowed to push (env LIVEDATA_WRITE_TOKENS)")
     p.add_argument("--read-tokens", help="comma-separated tokens allowed to subscribe")
     p.add_argument("--certfile", help="TLS certificate (PEM)")
@@ -104,6 +108,7 @@ def config_from_args(ns: argparse.Namespace) -> Config:
         "host", "port", "interval_ms", "log_level", "cors_origin", "broker", "redis_prefix",
         "retention_s", "retention_points", "heartbeat_s", "buffer_bytes", "max_subscriptions",
         "max_channels", "max_body_bytes", "max_frame_bytes", "max_points_per_request", "max_connections_per_ip",
+        "max_held_bytes", "idempotency_ttl_s",
         "write_tokens", "read_tokens",
         "certfile", "keyfile",
     ]

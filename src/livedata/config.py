@@ -62,6 +62,10 @@ class Config:
     max_points_per_request: int = 1_000_000
     max_frame_bytes: int = 4 << 20
     max_connections_per_ip: int = 1_000
+    max_held_bytes: int = 64 << 20
+    """Memory that points held by reorder windows may take, in all (a push past it: 413 or 429)."""
+    idempotency_ttl_s: float = 600.0
+    """How long the broker remembers an ``Idempotency-Key`` (a retry within it stores nothing again)."""
     write_tokens: tuple[str, ...] = ()
     read_tokens: tuple[str, ...] = ()
     certfile: str = ""
@@ -93,6 +97,12 @@ class Config:
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level must be debug, info, warning or error, got {self.log_level!r}",
                               "log_level")
+        if self.max_held_bytes < 0:
+            raise ConfigError(f"max_held_bytes must be 0 (no reorder windows) or more, got {self.max_held_bytes}",
+                              "max_held_bytes")
+        if self.idempotency_ttl_s < 60:
+            raise ConfigError(f"idempotency_ttl_s must be at least 60 s (clients retry for up to 30 s), got "
+                              f"{self.idempotency_ttl_s}", "idempotency_ttl_s")
         if not (self.broker == "memory" or self.broker.startswith(("redis://", "rediss://", "unix://"))):
             raise ConfigError(f"broker must be 'memory' or a redis:// URL, got {self.broker!r}", "broker")
         if bool(self.certfile) != bool(self.keyfile):
@@ -144,6 +154,7 @@ FILE_KEYS: dict[str, str] = {
     "buffer_bytes": "buffer_bytes", "max_subscriptions": "max_subscriptions", "max_channels": "max_channels",
     "max_body_bytes": "max_body_bytes", "max_frame_bytes": "max_frame_bytes",
     "max_points_per_request": "max_points_per_request", "max_connections_per_ip": "max_connections_per_ip",
+    "max_held_bytes": "max_held_bytes", "idempotency_ttl": "idempotency_ttl_s",
     "write_tokens": "write_tokens", "read_tokens": "read_tokens", "certfile": "certfile", "keyfile": "keyfile",
 }
 """Config file key (the flag's name, ``-`` or ``_``) to Config field."""

@@ -8,6 +8,7 @@ from livedata.core.frames import (
     Chunk,
     FieldDef,
     Pos,
+    Position,
     PositionError,
     Rows,
     Schema,
@@ -17,7 +18,6 @@ from livedata.core.frames import (
     field_key,
     frame_json,
     parse_position,
-    Position,
     rest_of,
 )
 

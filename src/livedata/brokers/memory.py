@@ -5,12 +5,25 @@ from __future__ import annotations
 import bisect
 import secrets
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from livedata.brokers.base import ChannelInfo, ChannelLimitError, ChunkCallback, History, Subscribers, Unsubscribe
+from livedata.brokers.base import (
+    KEY_TTL_S,
+    ChannelInfo,
+    ChannelLimitError,
+    ChunkCallback,
+    HeldLimitError,
+    History,
+    Key,
+    KeyConflict,
+    Subscribers,
+    Unsubscribe,
+    held_limit_text,
+)
 from livedata.core.frames import Batch, Chunk, FieldDef, Pos, Schema, rest_of
+from livedata.core.window import Held, held_bytes, release
 
 
 @dataclass(slots=True)
@@ -26,6 +39,11 @@ class _Channel:
     disordered: set[int] = field(default_factory=set)
     """``pos.a`` of retained chunks that start before the newest time before them."""
     recent: deque[tuple[float, int]] = field(default_factory=deque)
+    held: list[Held] = field(default_factory=list)
+    """Points in the reorder window, in arrival order."""
+    reserved: Schema = field(default_factory=Schema)
+    """Fields of held points that the schema does not have yet."""
+    held_seq: int = 0
 
     @property
     def head(self) -> Pos | None:
@@ -35,7 +53,9 @@ class _Channel:
 class MemoryBroker:
     """History per channel bounded by ``retention_s`` (by point time) and ``retention_points``.
 
-    Points are values: a row of ten series at one time counts ten.
+    Points are values: a row of ten series at one time counts ten. Idempotency keys are kept for
+    ``key_ttl_s`` (at most ``max_keys`` of them: the oldest go first); held points (reorder
+    windows) take at most ``max_held_bytes`` (:func:`~livedata.core.window.held_bytes`).
     """
 
     def __init__(
@@ -44,15 +64,25 @@ class MemoryBroker:
         retention_points: int = 200_000,
         max_channels: int = 10_000,
         wall: Callable[[], float] = time.time,
+        max_held_bytes: int = 64 << 20,
+        key_ttl_s: float = KEY_TTL_S,
+        max_keys: int = 1_000_000,
     ) -> None:
         self.retention_ms = int(retention_s * 1000)
         self.retention_points = retention_points
         self.max_channels = max_channels
         self.wall = wall
+        self.max_held_bytes = max_held_bytes
+        self.key_ttl_s = key_ttl_s
+        self.max_keys = max_keys
         self.token = secrets.token_hex(3)
         self._created = 0
         self._channels: dict[str, _Channel] = {}
         self._subs = Subscribers()
+        self._keys: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        """``channel:key`` -> (request digest, expiry on the wall clock), oldest first."""
+        self._holding: set[str] = set()
+        self.held_bytes = 0
         self.on_status: Callable[[bool, str], None] | None = None
 
     async def start(self) -> None:
@@ -76,16 +106,69 @@ class MemoryBroker:
         ch = self._channels.get(channel)
         return ch.epoch if ch else None
 
-    async def publish(self, channel: str, batch: Batch) -> Pos:
-        return self.publish_now(channel, batch)
+    # --- idempotency keys --------------------------------------------------------------------------
+
+    def _seen(self, channel: str, key: Key | None) -> bool:
+        """True when ``key`` was recorded for this request (``key.replayed`` is set)."""
+        if key is None:
+            return False
+        name = f"{channel}:{key.name}"
+        have = self._keys.get(name)
+        if have is None:
+            return False
+        digest, expires = have
+        if expires < self.wall():
+            del self._keys[name]
+            return False
+        if digest != key.digest:
+            raise KeyConflict(f"Idempotency-Key {key.name[:80]!r} was already used on channel {channel!r} for a "
+                              "different request: use a new key for new data")
+        key.replayed = True
+        return True
+
+    def _record(self, channel: str, key: Key | None) -> None:
+        if key is None:
+            return
+        keys = self._keys
+        now = self.wall()
+        name = f"{channel}:{key.name}"
+        keys[name] = (key.digest, now + self.key_ttl_s)
+        keys.move_to_end(name)
+        while keys:
+            oldest, (_, expires) = next(iter(keys.items()))
+            if expires >= now and len(keys) <= self.max_keys:
+                break
+            del keys[oldest]
+
+    # --- writing ------------------------------------------------------------------------------------
+
+    def _check(self, ch: _Channel | None, batch: Batch) -> list[FieldDef]:
+        """The fields ``batch`` adds to the schema; SchemaError on a conflict with it or held fields."""
+        if ch is None:
+            return Schema().check(batch.fields.values())
+        new = ch.schema.check(batch.fields.values())
+        if ch.reserved.fields:
+            ch.reserved.check(new)
+        return new
+
+    async def publish(self, channel: str, batch: Batch, key: Key | None = None) -> Pos:
+        if self._seen(channel, key):
+            ch = self._channels.get(channel)
+            return (ch.head if ch else None) or Pos(0, 0, 0)
+        pos = self.publish_now(channel, batch)
+        self._record(channel, key)
+        return pos
 
     def publish_now(self, channel: str, batch: Batch) -> Pos:
         """Synchronous publish (the memory broker never waits)."""
         ch = self._channels.get(channel)
-        new = (ch.schema if ch else Schema()).check(batch.fields.values())
+        new = self._check(ch, batch)
         ch = self._channel(channel, create=True)
         assert ch is not None
         ch.schema.add(new)
+        if ch.reserved.fields:
+            for f in new:
+                ch.reserved.fields.pop(f.key, None)
         batch = batch.sorted()
         if not batch.times:
             return ch.head or Pos(0, 0, 0)
@@ -189,8 +272,58 @@ class MemoryBroker:
         return None if ch is None else ch.max_time
 
     async def delete(self, channel: str) -> bool:
-        return self._channels.pop(channel, None) is not None
+        ch = self._channels.pop(channel, None)
+        if ch is not None and ch.held:
+            self.held_bytes -= sum(e.size for e in ch.held)
+        self._holding.discard(channel)
+        return ch is not None
 
     async def lease(self, name: str, owner: str, ttl_s: float) -> bool:
         """One process: every lease is always ours."""
         return True
+
+    # --- reorder windows ----------------------------------------------------------------------------
+
+    async def hold(self, channel: str, batch: Batch, hold_ms: int, key: Key | None = None) -> None:
+        if self._seen(channel, key):
+            return
+        ch = self._channels.get(channel)
+        new = self._check(ch, batch)
+        size = held_bytes(batch)
+        if self.held_bytes + size > self.max_held_bytes:
+            raise HeldLimitError(held_limit_text(size, self.held_bytes, self.max_held_bytes), size,
+                                 self.held_bytes, self.max_held_bytes)
+        ch = self._channel(channel, create=True)
+        assert ch is not None
+        ch.reserved.add(new)
+        if len(batch):
+            ch.held_seq += 1
+            ch.held.append(Held(ch.held_seq, self.wall() * 1000 + hold_ms, batch.sorted(), size))
+            self.held_bytes += size
+            self._holding.add(channel)
+        self._record(channel, key)
+
+    async def release(self, now_ms: int | None = None, everything: bool = False) -> int | None:
+        now = self.wall() * 1000 if now_ms is None else now_ms
+        nxt: float | None = None
+        for name in list(self._holding):
+            ch = self._channels.get(name)
+            if ch is None or not ch.held:
+                self._holding.discard(name)
+                continue
+            out = release(ch.held, now, everything)
+            if out is not None:
+                gone = set(out.gone)
+                kept = {e.id: e for e in out.kept}
+                before = sum(e.size for e in ch.held)
+                ch.held = [kept.get(e.id, e) for e in ch.held if e.id not in gone]
+                self.held_bytes -= before - sum(e.size for e in ch.held)
+                self.publish_now(name, out.batch)
+            if not ch.held:
+                self._holding.discard(name)
+                ch.reserved = Schema()
+                continue
+            due = min(e.due for e in ch.held)
+            nxt = due if nxt is None or due < nxt else nxt
+        return None if nxt is None else int(nxt)
+

@@ -56,16 +56,22 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, ResponseError
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from livedata.brokers.base import (
+    KEY_TTL_S,
     BrokerError,
     ChannelInfo,
     ChannelLimitError,
     ChunkCallback,
+    HeldLimitError,
     History,
+    Key,
+    KeyConflict,
     Subscribers,
     Unsubscribe,
+    held_limit_text,
 )
 from livedata.brokers.redis_codec import (
     Entry,
@@ -75,11 +81,13 @@ from livedata.brokers.redis_codec import (
     entry_id,
     is_late,
     json_decode,
+    payload_decode,
     payload_encode,
     schema_of,
 )
-from livedata.brokers.redis_lua import LEASE, PUBLISH
+from livedata.brokers.redis_lua import DELETE, HOLD, LEASE, PUBLISH, RELEASE
 from livedata.core.frames import Batch, Chunk, FieldDef, Pos, SchemaError, rest_of, window
+from livedata.core.window import Held, held_bytes, release
 
 log = logging.getLogger("livedata.redis")
 
@@ -106,6 +114,8 @@ class RedisBroker:
         timeout_s: float = 2.0,
         connect_timeout_s: float = 1.0,
         block_ms: int = 1000,
+        max_held_bytes: int = 64 << 20,
+        key_ttl_s: float = KEY_TTL_S,
     ) -> None:
         self.url = url
         self.prefix = prefix
@@ -116,6 +126,8 @@ class RedisBroker:
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.block_ms = block_ms
+        self.max_held_bytes = max_held_bytes
+        self.key_ttl_s = key_ttl_s
         self.on_status: Callable[[bool, str], None] | None = None
         self.where = url.split("@")[-1]
         self.token = secrets.token_hex(6)
@@ -126,6 +138,9 @@ class RedisBroker:
             url, socket_timeout=block_ms / 1000 + timeout_s + 1, socket_connect_timeout=connect_timeout_s,
             retry=Retry(NoBackoff(), 0), max_connections=1)
         self._publish = self._r.register_script(PUBLISH)
+        self._hold = self._r.register_script(HOLD)
+        self._release_script = self._r.register_script(RELEASE)
+        self._delete = self._r.register_script(DELETE)
         self._lease = self._r.register_script(LEASE)
         self._epochs: dict[str, str] = {}
         self._subs = Subscribers(on_last=self._stop_reading)
@@ -152,6 +167,14 @@ class RedisBroker:
     @property
     def _reg(self) -> str:
         return f"{self.prefix}channels"
+
+    @property
+    def _holding(self) -> str:
+        return f"{self.prefix}holding"
+
+    @property
+    def _held_bytes(self) -> str:
+        return f"{self.prefix}heldbytes"
 
     def _error(self, exc: BaseException) -> BrokerError:
         return BrokerError(f"Redis at {self.where} is unavailable ({type(exc).__name__}: {exc})")
@@ -191,39 +214,162 @@ class RedisBroker:
     def epoch_of(self, channel: str) -> str | None:
         return self._epochs.get(channel)
 
-    async def publish(self, channel: str, batch: Batch) -> Pos:
+    async def _call(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        """Run a writing script, telling a failure before it was sent (``BrokerError``: nothing was
+        done) from one after (``BrokerError(unknown=True)``: it may have run)."""
+        pool = self._r.connection_pool
+        try:
+            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        except (RedisError, OSError) as exc:
+            raise self._error(exc) from None
+        try:
+            try:
+                await conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                return await conn.read_response()
+            except NoScriptError:  # not run: load it (a restarted Redis forgets scripts) and run it
+                await conn.send_command("SCRIPT", "LOAD", script.script)
+                await conn.read_response()
+                await conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                return await conn.read_response()
+        except ResponseError as exc:
+            raise BrokerError(f"Redis at {self.where} refused the write: {exc}") from None
+        except BaseException as exc:
+            await conn.disconnect()  # a late answer must not be read as the next command's
+            if not isinstance(exc, RedisError | OSError):
+                raise
+            raise BrokerError(f"Redis at {self.where} did not answer ({type(exc).__name__}: {exc})",
+                              unknown=True) from None
+        finally:
+            await pool.release(conn)
+
+    def _refused(self, channel: str, res: list[Any], key: Key | None) -> bool:
+        """Raise for a refusal; True for a replayed key (``key.replayed`` set)."""
+        kind = res[0]
+        if kind == b"schema":
+            field, have, got = (x.decode() for x in res[1:4])
+            raise SchemaError(f"field {field!r} is {have} on this channel; got a {got}", field=field)
+        if kind == b"limit":
+            raise ChannelLimitError(
+                f"too many channels: the limit is {self.max_channels} (delete some or raise --max-channels)")
+        if kind == b"conflict":
+            assert key is not None
+            raise KeyConflict(f"Idempotency-Key {key.name[:80]!r} was already used on channel {channel!r} for a "
+                              "different request: use a new key for new data")
+        if kind == b"dup":
+            assert key is not None
+            key.replayed = True
+            return True
+        return False
+
+    def _key_args(self, channel: str, key: Key | None) -> tuple[str, list[Any]]:
+        """The idempotency key's Redis key, and the digest and time to live arguments."""
+        if key is None:
+            return self._k("k", channel) + ":", ["", 0]
+        return f"{self._k('k', channel)}:{key.name}", [key.digest, int(self.key_ttl_s * 1000)]
+
+    def _append_args(self, channel: str, batch: Batch) -> list[Any]:
         times = batch.times
-        if times != sorted(times):  # the check in C: pushes are nearly always in order already
-            batch = batch.sorted()
-            times = batch.times
-        args: list[Any] = [
+        return [
             channel, secrets.token_hex(4), self.max_channels, int(self.wall() * 1000), self.retention_ms,
             self.retention_points, times[0] if times else "", times[-1] if times else "", len(times),
             payload_encode((times, batch.columns)) if times else b"", len(times) * max(1, len(batch.columns)),
-            len(batch.fields),
         ]
+
+    @staticmethod
+    def _field_args(batch: Batch) -> list[Any]:
+        out: list[Any] = [len(batch.fields)]
         for f in batch.fields.values():
-            args += [f.key, f.type, def_json(f)]
-        keys = [self._k("m", channel), self._k("f", channel), self._k("s", channel), self._k("i", channel), self._reg]
-        try:
-            res = await self._publish(keys=keys, args=args)
-        except ResponseError as exc:
-            raise BrokerError(f"Redis at {self.where} refused the write: {exc}") from None
-        except (RedisError, OSError) as exc:
-            raise self._error(exc) from None
-        kind = res[0].decode()
-        if kind == "schema":
-            key, have, got = (x.decode() for x in res[1:4])
-            raise SchemaError(f"field {key!r} is {have} on this channel; got a {got}", field=key)
-        if kind == "limit":
-            raise ChannelLimitError(
-                f"too many channels: the limit is {self.max_channels} (delete some or raise --max-channels)")
+            out += [f.key, f.type, def_json(f)]
+        return out
+
+    def _pos(self, channel: str, res: list[Any]) -> Pos:
         eid, n, epoch = res[1], int(res[2]), res[3].decode()
-        self._epochs[channel] = epoch
+        if epoch:
+            self._epochs[channel] = epoch
         if not eid:
             return Pos(0, 0, 0)
         a, b = entry_id(eid)
         return Pos(a, b, n)
+
+    async def publish(self, channel: str, batch: Batch, key: Key | None = None) -> Pos:
+        if batch.times != sorted(batch.times):  # the check in C: pushes are nearly always in order already
+            batch = batch.sorted()
+        kk, key_args = self._key_args(channel, key)
+        args = self._append_args(channel, batch) + key_args + self._field_args(batch)
+        keys = [self._k("m", channel), self._k("f", channel), self._k("s", channel), self._k("i", channel), self._reg,
+                self._k("hf", channel), kk]
+        res = await self._call(self._publish, keys, args)
+        self._refused(channel, res, key)
+        return self._pos(channel, res)
+
+    async def hold(self, channel: str, batch: Batch, hold_ms: int, key: Key | None = None) -> None:
+        if not len(batch):
+            await self.publish(channel, batch, key)
+            return
+        batch = batch.sorted()
+        size = held_bytes(batch)
+        if size > self.max_held_bytes:
+            raise HeldLimitError(held_limit_text(size, 0, self.max_held_bytes), size, 0, self.max_held_bytes)
+        kk, key_args = self._key_args(channel, key)
+        entry = payload_encode((batch.times, batch.columns, [def_json(f) for f in batch.fields.values()], size))
+        args = [channel, secrets.token_hex(4), self.max_channels, int(self.wall() * 1000) + hold_ms, entry, size,
+                self.max_held_bytes, *key_args, *self._field_args(batch)]
+        keys = [self._k("m", channel), self._k("f", channel), self._reg, self._k("hf", channel), self._k("h", channel),
+                self._k("hd", channel), self._holding, self._held_bytes, kk]
+        res = await self._call(self._hold, keys, args)
+        if res[0] == b"full":
+            used = int(res[1])
+            raise HeldLimitError(held_limit_text(size, used, self.max_held_bytes), size, used, self.max_held_bytes)
+        if self._refused(channel, res, key):
+            return
+        self._epochs[channel] = res[1].decode()
+
+    async def release(self, now_ms: int | None = None, everything: bool = False) -> int | None:
+        now = int(self.wall() * 1000) if now_ms is None else now_ms
+        due = await self._run(lambda: self._r.zrangebyscore(self._holding, "-inf", "+inf" if everything else now))
+        for name in due:
+            await self._release(name.decode(), now, everything)
+        first = await self._run(lambda: self._r.zrange(self._holding, 0, 0, withscores=True))
+        return int(first[0][1]) if first else None
+
+    async def _release(self, channel: str, now: int, everything: bool) -> None:
+        """Publish what is due in ``channel``'s window, once: retried when another release raced us."""
+        while True:
+            async def read() -> list[Any]:
+                async with self._r.pipeline(transaction=True) as p:
+                    p.hgetall(self._k("h", channel))
+                    p.zrange(self._k("hd", channel), 0, -1, withscores=True)
+                    res: list[Any] = await p.execute()
+                    return res
+
+            raw, dues = await self._run(read)
+            entries = []
+            due_of = {int(i): d for i, d in dues}
+            for i, payload in raw.items():
+                times, columns, defs, size = payload_decode(payload)
+                fields = {d.key: d for d in (def_of(json_decode(x)) for x in defs)}
+                entries.append(Held(int(i), due_of.get(int(i), 0.0), Batch(times, columns, fields), size))
+            entries.sort(key=lambda e: e.id)
+            out = release(entries, now, everything)
+            if out is None:
+                return
+            sizes = {e.id: e.size for e in entries}
+            freed = sum(sizes[i] for i in out.gone) + sum(sizes[e.id] - e.size for e in out.kept)
+            kept: list[Any] = []
+            for e in out.kept:
+                kept += [e.id, payload_encode((e.batch.times, e.batch.columns,
+                                               [def_json(f) for f in e.batch.fields.values()], e.size))]
+            args = [*self._append_args(channel, out.batch), freed, len(out.gone), len(out.kept),
+                    *self._field_args(out.batch), *out.gone, *kept]
+            keys = [self._k("m", channel), self._k("f", channel), self._k("s", channel), self._k("i", channel),
+                    self._reg, self._k("hf", channel), self._k("h", channel), self._k("hd", channel), self._holding,
+                    self._held_bytes]
+            res = await self._call(self._release_script, keys, args)
+            if res[0] == b"retry":
+                continue
+            self._refused(channel, res, None)
+            self._pos(channel, res)
+            return
 
     async def lease(self, name: str, owner: str, ttl_s: float) -> bool:
         """Acquire or renew the lease ``name`` for ``owner`` for ``ttl_s``; False if another holds it."""
@@ -234,15 +380,11 @@ class RedisBroker:
         return bool(got)
 
     async def delete(self, channel: str) -> bool:
-        try:
-            async with self._r.pipeline(transaction=True) as p:
-                p.delete(*(self._k(k, channel) for k in "mfsi"))
-                p.srem(self._reg, channel)
-                deleted, removed = await p.execute()
-        except (RedisError, OSError) as exc:
-            raise self._error(exc) from None
+        keys = [*(self._k(k, channel) for k in ("m", "f", "s", "i", "hf", "h", "hd")), self._reg, self._holding,
+                self._held_bytes]
+        deleted = await self._run(lambda: self._delete(keys=keys, args=[channel]))
         self._epochs.pop(channel, None)
-        return bool(deleted or removed)
+        return bool(deleted)
 
     # --- reading --------------------------------------------------------------------------------
 

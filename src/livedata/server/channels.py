@@ -46,7 +46,6 @@ async def delete_channel(request: web.Request) -> web.Response:
     except ProtocolError as exc:
         return json_error(400, str(exc))
     hub = server.hub
-    server.ingest.drop(name)
     subs = hub.of_channel(name)
     for sub in subs:
         hub.complete(sub, notice=f"channel {name!r} was deleted")

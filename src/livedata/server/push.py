@@ -1,7 +1,9 @@
 """``POST /api/push/{channel}``: JSON points or Influx line protocol, stored once; 204 when stored.
 
 Thin: the request is checked and parsed by ``ingest/parse.py`` and stored by the server's
-:class:`~livedata.server.ingest.Ingest` (tokens are checked before this runs: ``auth.py``).
+:class:`~livedata.server.ingest.Ingest` (tokens are checked before this runs: ``auth.py``). An
+``Idempotency-Key`` travels with the write to the broker, with a digest of what decides the
+points stored (content type, precision, reorder window, body).
 """
 
 from __future__ import annotations
@@ -10,48 +12,36 @@ from aiohttp import web
 
 from livedata.server.ingest import Ingest, IngestError
 from livedata.server.ingest import parse as p
-from livedata.server.ingest.idempotency import MAX_KEY_LEN
+from livedata.server.ingest.idempotency import check_key, request_key
 from livedata.server.server import SERVER
 
 
 async def push(request: web.Request) -> web.StreamResponse:
     """``POST /api/push/{channel}``: JSON points or Influx line protocol. 204 once stored."""
     server = request.app[SERVER]
-    ingest = server.ingest
-    keys = ingest.keys
-    key: str | None = None
-    ok = False
     try:
         channel = p.channel_name(request.match_info["channel"])
         precision = p.precision(request)
+        reorder = p.reorder_ms(request)
         raw_key = request.headers.get("Idempotency-Key")
-        if raw_key is not None:
-            if not 0 < len(raw_key) <= MAX_KEY_LEN:
-                raise IngestError(400, f"Idempotency-Key must be 1 to {MAX_KEY_LEN} characters", "idempotency")
-            key = f"{channel}\n{raw_key}"
-            if await keys.begin(key):
-                key = None  # not ours to end
-                return web.Response(status=204, headers={"Idempotent-Replayed": "true"})
+        if raw_key is not None and (why := check_key(raw_key)) is not None:
+            raise IngestError(400, why, "idempotency")
         body = await p.read_body(request, server.config.max_body_bytes)
-        await _store(request, ingest, channel, body, precision)
-        ok = True
+        replayed = await _store(request, server.ingest, channel, body, precision, reorder, raw_key)
     except IngestError as exc:
         server.metrics.push_errors.labels(exc.reason).inc()
         return exc.response()
-    finally:
-        if key is not None:
-            keys.end(key, ok)
-    return web.Response(status=204)
+    return web.Response(status=204, headers={"Idempotent-Replayed": "true"} if replayed else None)
 
 
-async def _store(request: web.Request, ingest: Ingest, channel: str, body: bytes, precision: p.Precision) -> None:
+async def _store(request: web.Request, ingest: Ingest, channel: str, body: bytes, precision: p.Precision,
+                 reorder: int, raw_key: str | None) -> bool:
     ctype = request.content_type
-    reorder = p.reorder_ms(request)
+    key = request_key(raw_key, ctype, precision, str(reorder), body)
     if p.is_json(ctype, body):
-        await ingest.publish_json(channel, p.decode_json(ctype, body), reorder)
-    elif p.is_line_protocol(ctype):
+        return await ingest.publish_json(channel, p.decode_json(ctype, body), reorder, key)
+    if p.is_line_protocol(ctype):
         batches = await p.line_batches(channel, body, precision, ingest.config.max_points_per_request)
-        await ingest.publish_batches(batches, reorder)
-    else:
-        raise IngestError(415, f"unsupported Content-Type {ctype!r}: use application/json "
-                          "or text/plain (Influx line protocol)", "content-type")
+        return await ingest.publish_batches(batches, reorder, key)
+    raise IngestError(415, f"unsupported Content-Type {ctype!r}: use application/json "
+                      "or text/plain (Influx line protocol)", "content-type")

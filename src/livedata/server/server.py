@@ -28,11 +28,13 @@ def make_broker(config: Config) -> Broker:
     if config.broker == "memory":
         from livedata.brokers.memory import MemoryBroker
 
-        return MemoryBroker(config.retention_s, config.retention_points, config.max_channels)
+        return MemoryBroker(config.retention_s, config.retention_points, config.max_channels,
+                            max_held_bytes=config.max_held_bytes, key_ttl_s=config.idempotency_ttl_s)
     from livedata.brokers.redis import RedisBroker
 
     broker: Broker = RedisBroker(config.broker, prefix=config.redis_prefix, retention_s=config.retention_s,
-                                 retention_points=config.retention_points, max_channels=config.max_channels)
+                                 retention_points=config.retention_points, max_channels=config.max_channels,
+                                 max_held_bytes=config.max_held_bytes, key_ttl_s=config.idempotency_ttl_s)
     return broker
 
 
@@ -60,6 +62,7 @@ class Server:
     async def start(self) -> None:
         await self.broker.start()
         self.connections.start()
+        self.ingest.start()
         await self.sources.start()
 
     async def shutdown(self) -> None:
@@ -69,7 +72,7 @@ class Server:
 
     async def close(self) -> None:
         await self.sources.close()  # disconnect, then store what they received
-        await self.ingest.close()  # publish points still held by a reorder window
+        await self.ingest.close()  # publish points held by reorder windows (with Redis: or leave them there)
         await self.connections.close()
         await self.hub.close()
         await self.generators.close()
