@@ -285,6 +285,9 @@ class MemoryBroker:
     # --- reorder windows ----------------------------------------------------------------------------
 
     async def hold(self, channel: str, batch: Batch, hold_ms: int, key: Key | None = None) -> None:
+        if not len(batch):
+            await self.publish(channel, batch, key)
+            return
         if self._seen(channel, key):
             return
         ch = self._channels.get(channel)
@@ -296,11 +299,10 @@ class MemoryBroker:
         ch = self._channel(channel, create=True)
         assert ch is not None
         ch.reserved.add(new)
-        if len(batch):
-            ch.held_seq += 1
-            ch.held.append(Held(ch.held_seq, self.wall() * 1000 + hold_ms, batch.sorted(), size))
-            self.held_bytes += size
-            self._holding.add(channel)
+        ch.held_seq += 1
+        ch.held.append(Held(ch.held_seq, self.wall() * 1000 + hold_ms, batch.sorted(), size))
+        self.held_bytes += size
+        self._holding.add(channel)
         self._record(channel, key)
 
     async def release(self, now_ms: int | None = None, everything: bool = False) -> int | None:
