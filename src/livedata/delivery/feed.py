@@ -171,17 +171,25 @@ class Feed:
     def key(self) -> tuple[str, int, tuple[str, ...] | None]:
         return (self.channel, self.interval_ms, self.wanted)
 
+    def learn(self, fields: list[FieldDef]) -> None:
+        """Fields of the channel (a chunk added them, or a history read saw them): the ones this
+        feed did not have join its schema (a feed made before its channel existed, whose broker
+        subscription began after the chunk that added them, learns them from its readers' reads)."""
+        if all(f.key in self.fields for f in fields):
+            return
+        for f in fields:
+            self.fields.setdefault(f.key, f)
+        keys = select(self.fields, self.fields, self.wanted)
+        if keys != self.keys:
+            self.keys = keys
+            self.schema_ver += 1
+            self._bodies.clear()
+
     def on_chunk(self, chunk: Chunk, new_fields: list[FieldDef]) -> None:
         self.recent.append(chunk)
         self.last_pos = chunk.pos
         if new_fields:
-            for f in new_fields:
-                self.fields.setdefault(f.key, f)
-            keys = select(self.fields, self.fields, self.wanted)
-            if keys != self.keys:
-                self.keys = keys
-                self.schema_ver += 1
-                self._bodies.clear()
+            self.learn(new_fields)
         self.pending.append(chunk)
         if self.interval_ms == 0:
             if self.rnd is None and self.step is None:  # else the running (or scheduled) round takes it

@@ -185,11 +185,12 @@ class Hub:
             if not finite:
                 feed = self._feed(req, fields)
                 feed.joining += 1
-            after = await seam.backfill(self.broker, self.settings, sub, fields)
+            after, fields = await seam.backfill(self.broker, self.settings, sub, fields)
             if finite:
                 self.complete(sub)
                 return
             assert feed is not None
+            feed.learn(fields)
             await seam.join(self.broker, self.settings, sub, feed, after)
             if req.to_ms is not None:
                 sub.timer = asyncio.get_running_loop().call_later(

@@ -40,8 +40,10 @@ FUTURE_MS = 1 << 62
 """A history read from here returns no points, only the channel's head, schema and epoch."""
 
 
-async def backfill(broker: Broker, settings: Settings, sub: Subscription, fields: list[FieldDef]) -> Pos:
-    """Send the schema packet and any history; return the position the subscription then has."""
+async def backfill(broker: Broker, settings: Settings, sub: Subscription,
+                   fields: list[FieldDef]) -> tuple[Pos, list[FieldDef]]:
+    """Send the schema packet and any history; return the position the subscription then has, and
+    the channel's fields as the read found them."""
     req = sub.req
     if req.since is not None:
         return await _resume(broker, settings, sub, fields, parse_position(req.since))
@@ -55,11 +57,11 @@ async def backfill(broker: Broker, settings: Settings, sub: Subscription, fields
     if not await _send_log(sub, settings, keys, fmap, epoch, hist.chunks, head, req.from_ms, req.to_ms, [], None,
                            schema=True):
         _send_schema(sub, fields, keys, Position(epoch, head).encode())
-    return head
+    return head, fields
 
 
 async def _resume(broker: Broker, settings: Settings, sub: Subscription, fields: list[FieldDef],
-                  since: Position) -> Pos:
+                  since: Position) -> tuple[Pos, list[FieldDef]]:
     """``since``: the rest of the backfill it was taken in (if any), then every point after it."""
     req = sub.req
     hist = await broker.read_after(req.channel, since.epoch, since.pos)
@@ -101,8 +103,8 @@ async def _resume(broker: Broker, settings: Settings, sub: Subscription, fields:
     await _send_log(sub, settings, keys, fmap, epoch, inside, head, since.start_ms, since.end_ms, after, floor,
                     schema=False)
     if hist.head is not None:
-        return hist.head
-    return since.pos if same else ORIGIN
+        return hist.head, fields
+    return (since.pos if same else ORIGIN), fields
 
 
 async def _send_log(sub: Subscription, settings: Settings, keys: Sequence[str], fmap: dict[str, FieldDef],
