@@ -38,6 +38,14 @@ def _http_base(url: str) -> str:
     return url
 
 
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (None: absent or not a number of seconds)."""
+    try:
+        return min(30.0, max(0.0, float(value))) if value is not None else None
+    except ValueError:
+        return None
+
+
 def _backoff(attempt: int, initial: float, cap: float) -> float:
     """Exponential backoff with full jitter: uniform in [d/2, d] for d = initial * 2**attempt."""
     d = min(cap, initial * (2 ** min(attempt, 30)))
@@ -417,6 +425,7 @@ class Client:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.retry_for_s
         attempt = 0
+        wait: float | None = 0.0
         while True:
             try:
                 async with self.session.post(url, data=body, headers=headers, params=params,
@@ -432,14 +441,18 @@ class Client:
                         info = {"error": raw[:200].decode(errors="replace") or r.reason}
                     err = LivedataError(str(info.get("error", r.reason)), status=r.status, line=info.get("line"),
                                         field=info.get("field"), channel=channel)
-                    if r.status not in (502, 503, 504) or loop.time() >= deadline:
+                    # 503 (the broker is away, or the outcome is unknown) and a 429 that says when to
+                    # come back are retried with the same key: the server stores the batch once.
+                    wait = _retry_after(r.headers.get("Retry-After")) if r.status == 429 else 0.0
+                    if (r.status not in (502, 503, 504) and wait is None) or loop.time() >= deadline:
                         raise err
                     why = f"{r.status} {err.message}"
             except (aiohttp.ClientConnectionError, TimeoutError) as exc:
                 if loop.time() >= deadline:
                     raise LivedataError(f"cannot push to {url}: {exc or type(exc).__name__}", channel=channel) from None
                 why = str(exc) or type(exc).__name__
-            delay = min(_backoff(attempt, 0.05, 2.0), max(0.0, deadline - loop.time()))
+            delay = min(max(wait or 0.0, _backoff(attempt, 0.05, 2.0)), max(0.0, deadline - loop.time()))
+            wait = 0.0
             attempt += 1
             log.info("push to %s: %s; retrying in %.2f s (same Idempotency-Key)", channel, why, delay)
             await asyncio.sleep(delay)

@@ -38,7 +38,9 @@ class Frame:
 
     ``times`` are epoch ms; ``fields`` maps each schema field's name (e.g. ``temp`` or
     ``usage {host="a"}``) to its column, aligned with ``times`` (``None`` where missing).
-    ``late`` frames hold points older than ones already delivered: insert them in time order.
+    A ``late`` frame holds points older than ones already delivered (``newest_before``, the newest
+    time delivered before it; :meth:`is_late` says which rows): insert its rows in time order.
+    Other frames start at or after every point delivered before them.
     """
 
     channel: str
@@ -50,6 +52,12 @@ class Frame:
     schema: list[Field]
     schema_changed: bool = False
     """True when this message carried a schema (the first one, or the channel gained a field)."""
+    newest_before: int | None = None
+    """The newest time this subscription delivered before this frame (None: nothing yet)."""
+
+    def is_late(self, i: int) -> bool:
+        """Whether row ``i`` is older than a point delivered before this frame."""
+        return self.late and self.newest_before is not None and self.times[i] < self.newest_before
 
     def __len__(self) -> int:
         return len(self.times)

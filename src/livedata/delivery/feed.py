@@ -391,9 +391,11 @@ class Feed:
         chunks = self.log[got - self.base:]
         mine = chunks
         after = sub.after
-        if after is not None and chunks and chunks[0].pos <= after:
-            mine = [r for c in chunks if (r := rest_of(c, after)) is not None]
-        sub.after = None
+        if after is not None and chunks:
+            if chunks[0].pos <= after:
+                mine = [r for c in chunks if (r := rest_of(c, after)) is not None]
+            if chunks[-1].pos >= after:
+                sub.after = None  # every chunk from now on is after it
         # With nothing owed but the schema, the packet stays where the subscriber is.
         here: str | None = None
         if after is not None:
@@ -430,9 +432,12 @@ class Feed:
 
     def join(self, sub: Subscription, after: Pos | None) -> None:
         """Start sending live packets to ``sub``, skipping chunks at or before ``after``."""
-        # Only chunks that arrived but were not yet folded into the log can be at or before it.
-        pending = self.pending
-        sub.after = after if after is not None and pending and pending[0].pos <= after else None
+        # Chunks at or before ``after`` may still come: ones not folded into the log yet, and (when
+        # the broker's reader lags, as Redis's may) ones it has not delivered yet. Until a chunk
+        # past ``after`` arrives the subscriber stays off the fast path, and they are skipped.
+        last, pending = self.last_pos, self.pending
+        sub.after = after if after is not None and (last is None or last < after or (pending and
+                                                                                  pending[0].pos <= after)) else None
         sub.feed = self
         if sub.keys != tuple(self.keys):
             # The schema grew between the history read and now: tell the client first.
