@@ -32,6 +32,8 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cors-origin", help="comma-separated allowed origins, or * (default http://localhost:3000)")
     p.add_argument("--broker", help="'memory' (default) or redis://host:6379/0")
     p.add_argument("--redis-prefix", help="key prefix in Redis (default livedata:)")
+    p.add_argument("--redis-timeout", type=float, dest="redis_timeout_s",
+                   help="a Redis command that takes longer fails, s (default 2)")
     p.add_argument("--retention", type=float, dest="retention_s", help="history kept per channel, s (3600)")
     p.add_argument("--retention-points", type=int, help="history kept per channel, points (200000)")
     p.add_argument("--heartbeat", type=float, dest="heartbeat_s", help="heartbeat interval, s (15)")
@@ -105,7 +107,7 @@ def _push_args(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(ns: argparse.Namespace) -> Config:
     keys = [
-        "host", "port", "interval_ms", "log_level", "cors_origin", "broker", "redis_prefix",
+        "host", "port", "interval_ms", "log_level", "cors_origin", "broker", "redis_prefix", "redis_timeout_s",
         "retention_s", "retention_points", "heartbeat_s", "buffer_bytes", "max_subscriptions",
         "max_channels", "max_body_bytes", "max_frame_bytes", "max_points_per_request", "max_connections_per_ip",
         "max_held_bytes", "idempotency_ttl_s",

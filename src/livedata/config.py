@@ -51,6 +51,8 @@ class Config:
     broker: str = "memory"
     """``memory`` or a ``redis://host:port/db`` URL."""
     redis_prefix: str = "livedata:"
+    redis_timeout_s: float = 2.0
+    """How long a Redis command may take before it fails (a write's outcome is then unknown)."""
     retention_s: float = 3600.0
     retention_points: int = 200_000
     heartbeat_s: float = 15.0
@@ -97,6 +99,8 @@ class Config:
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level must be debug, info, warning or error, got {self.log_level!r}",
                               "log_level")
+        if not 0.05 <= self.redis_timeout_s <= 60:
+            raise ConfigError(f"redis_timeout_s must be 0.05..60 s, got {self.redis_timeout_s}", "redis_timeout_s")
         if self.max_held_bytes < 0:
             raise ConfigError(f"max_held_bytes must be 0 (no reorder windows) or more, got {self.max_held_bytes}",
                               "max_held_bytes")
@@ -150,7 +154,8 @@ class Config:
 FILE_KEYS: dict[str, str] = {
     "host": "host", "port": "port", "interval": "interval_ms", "log_level": "log_level",
     "cors_origin": "cors_origin", "broker": "broker", "redis_prefix": "redis_prefix",
-    "retention": "retention_s", "retention_points": "retention_points", "heartbeat": "heartbeat_s",
+    "redis_timeout": "redis_timeout_s", "retention": "retention_s",
+    "retention_points": "retention_points", "heartbeat": "heartbeat_s",
     "buffer_bytes": "buffer_bytes", "max_subscriptions": "max_subscriptions", "max_channels": "max_channels",
     "max_body_bytes": "max_body_bytes", "max_frame_bytes": "max_frame_bytes",
     "max_points_per_request": "max_points_per_request", "max_connections_per_ip": "max_connections_per_ip",

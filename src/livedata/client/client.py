@@ -408,13 +408,21 @@ class Client:
                 return
             await self.send(channel, buf.body())
 
-    async def send(self, channel: str, points: Any) -> None:
-        """Send ``points`` now, as one request (no buffering): any shape the push API takes."""
-        await self._post(channel, _encode(points), "application/json")
+    async def send(self, channel: str, points: Any, reorder_ms: int = 0) -> None:
+        """Send ``points`` now, as one request (no buffering): any shape the push API takes.
 
-    async def send_lines(self, channel: str, text: str, precision: str = "ns") -> None:
+        ``reorder_ms`` holds them in the server's reorder window (docs/protocol.md). Retried with
+        the same ``Idempotency-Key`` until stored (or ``retry_for_s`` passes): stored once.
+        """
+        await self._post(channel, _encode(points), "application/json",
+                         {"reorder_ms": str(reorder_ms)} if reorder_ms else None)
+
+    async def send_lines(self, channel: str, text: str, precision: str = "ns", reorder_ms: int = 0) -> None:
         """Send Influx line protocol now, as one request; points go to ``channel/measurement``."""
-        await self._post(channel, text.encode(), "text/plain; charset=utf-8", {"precision": precision})
+        params = {"precision": precision}
+        if reorder_ms:
+            params["reorder_ms"] = str(reorder_ms)
+        await self._post(channel, text.encode(), "text/plain; charset=utf-8", params)
 
     async def _post(self, channel: str, body: bytes, content_type: str,
                     params: Mapping[str, str] | None = None) -> None:

@@ -31,7 +31,10 @@ async def push(request: web.Request) -> web.StreamResponse:
     except IngestError as exc:
         server.metrics.push_errors.labels(exc.reason).inc()
         return exc.response()
-    return web.Response(status=204, headers={"Idempotent-Replayed": "true"} if replayed else None)
+    if replayed:
+        server.metrics.push_replays.inc()
+        return web.Response(status=204, headers={"Idempotent-Replayed": "true"})
+    return web.Response(status=204)
 
 
 async def _store(request: web.Request, ingest: Ingest, channel: str, body: bytes, precision: p.Precision,

@@ -34,7 +34,8 @@ def make_broker(config: Config) -> Broker:
 
     broker: Broker = RedisBroker(config.broker, prefix=config.redis_prefix, retention_s=config.retention_s,
                                  retention_points=config.retention_points, max_channels=config.max_channels,
-                                 max_held_bytes=config.max_held_bytes, key_ttl_s=config.idempotency_ttl_s)
+                                 max_held_bytes=config.max_held_bytes, key_ttl_s=config.idempotency_ttl_s,
+                                 timeout_s=config.redis_timeout_s)
     return broker
 
 

@@ -57,7 +57,7 @@ class Reorder:
                     log.warning("held points cannot be published now (%s): they stay held and are published "
                                 "when the broker is back", exc)
                 await self._sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, self.poll_s)
                 continue
             except Exception:
                 log.exception("releasing held points failed; retrying")
