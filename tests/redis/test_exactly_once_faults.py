@@ -259,6 +259,17 @@ async def metric(url: str, name: str) -> float:
     return sum(float(v) for v in re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? ([0-9.e+-]+)$", text, re.M))
 
 
+async def settled(cond: Any, within: float) -> bool:
+    """Whether ``cond()`` became true within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        if cond():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.1)
+
+
 async def faults(redis: RedisServer, proxy: Proxy, rng: random.Random, cycles: int) -> Counter[str]:
     done: Counter[str] = Counter()
     for _ in range(cycles):
@@ -312,11 +323,9 @@ async def test_exactly_once_while_redis_is_stopped_and_killed(aof_redis: RedisSe
         done = await faults(aof_redis, proxy, rng, FAULT_CYCLES)
         stop_push.set()
         await asyncio.wait_for(asyncio.gather(*tasks), 90)
-        deadline = time.monotonic() + 15  # held points are published (the flusher looks at least every second)
-        while (held := command(aof_redis.port, "ZCARD", "livedata:holding")) and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        assert not held, (f"held points not published: {command(aof_redis.port, 'HLEN', f'livedata:h:{HELD}')} "
-                          f"entries, {server.log()[-2000:]}")
+        # Held points are published (the flusher looks at least every second).
+        assert await settled(lambda: not command(aof_redis.port, "ZCARD", "livedata:holding"), 15), \
+            f"held points not published: {command(aof_redis.port, 'HLEN', f'livedata:h:{HELD}')} entries"
         hist = {c: await history(server.url, c) for c in CHANNELS}
         stored = {c: Counter(seqs) for c, seqs in hist.items()}
         acked = {c: set().union(*(p.acked for p in pushers if p.channel == c)) for c in CHANNELS}
@@ -326,9 +335,7 @@ async def test_exactly_once_while_redis_is_stopped_and_killed(aof_redis: RedisSe
             return all(Counter(r.tracks[c].seqs) == stored[c] or len(r.tracks[c].seqs) > len(hist[c])
                        for r in readers for c in CHANNELS)
 
-        deadline = time.monotonic() + 30
-        while not caught_up() and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+        await settled(caught_up, 30)
         stop_read.set()
         outcomes = await asyncio.wait_for(asyncio.gather(*readers_tasks, return_exceptions=True), 30)
         failed = [o for o in outcomes if isinstance(o, BaseException)]

@@ -285,7 +285,7 @@ def _columnar(body: dict[str, Any], now_ms: int, max_points: int) -> Batch:
         _check_key(key, 0)
         kinds = {type(v) for v in col}
         if kinds <= {float, int}:
-            if int in kinds and not (INT_MIN <= min(v for v in col if type(v) is int)
+            if int in kinds and not (min(v for v in col if type(v) is int) >= INT_MIN
                                      and max(v for v in col if type(v) is int) <= INT_MAX):
                 raise _out_of_range(key, next(i for i, v in enumerate(col)
                                               if type(v) is int and not INT_MIN <= v <= INT_MAX))
