@@ -334,7 +334,7 @@ class RedisBroker:
 
     async def _release(self, channel: str, now: int, everything: bool) -> None:
         """Publish what is due in ``channel``'s window, once: retried when another release raced us."""
-        while True:
+        for _ in range(100):
             async def read() -> list[Any]:
                 async with self._r.pipeline(transaction=True) as p:
                     p.hgetall(self._k("h", channel))
@@ -370,6 +370,7 @@ class RedisBroker:
             self._refused(channel, res, None)
             self._pos(channel, res)
             return
+        log.warning("held points of %s: other releases kept racing this one; the next call publishes them", channel)
 
     async def lease(self, name: str, owner: str, ttl_s: float) -> bool:
         """Acquire or renew the lease ``name`` for ``owner`` for ``ttl_s``; False if another holds it."""

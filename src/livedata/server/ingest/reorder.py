@@ -26,13 +26,16 @@ log = logging.getLogger("livedata.ingest")
 class Reorder:
     """Releases held points when due, for the life of the server."""
 
-    def __init__(self, broker: Broker, poll_s: float = 1.0, clock: Callable[[], int] = wall_ms) -> None:
+    def __init__(self, broker: Broker, poll_s: float = 1.0, clock: Callable[[], int] = wall_ms,
+                 shutdown_s: float = 1.0) -> None:
         self.broker = broker
         self.poll_s = poll_s
+        self.shutdown_s = shutdown_s
         self.clock = clock
         self._due: int | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
         self.down = False
 
     def start(self) -> None:
@@ -47,7 +50,9 @@ class Reorder:
 
     async def _run(self) -> None:
         backoff = 0.1
-        while True:
+        # The flag, not only the cancel: redis-py can turn a cancel that lands as a read times out
+        # into a TimeoutError (a BrokerError here), and the loop would go on.
+        while not self._closed:
             self._wake.clear()
             try:
                 self._due = await self.broker.release()
@@ -78,9 +83,11 @@ class Reorder:
         """Stop the task, then publish what is held (if the broker can): on shutdown nothing waits
         for its window. Points the broker cannot take now stay held there (Redis: published by
         the next server that runs)."""
+        self._closed = True
         task, self._task = self._task, None
         await cancel_and_wait(task)
         try:
-            await self.broker.release(everything=True)
-        except BrokerError as exc:
-            log.warning("shutdown: held points stay held in the broker (%s); the next server publishes them", exc)
+            await asyncio.wait_for(self.broker.release(everything=True), self.shutdown_s)
+        except (BrokerError, TimeoutError) as exc:
+            log.warning("shutdown: held points stay held in the broker (%s); the next server publishes them",
+                        exc or "it did not answer in time")
