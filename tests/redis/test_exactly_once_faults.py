@@ -1,12 +1,13 @@
 """Exactly once under Redis faults, end to end: real ``livedata serve``, real ``redis-server``.
 
 Pushers (the Python client: an ``Idempotency-Key`` per batch, retried with the same key) write
-points that carry sequence numbers to five channels: two with one pusher each, one shared by two
+points that carry sequence numbers to four channels: two with one pusher each, one shared by two
 pushers (so some points are late), and one through a reorder window shared by two pushers. While
 they run, redis-server (AOF, ``appendfsync always``) is stopped with SIGSTOP and continued, or
-killed with SIGKILL and restarted, at random moments, ``FAULT_CYCLES`` times; the server's Redis
+killed with SIGKILL and restarted, ``FAULT_CYCLES`` times, at moments drawn from a fixed seed
+(``LIVEDATA_FAULT_SEED``, printed with the figures; timing still varies); the server's Redis
 timeout is short, so many writes end with their outcome unknown (Redis stopped after it got the
-script, or before it answered) and are retried. Readers follow all five channels meanwhile and
+script, or before it answered) and are retried. Readers follow all four channels meanwhile and
 are cut off at random moments, resuming from their last position: raw WebSockets and NDJSON
 streams cut after any message, and the Python client through a proxy that drops its connection.
 
@@ -292,7 +293,8 @@ async def faults(redis: RedisServer, proxy: Proxy, rng: random.Random, cycles: i
 
 @pytest.mark.timeout(300)
 async def test_exactly_once_while_redis_is_stopped_and_killed(aof_redis: RedisServer) -> None:
-    rng = random.Random(int(os.environ.get("LIVEDATA_FAULT_SEED", str(time.time_ns()))))
+    seed = int(os.environ.get("LIVEDATA_FAULT_SEED", "14"))  # the moments vary with timing; the plan does not
+    rng = random.Random(seed)
     server = LiveServer(["--broker", aof_redis.url, "--redis-timeout", "0.25"]).start()
     proxy = await Proxy(server.port).start()
     t0 = int(time.time() * 1000) - 600_000
@@ -347,7 +349,7 @@ async def test_exactly_once_while_redis_is_stopped_and_killed(aof_redis: RedisSe
         await proxy.close()
         server.stop()
     report = {
-        "fault cycles": sum(v for k, v in done.items() if k != "client cut"), **done,
+        "seed": seed, "fault cycles": sum(v for k, v in done.items() if k != "client cut"), **done,
         "batches": sum(p.batches for p in pushers), "points 204": sum(len(p.acked) for p in pushers),
         "points given up": sum(len(p.unknown) for p in pushers), "503s": broker_errors, "replayed 204s": replays,
         "reader connections": {r.name: r.connections for r in readers},
