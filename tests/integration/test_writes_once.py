@@ -243,3 +243,48 @@ async def test_held_points_are_bounded_in_bytes(server: LiveServer, http: aiohtt
     assert status == 429 and headers.get("Retry-After") == "1" and "retry in a moment" in info["error"]
     assert (await post(http, server.url, ch, third, key="full"))[0] == 204  # without a window it goes straight in
     assert len(seqs(await stream(http, server.url, ch, **{"from": "0"}))) == 1000
+
+
+# --- same input, same answer on every broker -------------------------------------------------------
+
+
+def _shapes(t: int, value: int) -> list[Any]:
+    return [
+        {"time": t, "v": value},  # one point
+        [{"time": t, "v": 1.5}, {"time": t + 1, "v": value}],  # a list of points
+        {"time": [t, t + 1], "v": [1.5, value]},  # columns, mixed with a float (the example)
+        {"time": [t, t + 1], "v": [1, value]},  # columns of integers only
+    ]
+
+
+@pytest.mark.parametrize("value", [2**64, -(2**63) - 1, 10**30])
+async def test_integers_beyond_64_bits_are_a_400_in_every_shape_and_store_nothing(
+        server: LiveServer, http: aiohttp.ClientSession, value: int) -> None:
+    ch = channel("bigint")
+    t = now_ms() - 1000
+    for i, body in enumerate(_shapes(t, value)):
+        status, info, _ = await post(http, server.url, ch, body, key=f"big{i}")
+        assert status == 400, (i, status, info)
+        assert "64" in info["error"] and "v" in info["error"], info
+    async with http.post(f"{server.url}/api/push/{ch}", data=f"m v={value}i {t}".encode(),
+                         params={"precision": "ms"}, headers={"Content-Type": "text/plain"}) as r:
+        assert r.status == 400, await r.text()
+    async with http.ws_connect(f"{server.url}/api/ws") as ws:
+        assert (await ws.receive_json())["type"] == "hello"
+        await ws.send_json({"type": "publish", "channel": ch, "points": _shapes(t, value)[2], "ack": "a"})
+        reply = await ws.receive_json()
+        assert reply["type"] == "error" and reply["ack"] == "a" and "64" in reply["message"], reply
+    async with http.get(f"{server.url}/api/channels") as r:
+        assert ch not in {c["name"] for c in (await r.json())["channels"]}  # nothing was stored
+
+
+@pytest.mark.parametrize("value", [2**64 - 1, -(2**63)])
+async def test_integers_at_the_64_bit_bounds_are_stored_in_every_shape(
+        server: LiveServer, http: aiohttp.ClientSession, value: int) -> None:
+    ch = channel("edgeint")
+    t = now_ms() - 1000
+    for i, body in enumerate(_shapes(t + 10 * i, value) for i in range(4)):
+        status, info, _ = await post(http, server.url, ch, body[i])
+        assert status == 204, (i, info)
+    got = [v for m in await stream(http, server.url, ch, **{"from": "0"}) for v in m["frame"]["data"]["values"][1]]
+    assert got.count(value) == 4, got
