@@ -75,6 +75,18 @@ async def test_keys_expire_after_their_time_to_live(make_broker: BrokerMaker) ->
     assert not late.replayed and (await b.history("c", None, None)).head.count == 2
 
 
+async def test_a_key_may_carry_its_own_time_to_live(broker: Any) -> None:
+    """Sources' keys (livedata.sources.base.KEY_TTL_S) are kept shorter than pushes' keys."""
+    await broker.publish("c", batch([NOW]), Key("short", "d", ttl_s=0.3))
+    await broker.publish("c", batch([NOW + 1]), Key("long", "d"))
+    await asyncio.sleep(0.6)
+    short, long = Key("short", "d", ttl_s=0.3), Key("long", "d")
+    await broker.publish("c", batch([NOW + 2]), short)
+    await broker.publish("c", batch([NOW + 3]), long)
+    assert not short.replayed and long.replayed
+    assert [t for t, _ in points((await broker.history("c", None, None)).chunks)] == [NOW, NOW + 1, NOW + 2]
+
+
 async def test_held_points_are_stored_and_published_when_due_exactly_once(broker: Any) -> None:
     now = int(time.time() * 1000)
     live: list[Any] = []

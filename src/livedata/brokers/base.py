@@ -67,13 +67,14 @@ class Key:
 
     The broker checks and records it in the same atomic step as the write: a key it already
     recorded with the same digest makes the write a no-op and sets ``replayed``; with another
-    digest the write raises :class:`KeyConflict`. Keys are per channel and kept for the broker's
-    key time to live.
+    digest the write raises :class:`KeyConflict`. Keys are per channel and kept for ``ttl_s``, or
+    the broker's key time to live when None.
     """
 
     name: str
     digest: str
     replayed: bool = False
+    ttl_s: float | None = None
 
 
 @dataclass(slots=True)

@@ -132,7 +132,7 @@ class MemoryBroker:
         keys = self._keys
         now = self.wall()
         name = f"{channel}:{key.name}"
-        keys[name] = (key.digest, now + self.key_ttl_s)
+        keys[name] = (key.digest, now + (self.key_ttl_s if key.ttl_s is None else key.ttl_s))
         keys.move_to_end(name)
         while keys:
             oldest, (_, expires) = next(iter(keys.items()))

@@ -265,7 +265,8 @@ class RedisBroker:
         """The idempotency key's Redis key, and the digest and time to live arguments."""
         if key is None:
             return self._k("k", channel) + ":", ["", 0]
-        return f"{self._k('k', channel)}:{key.name}", [key.digest, int(self.key_ttl_s * 1000)]
+        ttl_s = self.key_ttl_s if key.ttl_s is None else key.ttl_s
+        return f"{self._k('k', channel)}:{key.name}", [key.digest, int(ttl_s * 1000)]
 
     def _append_args(self, channel: str, batch: Batch) -> list[Any]:
         times = batch.times

@@ -25,6 +25,7 @@ from livedata.server.ingest.parse import IngestError, channel_name, json_batch
 from livedata.server.ingest.reorder import Reorder
 from livedata.server.metrics import Metrics
 from livedata.sources import PublishError
+from livedata.sources.base import source_key
 
 __all__ = ["Ingest", "IngestError", "SourceSink"]
 
@@ -123,26 +124,27 @@ class Ingest:
         return await self.publish_batches({name: json_batch(points, self.config.max_points_per_request)},
                                           reorder_ms, key)
 
-    async def store(self, channel: str, batch: Batch) -> None:
-        """Store one checked batch without a key (sources): the broker enforces the schema and
-        the channel limit atomically; counted in ``livedata_points_published``.
+    async def store(self, channel: str, batch: Batch, key: Key | None = None) -> None:
+        """Store one checked batch of a source: the broker enforces the schema, the channel limit
+        and ``key`` atomically; counted in ``livedata_points_published`` (once per key).
 
         Raises:
             IngestError: ``schema`` (400), ``channels`` (429) or ``broker`` (503, saying whether
                 the outcome is unknown).
         """
         try:
-            await self.broker.publish(channel, batch)
+            await self.broker.publish(channel, batch, key)
         except SchemaError as exc:  # a concurrent push added the field with another type
             raise IngestError(400, f"channel {channel!r}: {exc}", "schema", field=exc.field) from None
         except ChannelLimitError as exc:
             raise IngestError(429, str(exc), "channels") from None
         except BrokerError as exc:
             if exc.unknown:
-                raise IngestError(503, f"the broker did not answer ({exc}): the outcome is unknown", "broker") \
-                    from None
+                raise IngestError(503, f"the broker did not answer ({exc}): the outcome is unknown "
+                                  "(a source retries the batch with the same key)", "broker") from None
             raise IngestError(503, f"the broker is unavailable, nothing was stored: {exc}", "broker") from None
-        self.metrics.points_published.labels(channel).inc(len(batch))
+        if key is None or not key.replayed:
+            self.metrics.points_published.labels(channel).inc(len(batch))
 
 
 class SourceSink:
@@ -156,9 +158,9 @@ class SourceSink:
     def __init__(self, ingest: Ingest) -> None:
         self.ingest = ingest
 
-    async def publish(self, channel: str, batch: Batch) -> None:
+    async def publish(self, channel: str, batch: Batch, key: str | None = None) -> None:
         try:
-            await self.ingest.store(channel_name(channel), batch)
+            await self.ingest.store(channel_name(channel), batch, source_key(key))
         except IngestError as exc:
             raise PublishError(exc.reason, exc.message) from None
 
