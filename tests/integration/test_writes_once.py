@@ -20,6 +20,7 @@ import aiohttp
 import pytest
 from benchmarks.redis_server import RedisServer
 
+from livedata.client import Client, LivedataError
 from tests.conftest import LiveServer
 
 _serial = iter(range(1, 1 << 30))
@@ -288,3 +289,29 @@ async def test_integers_at_the_64_bit_bounds_are_stored_in_every_shape(
         assert status == 204, (i, info)
     got = [v for m in await stream(http, server.url, ch, **{"from": "0"}) for v in m["frame"]["data"]["values"][1]]
     assert got.count(value) == 4, got
+
+
+async def test_the_client_waits_out_a_full_reorder_window_and_stores_once() -> None:
+    """A 429 with Retry-After (the held-points bound) is retried by the Python client with the same
+    key until the held points are published; a 400 is raised at once."""
+    live = LiveServer(["--max-held-bytes", "200000"]).start()
+    try:
+        t = now_ms() - 10_000
+        third = {"time": [t + i for i in range(1000)], "seq": list(range(1000))}  # about 72 kB held each
+        async with Client(live.url, retry_for_s=15) as c:
+            await c.send("wo/full", third, reorder_ms=300)
+            await c.send("wo/full", third, reorder_ms=300)
+            started = time.monotonic()
+            last = {"time": [t + 5000 + i for i in range(1000)], "seq": list(range(2000, 3000))}
+            await c.send("wo/full", last, reorder_ms=300)  # 429 first: the bound is full
+            waited = time.monotonic() - started
+            with pytest.raises(LivedataError) as info:
+                await c.send("wo/full", {"time": t, "seq": "seven"})
+            assert info.value.status == 400 and time.monotonic() - started - waited < 5
+        async with aiohttp.ClientSession() as http:
+            await asyncio.sleep(1.5)
+            got = seqs(await stream(http, live.url, "wo/full", **{"from": "0"}))
+        assert sorted(got) == sorted([*range(1000), *range(1000), *range(2000, 3000)]), len(got)
+        assert 0.5 < waited < 12, waited  # it waited for the window (Retry-After: 1), then stored once
+    finally:
+        live.stop()

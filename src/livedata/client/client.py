@@ -451,7 +451,7 @@ class Client:
                                         field=info.get("field"), channel=channel)
                     # 503 (the broker is away, or the outcome is unknown) and a 429 that says when to
                     # come back are retried with the same key: the server stores the batch once.
-                    wait = _retry_after(r.headers.get("Retry-After")) if r.status == 429 else 0.0
+                    wait = _retry_after(r.headers.get("Retry-After")) if r.status == 429 else None
                     if (r.status not in (502, 503, 504) and wait is None) or loop.time() >= deadline:
                         raise err
                     why = f"{r.status} {err.message}"
