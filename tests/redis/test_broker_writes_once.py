@@ -112,7 +112,9 @@ async def test_held_points_are_stored_and_published_when_due_exactly_once(broker
 
 
 async def test_concurrent_releases_publish_once(make_broker: BrokerMaker, broker: Any) -> None:
-    other = await make_broker()  # Redis: the same keys, as another server; memory: its own process
+    # Redis: the same keys, as another server; memory: its own process; disk: its own data
+    # directory (one process per directory: it is locked), so the races are the same broker's
+    other = await make_broker(**({"prefix": "other"} if type(broker).__name__ == "DiskBroker" else {}))
     for i in range(20):
         await broker.hold("c", batch([NOW + 20 - i]), 0)
     await asyncio.gather(*(b.release(everything=i % 2 == 0) for i, b in enumerate([broker, other] * 4)))
