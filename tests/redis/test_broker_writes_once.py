@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from livedata.brokers.base import HeldLimitError, Key, KeyConflict
+from livedata.brokers.base import FieldLimitError, HeldLimitError, Key, KeyConflict
 from livedata.core.frames import Batch, FieldDef, Pos, SchemaError
 from livedata.core.window import held_bytes
 from tests.conftest import BrokerMaker
@@ -207,3 +207,20 @@ async def test_empty_hold_creates_the_channel(broker: Any) -> None:
     await broker.hold("c", Batch([NOW], {"s": ["x"]}, {"s": s}), 0)
     await broker.release()
     assert [f.key for f in await broker.fields("c")] == ["v", "s"]
+
+
+async def test_released_points_are_in_the_rollup_tiers(broker: Any) -> None:
+    await broker.hold("c", batch([NOW + 2, NOW + 1], [5.0, 7.0]), 0)
+    assert await broker.release() is None
+    finest = broker.tiers[0].width_ms
+    got = await broker.rollups("c", finest, NOW - finest, NOW + 10)
+    assert sum(int(a[0]) for col in got.buckets.aggs.values() for a in col if a is not None) == 2
+
+
+async def test_held_points_count_in_the_field_limit(make_broker: BrokerMaker) -> None:
+    b = await make_broker(max_fields=2, prefix=f"fl{next(_names)}:")
+    await b.hold("c", batch([NOW], w=[1.0]), 60_000)
+    with pytest.raises(FieldLimitError):  # v and w are held: x would be a third field
+        await b.publish("c", batch([NOW], x=[1.0]))
+    await b.publish("c", batch([NOW], w=[2.0]))  # a held field may be published
+    assert await b.release(everything=True) is None
