@@ -122,6 +122,16 @@ class RedisServer:
         except subprocess.TimeoutExpired:
             self.kill9()
 
+    def pause(self) -> None:
+        """SIGSTOP: the process freezes; connections stay open, commands wait unanswered."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`: it answers everything that waited."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+
     def kill9(self) -> None:
         """Kill with SIGKILL: no shutdown, only what was fsynced survives."""
         if self.proc is not None and self.proc.poll() is None:

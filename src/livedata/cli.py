@@ -38,6 +38,8 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
                                            "domain and its subdomains, or *")
     p.add_argument("--broker", help="'memory' (default) or redis://host:6379/0")
     p.add_argument("--redis-prefix", help="key prefix in Redis (default livedata:)")
+    p.add_argument("--redis-timeout", type=float, dest="redis_timeout_s",
+                   help="a Redis command that takes longer fails, s (default 2)")
     p.add_argument("--retention", type=float, dest="retention_s", help="history kept per channel, s (3600)")
     p.add_argument("--retention-points", type=int, help="history kept per channel, points (200000)")
     p.add_argument("--data-dir", help="keep channels, history and positions on disk in this directory "
@@ -72,6 +74,11 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
                    help="seconds to send a request head, and an idle keep-alive connection's next one (10)")
     p.add_argument("--body-timeout", type=float, dest="body_timeout_s",
                    help="seconds to send a push body (60)")
+    p.add_argument("--max-held-bytes", type=_size,
+                   help="bytes points held by reorder windows may take, in all, e.g. 64MiB (64MiB; with the memory "
+                        "broker at most an eighth of --max-memory)")
+    p.add_argument("--idempotency-ttl", type=float, dest="idempotency_ttl_s",
+                   help="how long an Idempotency-Key is remembered, s (600)")
     p.add_argument("--write-tokens", help="comma-separated tokens allowed to push (env LIVEDATA_WRITE_TOKENS)")
     p.add_argument("--read-tokens", help="comma-separated tokens allowed to subscribe")
     p.add_argument("--metrics-token", help="a token that may read /metrics only (env LIVEDATA_METRICS_TOKEN)")
@@ -164,13 +171,14 @@ def _push_args(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(ns: argparse.Namespace) -> Config:
     keys = [
-        "host", "port", "interval_ms", "log_level", "cors_origin", "broker", "redis_prefix",
+        "host", "port", "interval_ms", "log_level", "cors_origin", "broker", "redis_prefix", "redis_timeout_s",
         "retention_s", "retention_points", "data_dir", "fsync", "retention_1s_s", "retention_10s_s",
         "retention_1m_s", "retention_10m_s", "heartbeat_s", "buffer_bytes", "max_subscriptions",
         "max_channels", "max_body_bytes", "max_frame_bytes", "max_points_per_request", "max_connections_per_ip",
         "trusted_proxies", "write_tokens", "read_tokens", "metrics_token", "allowed_hosts",
         "max_connections", "max_memory", "retention_bytes", "max_fields_per_channel", "max_string_length",
         "max_generators", "header_timeout_s", "body_timeout_s",
+        "max_held_bytes", "idempotency_ttl_s",
         "certfile", "keyfile",
     ]
     overrides: dict[str, Any] = {k: getattr(ns, k, None) for k in keys}

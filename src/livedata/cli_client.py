@@ -56,22 +56,22 @@ def _show(value: Value) -> str:
 
 
 def format_frame(frame: Frame, as_json: bool = False) -> str:
-    """One line per point: ``<time ISO> name=value ...`` (``(late)`` at the end of late points).
-    Buckets (``--max-points``/``--resolution``) are rows too: a bucket printed again replaces the
-    one printed before at the same time."""
+    """One line per point: ``<time ISO> name=value ...`` (``(late)`` at the end of points older
+    than one printed before). Buckets (``--max-points``/``--resolution``) are rows too: a bucket
+    printed again replaces the one printed before at the same time."""
     out: list[str] = []
     cols = list(frame.fields.items())
     for i, t in enumerate(frame.times):
         if as_json:
             point: dict[str, Any] = {"time": t}
             point.update({k: c[i] for k, c in cols if c[i] is not None})
-            if frame.late:
+            if frame.is_late(i):
                 point["late"] = True
             out.append(msgspec.json.encode(point).decode())
             continue
         parts = [iso_ms(t)]
         parts.extend(f"{k}={_show(c[i])}" for k, c in cols if c[i] is not None)
-        if frame.late:
+        if frame.is_late(i):
             parts.append("(late)")
         out.append(" ".join(parts))
     return "".join(line + "\n" for line in out)

@@ -63,7 +63,8 @@ def show_size(n: int) -> str:
     return f"{n} B"
 
 
-SIZE_SETTINGS = frozenset({"max_memory", "retention_bytes", "buffer_bytes", "max_body_bytes", "max_frame_bytes"})
+SIZE_SETTINGS = frozenset({"max_memory", "retention_bytes", "buffer_bytes", "max_body_bytes", "max_frame_bytes",
+                           "max_held_bytes"})
 """Settings given in bytes: their flags and variables take ``KiB``/``MiB``/``GiB`` suffixes too."""
 
 
@@ -143,6 +144,8 @@ class Config:
     broker: str = "memory"
     """``memory`` or a ``redis://host:port/db`` URL."""
     redis_prefix: str = "livedata:"
+    redis_timeout_s: float = 2.0
+    """How long a Redis command may take before it fails (a write's outcome is then unknown)."""
     retention_s: float = 3600.0
     retention_points: int = 200_000
     data_dir: str = ""
@@ -182,6 +185,12 @@ class Config:
     trusted_proxies: tuple[str, ...] = ()
     """CIDRs of reverse proxies whose ``Forwarded``/``X-Forwarded-For`` name the client
     (``server/clientaddr.py``); empty: those headers are ignored."""
+    max_held_bytes: int = 64 << 20
+    """Bytes that points held by reorder windows may take in the broker, in all (a push past it: 413 or
+    429). The one bound on held points; with the memory broker also at most the memory budget's
+    ``held`` share (an eighth of ``max_memory``), where they are counted."""
+    idempotency_ttl_s: float = 600.0
+    """How long the broker remembers an ``Idempotency-Key`` (a retry within it stores nothing again)."""
     write_tokens: tuple[str, ...] = ()
     read_tokens: tuple[str, ...] = ()
     metrics_token: str = ""
@@ -225,6 +234,14 @@ class Config:
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level must be debug, info, warning or error, got {self.log_level!r}",
                               "log_level")
+        if not 0.05 <= self.redis_timeout_s <= 60:
+            raise ConfigError(f"redis_timeout_s must be 0.05..60 s, got {self.redis_timeout_s}", "redis_timeout_s")
+        if self.max_held_bytes < 0:
+            raise ConfigError(f"max_held_bytes must be 0 (no reorder windows) or more, got {self.max_held_bytes}",
+                              "max_held_bytes")
+        if self.idempotency_ttl_s < 60:
+            raise ConfigError(f"idempotency_ttl_s must be at least 60 s (clients retry for up to 30 s), got "
+                              f"{self.idempotency_ttl_s}", "idempotency_ttl_s")
         if not (self.broker == "memory" or self.broker.startswith(("redis://", "rediss://", "unix://"))):
             raise ConfigError(f"broker must be 'memory' or a redis:// URL, got {self.broker!r}", "broker")
         if bool(self.certfile) != bool(self.keyfile):
@@ -295,6 +312,7 @@ class Config:
 FILE_KEYS: dict[str, str] = {
     "host": "host", "port": "port", "interval": "interval_ms", "log_level": "log_level",
     "cors_origin": "cors_origin", "broker": "broker", "redis_prefix": "redis_prefix",
+    "redis_timeout": "redis_timeout_s",
     "retention": "retention_s", "retention_points": "retention_points", "heartbeat": "heartbeat_s",
     "data_dir": "data_dir", "fsync": "fsync", "retention_1s": "retention_1s_s", "retention_10s": "retention_10s_s",
     "retention_1m": "retention_1m_s", "retention_10m": "retention_10m_s",
@@ -306,6 +324,7 @@ FILE_KEYS: dict[str, str] = {
     "max_connections": "max_connections", "max_memory": "max_memory", "retention_bytes": "retention_bytes",
     "max_fields_per_channel": "max_fields_per_channel", "max_string_length": "max_string_length",
     "max_generators": "max_generators", "header_timeout": "header_timeout_s", "body_timeout": "body_timeout_s",
+    "max_held_bytes": "max_held_bytes", "idempotency_ttl": "idempotency_ttl_s",
 }
 """Config file key (the flag's name, ``-`` or ``_``) to Config field."""
 _FIELD_KEYS = {v: k for k, v in FILE_KEYS.items()}

@@ -220,10 +220,12 @@ def test_csv_values() -> None:
 
 
 def test_format_frame() -> None:
-    f = Frame("c", "s1", "p", True, [0, 1], {"a": [1.5, None], "b": ["x", True]},
-              [Field("a", "number"), Field("b", "string")])
-    assert format_frame(f) == '1970-01-01T00:00:00.000Z a=1.5 b="x" (late)\n1970-01-01T00:00:00.001Z b=true (late)\n'
+    f = Frame("c", "s1", "p", True, [0, 1, 5], {"a": [1.5, None, 2], "b": ["x", True, None]},
+              [Field("a", "number"), Field("b", "string")], newest_before=2)
+    assert format_frame(f) == ('1970-01-01T00:00:00.000Z a=1.5 b="x" (late)\n'
+                               '1970-01-01T00:00:00.001Z b=true (late)\n1970-01-01T00:00:00.005Z a=2\n')
     assert format_frame(f, as_json=True).splitlines()[0] == '{"time":0,"a":1.5,"b":"x","late":true}'
+    assert "late" not in format_frame(f, as_json=True).splitlines()[2]
 
 
 def test_tail_max_points_prints_buckets_of_a_finite_range(server: LiveServer) -> None:

@@ -362,13 +362,16 @@ async def test_push_retries_503_and_lost_answers_without_duplicates(
 async def test_push_rejection_raises_with_status_and_field(server: LiveServer) -> None:
     async with Client(server.url) as c:
         await c.send("rej/a", {"v": 1})
+        t = time.monotonic()
         with pytest.raises(LivedataError) as info:
             await c.send("rej/a", [{"v": 2}, {"v": "two"}])
         assert info.value.status == 400 and info.value.line == 2
+        assert time.monotonic() - t < 5, "a 4xx is not retried (retrying cannot change the answer)"
         await c.push_point("rej/a", v="three")
         with pytest.raises(LivedataError) as info:
             await c.flush()
         assert info.value.status == 400 and info.value.field == "v"
+    assert time.monotonic() - t < 10
 
 
 async def test_push_gives_up_after_retry_window() -> None:

@@ -14,8 +14,9 @@ import pytest
 from aiohttp import web
 
 from livedata.brokers.base import Broker
+from livedata.core.frames import Batch
 from livedata.core.sourcespec import parse_stream
-from livedata.sources.base import BrokerSink
+from livedata.sources.base import BrokerSink, PublishError
 from livedata.sources.stream import StreamSource
 from tests.conftest import LiveServer
 from tests.sources.test_mqtt_source import count, rows, until
@@ -47,6 +48,35 @@ async def test_the_reference_stream_becomes_rows_of_series(upstream: LiveServer,
         assert src.decoder.kind == "reference" and src.status.state == "up"
     finally:
         await src.stop()
+
+
+class AmbiguousSink(BrokerSink):
+    """Every other write is stored and then fails as if its answer was lost (a Redis timeout)."""
+
+    def __init__(self, broker: Broker) -> None:
+        super().__init__(broker)
+        self.writes = 0
+        self.lost_answers = 0
+
+    async def publish(self, channel: str, batch: Batch, key: str | None = None) -> None:
+        await super().publish(channel, batch, key)
+        self.writes += 1
+        if self.writes % 2:
+            self.lost_answers += 1
+            raise PublishError("broker", "the broker did not answer: the outcome is unknown")
+
+
+async def test_a_batch_whose_write_had_an_unknown_outcome_is_stored_once(upstream: LiveServer, broker: Broker) -> None:
+    sink = AmbiguousSink(broker)
+    src = StreamSource(parse_stream({"channel": "copy", "url": f"{upstream.url}/?numSeries=2"}), sink)
+    src.start()
+    try:
+        await until(lambda: sink.lost_answers >= 5 and sink.writes >= 10, what="writes")
+    finally:
+        await src.stop()
+    times = [t for t, _ in await rows(broker, "copy")]
+    assert times and len(set(times)) == len(times), f"{len(times) - len(set(times))} rows stored twice"
+    assert src.status.points <= len(times)  # a batch whose answer was lost at stop is not counted
 
 
 async def _push(url: str, channel: str, points: list[dict[str, Any]]) -> None:

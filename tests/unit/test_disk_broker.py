@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from livedata.brokers.base import BrokerError, BrokerStartError
+from livedata.brokers.base import BrokerError, BrokerStartError, Key, KeyConflict
 from livedata.brokers.disk import DiskBroker
 from livedata.brokers.disk_store import Store
-from livedata.core.frames import Batch, Chunk, FieldDef
+from livedata.core.frames import Batch, Chunk, FieldDef, SchemaError
 
 V = FieldDef.of("v", "number")
 S = FieldDef.of("s", "string")
@@ -120,6 +120,55 @@ async def test_a_failed_write_stores_nothing_and_numbering_goes_on_from_disk(tmp
     b = DiskBroker(str(tmp_path))
     await b.start()
     assert (await b.history("c", None, None)).head == p2
+    await b.close()
+
+
+async def test_held_points_and_keys_survive_a_restart_and_are_released_once(tmp_path: Path) -> None:
+    b = DiskBroker(str(tmp_path))
+    await b.start()
+    await b.hold("c", Batch([NOW + 3, NOW + 1], {"v": [3.0, 1.0], "s": ["x", None]}, {"v": V, "s": S}), 60_000,
+                 Key("h1", "d"))
+    await b.publish("c", batch([NOW + 2]), Key("p1", "d"))
+    held = b.held_bytes
+    await b.close()  # not released: the 204 of the hold is on disk
+
+    b = DiskBroker(str(tmp_path))
+    await b.start()
+    assert b.held_bytes == held > 0
+    with pytest.raises(SchemaError):  # its fields are still reserved
+        await b.publish("c", Batch([NOW + 4], {"s": [1.0]}, {"s": FieldDef.of("s", "number")}))
+    again, other = Key("h1", "d"), Key("p1", "d")
+    await b.hold("c", batch([NOW + 9]), 60_000, again)
+    await b.publish("c", batch([NOW + 9]), other)
+    assert again.replayed and other.replayed
+    with pytest.raises(KeyConflict):
+        await b.publish("c", batch([NOW + 9]), Key("p1", "other request"))
+    assert await b.release(everything=True) is None
+    assert await b.release(everything=True) is None
+    assert b.held_bytes == 0
+    h = await b.history("c", None, None)
+    assert [t for c in h.chunks for t in c.times] == [NOW + 2, NOW + 1, NOW + 3]
+    await b.close()
+
+    b = DiskBroker(str(tmp_path))  # what was released is gone from the window on disk too
+    await b.start()
+    assert b.held_bytes == 0 and await b.release(everything=True) is None
+    assert [t for c in (await b.history("c", None, None)).chunks for t in c.times] == [NOW + 2, NOW + 1, NOW + 3]
+    await b.close()
+
+
+async def test_a_failed_release_keeps_the_points_held(tmp_path: Path) -> None:
+    b = DiskBroker(str(tmp_path))
+    failing = FailingStore(b.store.path, "interval", b.tiers, b.retention_ms, b.retention_points)
+    b.store = failing
+    await b.start()
+    await b.hold("c", batch([NOW + 1]), 0)
+    failing.fail_next = True
+    with pytest.raises(BrokerError):
+        await b.release(everything=True)
+    assert b.held_bytes > 0
+    assert await b.release(everything=True) is None
+    assert [t for c in (await b.history("c", None, None)).chunks for t in c.times] == [NOW + 1]
     await b.close()
 
 

@@ -10,6 +10,7 @@ from livedata.core.frames import (
     Chunk,
     FieldDef,
     Pos,
+    Position,
     PositionError,
     Rows,
     Schema,
@@ -21,6 +22,7 @@ from livedata.core.frames import (
     frame_json,
     mark_missing,
     parse_position,
+    rest_of,
 )
 
 
@@ -92,12 +94,21 @@ def test_data_message_is_prefix_plus_shared_body() -> None:
 
 
 @given(st.text(alphabet="abcdef0123", min_size=1, max_size=8), st.integers(0, 2**48), st.integers(0, 2**20),
-       st.integers(0, 2**40))
-def test_positions_round_trip(epoch: str, a: int, b: int, count: int) -> None:
-    assert parse_position(Pos(a, b, count).encode(epoch)) == (epoch, Pos(a, b, count))
+       st.integers(0, 2**40), st.none() | st.tuples(st.integers(0, 2**20), st.integers(0, 2**40)),
+       st.none() | st.integers(-2**45, 2**45), st.none() | st.integers(-2**45, 2**45))
+def test_positions_round_trip(epoch: str, a: int, b: int, count: int, head: tuple[int, int] | None,
+                              start: int | None, end: int | None) -> None:
+    assert parse_position(Pos(a, b, count).encode(epoch)) == Position(epoch, Pos(a, b, count))
+    if head is not None:
+        h = Pos(a + 1 + head[0], head[0], head[1])
+        p = Position(epoch, Pos(a, b, count), h, start, end)
+        assert parse_position(p.encode()) == p
+        assert parse_position(p.encode()).head.count == head[1]  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize("bad", ["", "x", "e:1:2", "e:a-b:1", ":1-0:1", "e:-1-0:1", "e:1-0"])
+@pytest.mark.parametrize("bad", ["", "x", "e:1:2", "e:a-b:1", ":1-0:1", "e:-1-0:1", "e:1-0", "e:1-0:1~",
+                                 "e:1-0:1~2-0:3~~~", "e:2-0:1~1-0:3~~", "e:1-0:1~2-0:3~x~", "e:1-0:1~2-0:-3~~",
+                                 "e:x:1-0:1"])
 def test_bad_positions(bad: str) -> None:
     with pytest.raises(PositionError):
         parse_position(bad)
@@ -128,3 +139,23 @@ def test_decode_entities_is_the_inverse_of_the_encoding() -> None:
     for ents in (None, "x", [None, {"Undef": [9, -1, "0", 1.0]}], [{"Undef": 0}], [None, None, {"Undef": [0]}]):
         assert decode_entities(values, ents) == [[1, 2], [5, 6]]
     assert values == [[1, 2], [5, 6]]
+
+
+def test_a_slice_knows_where_it_ends_in_the_stored_chunk() -> None:
+    c = Chunk(Pos(3, 0, 10), [1, 2, 3, 4], {"v": [1, 2, 3, 4]}, hwm=None)  # points 7..10 of the log
+    assert c.count_before == 6 and c.end == Pos(3, 0, 10) and c.end.count == 10
+    mid = c.slice(1, 3)  # points 8 and 9
+    assert mid.times == [2, 3] and mid.tail == 1 and mid.count_before == 7 and mid.end.count == 9
+    inner = mid.slice(1, 2)  # point 9
+    assert inner.times == [3] and inner.count_before == 8 and inner.end.count == 9
+
+
+def test_rest_of_a_chunk_after_a_position() -> None:
+    c = Chunk(Pos(3, 0, 10), [1, 2, 3, 4], {"v": [1, 2, 3, 4]}, hwm=None)
+    assert rest_of(c, Pos(2, 5, 6)) is c  # an earlier chunk: all of it
+    assert rest_of(c, Pos(4, 0, 11)) is None  # a later one: nothing
+    assert rest_of(c, Pos(3, 0, 10)) is None  # the whole chunk was sent
+    assert rest_of(c, Pos(3, 0, 6)) is c  # none of it was
+    r = rest_of(c, Pos(3, 0, 8))  # its first two points were sent
+    assert r is not None and r.times == [3, 4] and r.count_before == 8 and r.end == Pos(3, 0, 10)
+    assert rest_of(r, Pos(3, 0, 9)) is not None and rest_of(r, Pos(3, 0, 9)).times == [4]  # type: ignore[union-attr]

@@ -45,7 +45,7 @@ def test_parse_time_takes(value: object, ms: int) -> None:
 def test_positions_are_ascii_and_bounded(text: str) -> None:
     with pytest.raises(PositionError):
         parse_position(text)
-    assert parse_position("e:1-2:3")[1].a == 1
+    assert parse_position("e:1-2:3").pos.a == 1
 
 
 @pytest.mark.parametrize("raw", ["1e400", "inf", "-inf", "nan", "\u0661", "9" * 400, 10**400, DEEP, {"x": 1}, True])

@@ -24,7 +24,7 @@ from livedata.core.frames import (
 )
 from livedata.core.lineprotocol import parse_tables
 from livedata.core.protocol import points_to_batch, tables_to_batches
-from livedata.delivery.encode import groups, history_packets, split_rows
+from livedata.delivery.encode import gather, pieces
 
 NOW = 1_700_000_000_000
 
@@ -87,33 +87,35 @@ def _chunk(a: int, times: list[int], cols: dict[str, list[float | None] | Sparse
     return c
 
 
-def test_late_split_of_a_sparse_chunk() -> None:
+def test_gather_lays_out_a_sparse_chunk_and_marks_rows_older_than_the_floor_late() -> None:
     c = _chunk(1, [1, 2, 5, 6], {"a": Sparse(4, [1, 3], [10.0, 20.0])}, hwm=4)
-    ontime, late = split_rows([c], ["a"])
-    assert late.times == [1, 2] and late.columns == {"a": [None, 10.0]}
-    assert ontime.times == [5, 6] and ontime.columns == {"a": [None, 20.0]}
+    rows, late = gather([c], ["a"], floor=4)
+    assert late and rows.times == [1, 2, 5, 6] and rows.columns == {"a": [None, 10.0, None, 20.0]}
+    rows, late = gather([c], ["a"], floor=None)
+    assert not late
 
 
-def test_history_packets_keep_time_order_and_send_older_rows_as_late() -> None:
+def test_gather_keeps_time_order_across_chunks_with_sparse_columns() -> None:
     chunks = [_chunk(1, [10, 20], {"v": [1.0, 2.0]}), _chunk(2, [5, 30], {"v": [0.5, 3.0]}, hwm=20),
               _chunk(3, [40], {"w": Sparse(1, [0], [4.0])})]
-    packets = list(history_packets(chunks, ["v", "w"], hwm=None, target=1 << 20))
-    assert [(p.times, late) for p, late in packets] == [([5, 10, 20, 30, 40], False)]
-    assert packets[0][0].columns == {"v": [0.5, 1.0, 2.0, 3.0, None], "w": [None, None, None, None, 4.0]}
-    # A later page with rows older than what was sent: those go first, marked late.
-    later = list(history_packets([_chunk(4, [35, 50], {"v": [9.0, 8.0]})], ["v", "w"], hwm=40, target=1 << 20))
-    assert [(p.times, late) for p, late in later] == [([35], True), ([50], False)]
+    rows, late = gather(chunks, ["v", "w"], floor=None)
+    assert rows.times == [5, 10, 20, 30, 40] and not late
+    assert rows.columns == {"v": [0.5, 1.0, 2.0, 3.0, None], "w": [None, None, None, None, 4.0]}
 
 
-def test_history_packets_are_cut_by_bytes_not_by_rows() -> None:
+def test_pieces_are_cut_by_bytes_not_by_rows() -> None:
     chunks = [_chunk(i, [i * 100 + r for r in range(100)], {"v": [1.0] * 100}) for i in range(1, 11)]
-    packets = list(history_packets(chunks, ["v"], None, target=10_000))  # 100 bytes a row: 100 rows each
-    assert [len(p) for p, _ in packets] == [100] * 10
-    assert [t for p, _ in packets for t in p.times] == [t for c in chunks for t in c.times]
+    runs = list(pieces(chunks, ["v"], 1 << 30, 1, target=10_000))  # 100 bytes a row: 100 rows each
+    assert [sum(map(len, r)) for r in runs] == [100] * 10
+    assert [t for r in runs for c in r for t in c.times] == [t for c in chunks for t in c.times]
 
 
-def test_groups_cut_big_chunks_and_say_when_a_group_ends_mid_chunk() -> None:
+def test_pieces_cut_big_chunks_and_each_ends_at_a_position() -> None:
     chunks = [_chunk(1, list(range(50)), {"v": [1.0] * 50}), _chunk(2, list(range(50, 60)), {"v": [1.0] * 10})]
-    out = list(groups(chunks, ["v"], target=2000))  # 20 rows a group
-    assert [(sum(map(len, g)), whole) for g, whole in out] == [(20, False), (20, False), (20, True)]
-    assert [t for g, _ in out for c in g for t in c.times] == list(range(60))
+    runs = list(pieces(chunks, ["v"], 1 << 30, 1, target=2000))  # 20 rows a piece
+    assert [sum(map(len, r)) for r in runs] == [20, 20, 20]
+    assert [t for r in runs for c in r for t in c.times] == list(range(60))
+    whole = Chunk(Pos(1, 0, 50), list(range(50)), {"v": [1.0] * 50}, None)
+    whole.nbytes = 100 * 50
+    ends = [r[-1].end for r in pieces([whole], ["v"], 1 << 30, 1, target=2000)]
+    assert [e.count for e in ends] == [20, 40, 50]  # cut inside the chunk: each end is a position in it

@@ -102,6 +102,18 @@ describe('FrameStore', () => {
     expect(s.stats.lateRows).toBe(3);
   });
 
+  test('a late message with old and new rows (one batch of the log) inserts the old and appends the new', () => {
+    const s = new FrameStore();
+    s.merge(msg([10, 20, 30], ['a', 'b', 'c'], { schema: TV, position: 'e:1-0:3' }));
+    const r = s.merge(msg([15, 30, 40, 50], ['d', 'e', 'f', 'g'], { late: true, position: 'e:2-0:7' }));
+    expect(r).toMatchObject({ rows: 4, inserted: true });
+    expect(s.times).toEqual([10, 15, 20, 30, 30, 40, 50]);
+    expect(s.columns[0]).toEqual(['a', 'd', 'b', 'c', 'e', 'f', 'g']);
+    expect(s.stats.lateRows).toBe(1); // only 15 is older than the newest row held (30)
+    expect(s.position).toBe('e:2-0:7'); // a late message's position is where to resume, like any other
+    expect(s.merge(msg([60], ['h'], { position: 'e:3-0:8' })).inserted).toBe(false);
+  });
+
   test('an unmarked message that starts before the newest row, or is unsorted, is merged in too', () => {
     const s = new FrameStore();
     s.merge(msg([10, 20], [1, 2], { schema: TV }));

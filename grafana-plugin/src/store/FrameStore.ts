@@ -5,8 +5,10 @@
  *
  * - Schema: the first message carries it; a later one carries it again when the channel gains a
  *   field. Fields are matched by name and labels; a new field's earlier rows are `missing`.
- * - Late rows (`late: true`, or any message starting before the newest row, or unsorted) are
- *   merged in at their place in time; rows with equal times keep their arrival order.
+ * - Late rows (a message marked `late: true`, or any message starting before the newest row, or
+ *   unsorted) are merged in at their place in time; rows with equal times keep their arrival order.
+ *   A late message may also hold rows newer than every row here (one batch of the channel's log
+ *   with old and new points): they land at the end.
  * - Loss floor: after a `notice` with `lost`, the server resumes from its oldest retained point;
  *   the rows up to the newest one held are already here and are skipped until a message brings
  *   only newer rows.
@@ -100,7 +102,7 @@ export class FrameStore {
    * given that is newer (what a cache needs to know what it still covers).
    */
   trimmedThrough?: number;
-  /** Data messages merged, rows taken (before trimming), rows taken from `late` messages. */
+  /** Data messages merged, rows taken (before trimming), rows of `late` messages older than the newest held. */
   readonly stats = { messages: 0, received: 0, lateRows: 0 };
 
   private maxRows: number;
@@ -235,8 +237,13 @@ export class FrameStore {
       this.insert(values, times, rows ?? range(n));
     }
     this.stats.received += k;
-    if (msg.late) {
-      this.stats.lateRows += k;
+    if (msg.late && last !== undefined) {
+      // A late message is one run of the log, sorted: only its rows older than the newest held are late.
+      for (let j = 0; j < k; j++) {
+        if ((rows ? times[rows[j]] : times[j]) < last) {
+          this.stats.lateRows++;
+        }
+      }
     }
     result.rows = msg.bucket_ms ? n : k;
     result.inserted = !inOrder;

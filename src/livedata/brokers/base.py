@@ -20,7 +20,15 @@ log = logging.getLogger("livedata.broker")
 
 
 class BrokerError(RuntimeError):
-    """The broker cannot be reached or failed; the operation may be retried later."""
+    """The broker cannot be reached or failed; the operation may be retried later.
+
+    ``unknown`` is True when a write was sent but no answer came (a timeout, a connection lost
+    mid-call): it may have been applied. Retrying it with the same :class:`Key` is then safe.
+    """
+
+    def __init__(self, message: str, unknown: bool = False) -> None:
+        super().__init__(message)
+        self.unknown = unknown
 
 
 class BrokerStartError(RuntimeError):
@@ -40,6 +48,8 @@ def retained_from(start_ms: int | None, now_s: float, retention_ms: int) -> int:
     """
     cutoff = int(now_s * 1000) - retention_ms
     return cutoff if start_ms is None else max(start_ms, cutoff)
+
+
 class FieldLimitError(RuntimeError):
     """The batch would give its channel more fields than ``--max-fields-per-channel``.
 
@@ -54,6 +64,49 @@ def field_limit_error(channel: str, have: int, new: int, limit: int, first: str)
     return FieldLimitError(
         f"channel {channel!r} has {have} fields and this push adds {new}: the limit is {limit} per channel "
         "(send fewer distinct field names or tags, or raise --max-fields-per-channel)", first)
+
+
+class HeldLimitError(RuntimeError):
+    """Holding these points in a reorder window would pass ``max_held_bytes``: nothing was held."""
+
+    def __init__(self, message: str, size: int, used: int, limit: int) -> None:
+        super().__init__(message)
+        self.size = size
+        self.used = used
+        self.limit = limit
+
+
+class KeyConflict(RuntimeError):
+    """The idempotency key was already used on this channel for a different request."""
+
+
+def held_limit_text(size: int, used: int, limit: int) -> str:
+    """Why a push with a reorder window was refused (the same words on every broker)."""
+    if size > limit:
+        return (f"this push would hold {size} bytes in the reorder window, more than the bound of {limit} "
+                "(--max-held-bytes): split it, or push without reorder_ms")
+    return (f"the reorder window holds {used} bytes and this push needs {size} more, past the bound of {limit} "
+            "(--max-held-bytes): retry in a moment, or push without reorder_ms")
+
+
+KEY_TTL_S = 600.0
+"""How long a broker remembers an idempotency key by default (``--idempotency-ttl``)."""
+
+
+@dataclass(slots=True)
+class Key:
+    """An idempotency key of a write, and the digest of the request it came with.
+
+    The broker checks and records it in the same atomic step as the write: a key it already
+    recorded with the same digest makes the write a no-op and sets ``replayed``; with another
+    digest the write raises :class:`KeyConflict`. Keys are per channel and kept for ``ttl_s``, or
+    the broker's key time to live when None.
+    """
+
+    name: str
+    digest: str
+    replayed: bool = False
+    ttl_s: float | None = None
 
 
 @dataclass(slots=True)
@@ -179,13 +232,38 @@ class Broker(Protocol):
         its command timeout). ``/api/health`` reports it."""
         ...
 
-    async def publish(self, channel: str, batch: Batch) -> Pos:
+    async def publish(self, channel: str, batch: Batch, key: Key | None = None) -> Pos:
         """Store ``batch`` (sorted here) atomically; return the position of its last point.
 
+        With a ``key`` already recorded for the same request nothing is stored (``key.replayed``)
+        and the channel's head is returned.
+
         Raises:
-            SchemaError: a field conflicts with the channel's schema (nothing stored).
+            SchemaError: a field conflicts with the channel's schema or held fields (nothing stored).
             ChannelLimitError: the channel is new and there are too many.
-            BrokerError: the broker is unreachable (nothing stored).
+            KeyConflict: ``key`` was recorded for another request (nothing stored).
+            BrokerError: the broker is unreachable (nothing stored; with ``unknown``, maybe stored).
+        """
+        ...
+
+    async def hold(self, channel: str, batch: Batch, hold_ms: int, key: Key | None = None) -> None:
+        """Store ``batch`` in the channel's reorder window, due in ``hold_ms``: it is published by
+        :meth:`release` (of this or any process sharing the broker), never lost once this returns.
+        Its fields are reserved in the channel's schema from now on.
+
+        Raises:
+            SchemaError, ChannelLimitError, KeyConflict, BrokerError: as :meth:`publish`.
+            HeldLimitError: the held points would pass the broker's bound (nothing held).
+        """
+        ...
+
+    async def release(self, now_ms: int | None = None, everything: bool = False) -> int | None:
+        """Publish the held points that are due (all of them with ``everything``), exactly once
+        however often it is called, here or elsewhere; return when the next are due (wall clock
+        ms), or None when nothing is held.
+
+        Raises:
+            BrokerError: the broker is unreachable (what is held stays held).
         """
         ...
 

@@ -17,6 +17,14 @@ Durability of a ``204`` (``--fsync``, like Redis' ``appendfsync``):
 ``never``     as ``interval`` without the fsync every second (the OS writes back when it likes;
               SQLite still fsyncs at checkpoints, so the file stays consistent).
 
+Exactly once: an idempotency key is checked on the loop (which numbers every write, so nothing
+races it) and recorded in the same transaction as the chunk it came with; a retry while that
+transaction is still open waits for it. Points held by reorder windows (:meth:`DiskBroker.hold`)
+are written to the file before the ``204`` (table ``held``, with the same ``--fsync``), so they
+survive a restart and a ``kill -9``; :meth:`DiskBroker.release` deletes the entries it releases in
+the transaction that appends their points, so each is published exactly once. Held points take at
+most ``max_held_bytes`` (counted in this process's memory, where the loop keeps them too).
+
 Reads (history, positions, rollups) run on a small thread pool, each with its own connection;
 the writer also trims retention and compacts hot segments into columnar ones when it is idle.
 Nothing here blocks the event loop.
@@ -27,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import concurrent.futures
+import contextlib
 import fcntl
 import logging
 import os
@@ -40,22 +49,29 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from livedata.brokers.base import (
+    KEY_TTL_S,
     BrokerError,
     BrokerStartError,
     ChannelInfo,
     ChannelLimitError,
     ChunkCallback,
+    HeldLimitError,
     History,
+    Key,
+    KeyConflict,
     Rollup,
     Subscribers,
     Unsubscribe,
     field_limit_error,
+    held_limit_text,
     retained_from,
 )
-from livedata.brokers.disk_store import Delete, Op, Publish, Store
-from livedata.core.frames import Batch, Chunk, FieldDef, Pos, Schema
+from livedata.brokers.disk_store import Delete, Hold, Op, Publish, Store
+from livedata.brokers.redis_codec import decode_held, encode_held
+from livedata.core.frames import Batch, Chunk, FieldDef, Pos, Schema, rest_of
 from livedata.core.rollup import DEFAULT_TIERS, Buckets, Tier, check_tiers, chunk_rollup
 from livedata.core.sources import is_generated
+from livedata.core.window import Held, held_bytes, release
 
 log = logging.getLogger("livedata.disk")
 
@@ -86,6 +102,19 @@ class _Channel:
     """True once its row is on disk (or queued to be written)."""
     unsaved: list[FieldDef] = field(default_factory=list)
     """Fields in ``schema`` not sent to the writer yet (a batch with no points adds fields only here)."""
+    held: list[Held] = field(default_factory=list)
+    """Points in the reorder window, in arrival order (as on disk, table ``held``)."""
+    reserved: Schema = field(default_factory=Schema)
+    """Fields of held points that the schema does not have yet."""
+    held_seq: int = 0
+
+
+@dataclass(slots=True)
+class _Key:
+    digest: str
+    expires: float
+    pending: asyncio.Future[Any] | None = None
+    """The write it came with, until committed."""
 
 
 class DiskBroker:
@@ -104,6 +133,8 @@ class DiskBroker:
         *,
         max_fields: int = 0,
         retention_bytes: int = 0,
+        max_held_bytes: int = 64 << 20,
+        key_ttl_s: float = KEY_TTL_S,
     ) -> None:
         """``retention_bytes`` bounds history held in memory (``--retention-bytes``); this broker
         holds its history on disk, bounded by ``retention_s`` and ``retention_points``, so it is
@@ -120,6 +151,12 @@ class DiskBroker:
         """Fields per channel (0: no limit)."""
         self.retention_bytes = retention_bytes
         self.wall = wall
+        self.max_held_bytes = max_held_bytes
+        self.key_ttl_s = key_ttl_s
+        self.held_bytes = 0
+        self._keys: dict[tuple[str, str], _Key] = {}
+        """(channel, key) -> the request's digest and when the key expires (wall s)."""
+        self._holding: set[str] = set()
         self.fsync = fsync
         self.on_status: Callable[[bool, str], None] | None = None
         self.token = secrets.token_hex(3)
@@ -166,6 +203,14 @@ class DiskBroker:
             self._channels[name] = ch
             self._by_id[cid] = ch
             self._next_id = max(self._next_id, cid + 1)
+        for cid, k, digest, exp in loaded.keys:
+            kch = self._by_id.get(cid)
+            if kch is not None:
+                self._keys[(kch.name, k)] = _Key(digest, exp)
+        for cid, hid, due, data, size in loaded.held:
+            hch = self._by_id.get(cid)
+            if hch is not None:
+                self._load_held(hch, [(hid, due, data, size)])
         self._readers = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="livedata-disk-read")
         log.info("data directory %s: %d channels (fsync %s)", self.data_dir, len(self._channels), self.fsync)
 
@@ -244,7 +289,7 @@ class DiskBroker:
                 except Exception as exc:
                     log.error("writing to %s failed: %s", self.data_dir, exc)
                     bad_gen = max(op.gen for op in ops)
-                    heads = {op.ch: self.store.w_channel(op.ch) for op in ops}
+                    heads = {op.ch: (self.store.w_channel(op.ch), self.store.w_held(op.ch)) for op in ops}
                     self._report(ops, f"the data directory cannot be written ({exc})", heads)
                 else:
                     unsynced = True
@@ -313,12 +358,25 @@ class DiskBroker:
         if trimmed:
             self._trimmed(trimmed)
 
+    def _load_held(self, ch: _Channel, rows: list[tuple[int, float, bytes, int]]) -> None:
+        """Add held entries read from the file to ``ch`` (its reserved fields and the byte count)."""
+        for hid, due, data, size in rows:
+            batch, _ = decode_held(data)
+            ch.held.append(Held(hid, due, batch, size))
+            ch.held_seq = max(ch.held_seq, hid)
+            ch.reserved.add(f for k, f in batch.fields.items() if k not in ch.schema.fields)
+            self.held_bytes += size
+        if ch.held:
+            self._holding.add(ch.name)
+
     def _reset(self, heads: dict[int, Any]) -> None:
         """After a failed write: every channel it touched goes back to what is committed."""
-        for cid, head in heads.items():
+        for cid, (head, held) in heads.items():
             ch = self._by_id.get(cid)
             if ch is None:
                 continue
+            self.held_bytes -= sum(e.size for e in ch.held)
+            ch.held, ch.reserved = [], Schema()
             if head is None:
                 self._by_id.pop(cid, None)
                 if self._channels.get(ch.name) is ch:
@@ -331,6 +389,7 @@ class DiskBroker:
             ch.schema.add(fields)
             ch.numeric = [f.key for f in fields if f.type == "number"]
             ch.unsaved = []
+            self._load_held(ch, held)
 
     def _trimmed(self, trimmed: dict[int, int]) -> None:
         for cid, cells in trimmed.items():
@@ -344,20 +403,73 @@ class DiskBroker:
         ch = self._channels.get(channel)
         return ch.epoch if ch else None
 
-    def _submit(self, op: Op) -> asyncio.Future[Any]:
+    def _submit(self, op: Op, key: Key | None = None) -> asyncio.Future[Any]:
+        """Queue ``op`` for the writer (with ``key`` recorded in its transaction)."""
         if self._thread is None:
             raise BrokerError("the disk broker is not running")
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         op.future = fut
+        if not isinstance(op, Delete):
+            op.key = self._key_arg(op.name, key, fut)
         self._queue.put(op)
         return fut
 
-    async def publish(self, channel: str, batch: Batch) -> Pos:
+    # --- idempotency keys --------------------------------------------------------------------------
+
+    async def _seen(self, channel: str, key: Key | None) -> bool:
+        """True when ``key`` was recorded for this request (``key.replayed`` is set); a write with
+        the key still on its way to the file is waited for first."""
+        if key is None:
+            return False
+        while True:
+            have = self._keys.get((channel, key.name))
+            if have is None:
+                return False
+            if have.expires < self.wall():
+                del self._keys[(channel, key.name)]
+                return False
+            if have.digest != key.digest:
+                raise KeyConflict(f"Idempotency-Key {key.name[:80]!r} was already used on channel {channel!r} for "
+                                  "a different request: use a new key for new data")
+            pending = have.pending
+            if pending is None or (pending.done() and not pending.cancelled() and pending.exception() is None):
+                key.replayed = True
+                return True
+            with contextlib.suppress(Exception):
+                await asyncio.shield(pending)
+            # failed: the key was dropped with it (look again); committed: a replay
+
+    def _key_arg(self, channel: str, key: Key | None, fut: asyncio.Future[Any]) -> tuple[str, str, float] | None:
+        if key is None:
+            return None
+        expires = self.wall() + (self.key_ttl_s if key.ttl_s is None else key.ttl_s)
+        rec = self._keys[(channel, key.name)] = _Key(key.digest, expires, fut)
+
+        def settled(f: asyncio.Future[Any]) -> None:
+            if f.cancelled() or f.exception() is not None:
+                if self._keys.get((channel, key.name)) is rec:
+                    del self._keys[(channel, key.name)]
+            else:
+                rec.pending = None
+
+        fut.add_done_callback(settled)
+        return key.name, key.digest, expires
+
+    # --- writing -----------------------------------------------------------------------------------
+
+    def _admit(self, channel: str, batch: Batch) -> tuple[_Channel, list[FieldDef]]:
+        """Check ``batch`` (schema, held fields, field limit, channel limit), creating the channel
+        on the loop if it is new; the fields it adds to the schema. Nothing changes on an error."""
         ch = self._channels.get(channel)
         new = (ch.schema if ch else Schema()).check(batch.fields.values())
-        have = len(ch.schema.fields) if ch else 0
-        if self.max_fields and new and have + len(new) > self.max_fields:
-            raise field_limit_error(channel, have, len(new), self.max_fields, new[max(0, self.max_fields - have)].key)
+        reserved: dict[str, FieldDef] = ch.reserved.fields if ch else {}
+        if ch is not None and reserved and new:
+            ch.reserved.check(new)
+        fresh = [f for f in new if f.key not in reserved]
+        have = len(ch.schema.fields) + len(reserved) if ch else 0
+        if self.max_fields and fresh and have + len(fresh) > self.max_fields:
+            raise field_limit_error(channel, have, len(fresh), self.max_fields,
+                                    fresh[max(0, self.max_fields - have)].key)
         if ch is None:
             if not is_generated(channel) and self._counted() >= self.max_channels:
                 raise ChannelLimitError(
@@ -365,31 +477,108 @@ class DiskBroker:
             cid = self._next_id
             self._next_id += 1
             ch = self._channels[channel] = self._by_id[cid] = _Channel(cid, channel, f"{self.token}{cid:x}")
+        return ch, new
+
+    def _append(self, ch: _Channel, batch: Batch, new: list[FieldDef], key: Key | None = None,
+                take: list[int] | None = None, keep: list[tuple[int, bytes, int]] | None = None
+                ) -> asyncio.Future[Any] | None:
+        """Number ``batch`` (sorted) as the channel's next chunk and queue it for the writer; None
+        when it has no points (its new fields wait for the next chunk)."""
         ch.schema.add(new)
         if new:
             ch.numeric = [f.key for f in ch.schema.fields.values() if f.type == "number"]
             ch.unsaved.extend(new)
-        batch = batch.sorted()
-        if not batch.times:  # nothing to number: the fields go to disk with the next chunk
-            return ch.head or Pos(0, 0, 0)
+            if ch.reserved.fields:
+                for f in new:
+                    ch.reserved.fields.pop(f.key, None)
+        if not batch.times:
+            return None
         ch.seq += 1
         ch.count += len(batch.times)
         chunk = Chunk(Pos(ch.seq, 0, ch.count), batch.times, batch.columns, ch.pending_max)
         if ch.pending_max is None or batch.times[-1] > ch.pending_max:
             ch.pending_max = batch.times[-1]
         parts = chunk_rollup(chunk.times, chunk.columns, ch.numeric, self.tiers) if ch.numeric else []
-        op = Publish(ch.id, channel, ch.epoch, not ch.created, chunk, ch.unsaved, list(ch.numeric), parts,
-                     chunk.cells, self._gen)
+        op = Publish(ch.id, ch.name, ch.epoch, not ch.created, chunk, ch.unsaved, list(ch.numeric), parts,
+                     chunk.cells, self._gen, take=take or [], keep=keep or [])
         ch.created = True
         ch.unsaved = []
-        pos: Pos = await self._submit(op)
+        return self._submit(op, key)
+
+    async def publish(self, channel: str, batch: Batch, key: Key | None = None) -> Pos:
+        if await self._seen(channel, key):
+            ch = self._channels.get(channel)
+            return (ch.head if ch else None) or Pos(0, 0, 0)
+        ch, new = self._admit(channel, batch)
+        fut = self._append(ch, batch.sorted(), new, key)
+        if fut is None:
+            return ch.head or Pos(0, 0, 0)
+        pos: Pos = await fut
         return pos
+
+    async def hold(self, channel: str, batch: Batch, hold_ms: int, key: Key | None = None) -> None:
+        if not len(batch):
+            await self.publish(channel, batch, key)
+            return
+        if await self._seen(channel, key):
+            return
+        size = held_bytes(batch)
+        if self.held_bytes + size > self.max_held_bytes:
+            raise HeldLimitError(held_limit_text(size, self.held_bytes, self.max_held_bytes), size,
+                                 self.held_bytes, self.max_held_bytes)
+        ch, new = self._admit(channel, batch)
+        ch.reserved.add(new)
+        ch.held_seq += 1
+        entry = Held(ch.held_seq, self.wall() * 1000 + hold_ms, batch.sorted(), size)
+        ch.held.append(entry)
+        self.held_bytes += size
+        self._holding.add(channel)
+        op = Hold(ch.id, channel, ch.epoch, not ch.created, entry.id, entry.due, encode_held(entry.batch, size), size,
+                  self._gen)
+        ch.created = True
+        await self._submit(op, key)
+
+    async def release(self, now_ms: int | None = None, everything: bool = False) -> int | None:
+        now = self.wall() * 1000 if now_ms is None else now_ms
+        nxt: float | None = None
+        futures: list[asyncio.Future[Any]] = []
+        for name in list(self._holding):
+            ch = self._channels.get(name)
+            if ch is None or not ch.held:
+                self._holding.discard(name)
+                continue
+            out = release(ch.held, now, everything)
+            if out is not None:
+                gone = set(out.gone)
+                kept = {e.id: e for e in out.kept}
+                before = sum(e.size for e in ch.held)
+                ch.held = [kept.get(e.id, e) for e in ch.held if e.id not in gone]
+                self.held_bytes -= before - sum(e.size for e in ch.held)
+                new = ch.schema.check(out.batch.fields.values())
+                fut = self._append(ch, out.batch, new, take=list(out.gone),
+                                   keep=[(e.id, encode_held(e.batch, e.size), e.size) for e in out.kept])
+                if fut is not None:
+                    futures.append(fut)
+            if not ch.held:
+                self._holding.discard(name)
+                ch.reserved = Schema()
+                continue
+            due = min(e.due for e in ch.held)
+            nxt = due if nxt is None or due < nxt else nxt
+        if futures:
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            failed = next((r for r in results if isinstance(r, BaseException)), None)
+            if failed is not None:  # what failed is held again (reloaded from the file)
+                raise failed if isinstance(failed, BrokerError) else BrokerError(str(failed))
+        return None if nxt is None else int(nxt)
 
     async def delete(self, channel: str) -> bool:
         ch = self._channels.pop(channel, None)
         if ch is None:
             return False
         self._by_id.pop(ch.id, None)
+        self.held_bytes -= sum(e.size for e in ch.held)
+        self._holding.discard(channel)
         if ch.created:
             await self._submit(Delete(ch.id, self._gen))
         return True
@@ -440,9 +629,15 @@ class DiskBroker:
         if head is None:
             return History(ch.epoch, [], None, fields, lost=-1 if epoch != ch.epoch else None)
         same = epoch == ch.epoch
-        after = pos.a if same else 0
+        after = max(0, pos.a - 1) if same else 0  # from the position's own chunk: a cut may fall inside it
         chunks, oldest_seq, oldest_c0, more = await self._read(self.store.read_after, ch.id, after, head.a,
                                                                max_bytes, ch.schema.fields)
+        if same and chunks and chunks[0].pos.a == pos.a:
+            rest = rest_of(chunks[0], pos)
+            chunks = chunks[1:] if rest is None else [rest, *chunks[1:]]
+            if not chunks and more:  # the page was that chunk alone, all of it sent: the next page
+                chunks, oldest_seq, oldest_c0, more = await self._read(self.store.read_after, ch.id, pos.a, head.a,
+                                                                       max_bytes, ch.schema.fields)
         lost: int | None = None
         if not same:
             lost = -1

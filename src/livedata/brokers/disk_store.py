@@ -65,7 +65,13 @@ CREATE UNIQUE INDEX IF NOT EXISTS segs_seq ON segs (ch, seq_lo);
 CREATE INDEX IF NOT EXISTS segs_t1 ON segs (ch, t1);
 CREATE TABLE IF NOT EXISTS rollups (ch INTEGER, tier INTEGER, bucket INTEGER, data BLOB,
     PRIMARY KEY (ch, tier, bucket)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS keys (ch INTEGER, k TEXT, digest TEXT NOT NULL, exp REAL NOT NULL,
+    PRIMARY KEY (ch, k)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS held (ch INTEGER, id INTEGER, due REAL NOT NULL, data BLOB NOT NULL,
+    size INTEGER NOT NULL, PRIMARY KEY (ch, id)) WITHOUT ROWID;
 """
+KEYS_EVERY_S = 60.0
+"""Expired idempotency keys are deleted this often."""
 
 
 def def_of(raw: str) -> FieldDef:
@@ -92,6 +98,29 @@ class Publish:
     cells: int
     gen: int
     future: Any = None
+    key: tuple[str, str, float] | None = None
+    """An idempotency key recorded in the same transaction: (key, request digest, expiry, wall s)."""
+    take: list[int] = field(default_factory=list)
+    """Held entries this chunk releases whole (deleted in the same transaction)."""
+    keep: list[tuple[int, bytes, int]] = field(default_factory=list)
+    """Held entries it releases in part: (id, what is left, encoded; its size)."""
+
+
+@dataclass(slots=True)
+class Hold:
+    """Points held in a reorder window: stored with the key (if any) in one transaction."""
+
+    ch: int
+    name: str
+    epoch: str
+    create: bool
+    id: int
+    due: float
+    data: bytes
+    size: int
+    gen: int
+    future: Any = None
+    key: tuple[str, str, float] | None = None
 
 
 @dataclass(slots=True)
@@ -101,7 +130,7 @@ class Delete:
     future: Any = None
 
 
-Op = Publish | Delete
+Op = Publish | Hold | Delete
 
 
 @dataclass(slots=True)
@@ -131,6 +160,10 @@ class Loaded:
     token: str
     channels: list[tuple[int, str, str, int, int, int | None, list[FieldDef], int]]
     """``(id, name, epoch, seq, count, max_time, fields, cells)``."""
+    keys: list[tuple[int, str, str, float]] = field(default_factory=list)
+    """Idempotency keys not expired: ``(channel id, key, digest, expiry)``."""
+    held: list[tuple[int, int, float, bytes, int]] = field(default_factory=list)
+    """Held points: ``(channel id, entry id, due, data, size)``."""
 
 
 class Store:
@@ -156,6 +189,7 @@ class Store:
         """Values trimmed per channel since the loop last asked (retention)."""
         self._last_trim = 0.0
         self._last_rollup_trim = 0.0
+        self._last_keys = 0.0
         self._hot_cells = 0
 
     # --- opening ---------------------------------------------------------------------------------
@@ -199,7 +233,9 @@ class Store:
                 if codec == HOT:
                     self._hot_cells += cells
             out.append((cid, name, epoch, seq, count, max_time, list(ch.fields), ch.cells))
-        return Loaded(token, out)
+        keys = w.execute("SELECT ch, k, digest, exp FROM keys WHERE exp>=?", (self.wall(),)).fetchall()
+        held = w.execute("SELECT ch, id, due, data, size FROM held ORDER BY ch, id").fetchall()
+        return Loaded(token, out, keys, held)
 
     # --- writing (the writer thread) -------------------------------------------------------------
 
@@ -214,7 +250,7 @@ class Store:
         try:
             for op in ops:
                 if isinstance(op, Delete):
-                    for table in ("segs", "rollups", "fields"):
+                    for table in ("segs", "rollups", "fields", "keys", "held"):
                         w.execute(f"DELETE FROM {table} WHERE ch=?", (op.ch,))
                     w.execute("DELETE FROM channels WHERE id=?", (op.ch,))
                     heads.pop(op.ch, None)
@@ -223,6 +259,15 @@ class Store:
                 if op.create or ch is None:
                     w.execute("INSERT OR IGNORE INTO channels VALUES (?, ?, ?, 0, 0, NULL)", (op.ch, op.name, op.epoch))
                     ch = self._chans.setdefault(op.ch, _Chan())
+                if op.key is not None:
+                    w.execute("INSERT OR REPLACE INTO keys VALUES (?, ?, ?, ?)", (op.ch, *op.key))
+                if isinstance(op, Hold):
+                    w.execute("INSERT INTO held VALUES (?, ?, ?, ?, ?)", (op.ch, op.id, op.due, op.data, op.size))
+                    continue
+                for hid in op.take:
+                    w.execute("DELETE FROM held WHERE ch=? AND id=?", (op.ch, hid))
+                for hid, data, size in op.keep:
+                    w.execute("UPDATE held SET data=?, size=? WHERE ch=? AND id=?", (data, size, op.ch, hid))
                 for f in op.new_fields:
                     if f.key in ch.idx:
                         continue
@@ -282,6 +327,14 @@ class Store:
                     "SELECT seq_lo, seq_hi, cells, t1, codec FROM segs WHERE ch=? ORDER BY seq_lo", (cid,)):
                 ch.segs.append(_Seg(lo, hi, cells, t1, codec, 0.0))
                 ch.cells += cells
+
+    def w_held(self, cid: int) -> list[tuple[int, float, bytes, int]]:
+        """A channel's committed held entries ``(id, due, data, size)`` (after a failed write)."""
+        w = self._w
+        assert w is not None
+        rows: list[tuple[int, float, bytes, int]] = w.execute(
+            "SELECT id, due, data, size FROM held WHERE ch=? ORDER BY id", (cid,)).fetchall()
+        return rows
 
     def w_channel(self, cid: int) -> tuple[int, int, int | None, list[FieldDef]] | None:
         """A channel's committed head and schema (after a failed write), or None."""
@@ -353,6 +406,11 @@ class Store:
         if now - self._last_trim >= 1.0:
             self._last_trim = now
             self._trim(now)
+        if now - self._last_keys >= KEYS_EVERY_S:
+            self._last_keys = now
+            w = self._w
+            assert w is not None
+            w.execute("DELETE FROM keys WHERE exp<?", (now,))
         if now - self._last_rollup_trim >= 30.0:
             self._last_rollup_trim = now
             self._trim_rollups(now)

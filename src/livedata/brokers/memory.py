@@ -16,26 +16,32 @@ from __future__ import annotations
 import bisect
 import secrets
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from livedata.brokers.base import (
+    KEY_TTL_S,
     ChannelInfo,
     ChannelLimitError,
     ChunkCallback,
+    HeldLimitError,
     History,
+    Key,
+    KeyConflict,
     Rollup,
     Subscribers,
     Unsubscribe,
     field_limit_error,
+    held_limit_text,
     retained_from,
 )
 from livedata.core import sizes
 from livedata.core.budget import Budget, BudgetError
-from livedata.core.frames import Batch, Chunk, FieldDef, Pos, Schema
+from livedata.core.frames import Batch, Chunk, FieldDef, Pos, Schema, rest_of
 from livedata.core.rollup import DEFAULT_TIERS, Buckets, Tier, TierStore, check_tiers, chunk_rollup
 from livedata.core.sources import is_generated
+from livedata.core.window import Held, held_bytes, release
 
 
 @dataclass(slots=True)
@@ -59,6 +65,11 @@ class _Channel:
     tiers: list[TierStore] = field(default_factory=list)
     numeric: list[str] = field(default_factory=list)
     """Keys of the number fields, in schema order: the ones with rollups."""
+    held: list[Held] = field(default_factory=list)
+    """Points in the reorder window, in arrival order."""
+    reserved: Schema = field(default_factory=Schema)
+    """Fields of held points that the schema does not have yet."""
+    held_seq: int = 0
 
     @property
     def head(self) -> Pos | None:
@@ -72,7 +83,9 @@ class MemoryBroker:
     """History per channel bounded by ``retention_s`` (by point time), ``retention_points`` and
     ``retention_bytes`` (0: no byte limit per channel), and in all by ``budget``.
 
-    Points are values: a row of ten series at one time counts ten.
+    Points are values: a row of ten series at one time counts ten. Idempotency keys are kept for
+    ``key_ttl_s`` (at most ``max_keys`` of them: the oldest go first); held points (reorder
+    windows) take at most ``max_held_bytes`` (:func:`~livedata.core.window.held_bytes`).
     """
 
     def __init__(
@@ -86,6 +99,9 @@ class MemoryBroker:
         max_fields: int = 0,
         budget: Budget | None = None,
         tiers: Sequence[Tier] = DEFAULT_TIERS,
+        max_held_bytes: int = 64 << 20,
+        key_ttl_s: float = KEY_TTL_S,
+        max_keys: int = 1_000_000,
     ) -> None:
         check_tiers(tiers)
         self.tiers = tuple(tiers)
@@ -96,6 +112,11 @@ class MemoryBroker:
         self.max_fields = max_fields
         """Fields per channel (0: no limit)."""
         self.wall = wall
+        self.max_held_bytes = max_held_bytes if budget is None else min(max_held_bytes, budget.caps["held"])
+        """The one bound on held points: ``--max-held-bytes``, and with a memory budget at most
+        its ``held`` share (held points are in this process's memory, counted as kind ``held``)."""
+        self.key_ttl_s = key_ttl_s
+        self.max_keys = max_keys
         self.token = secrets.token_hex(3)
         self._created = 0
         self._channels: dict[str, _Channel] = {}
@@ -107,6 +128,10 @@ class MemoryBroker:
             budget.on_history_over = self.make_room
         self.trimmed_for_room = 0
         """Chunks (or parts of them) dropped because the memory budget needed the room."""
+        self._keys: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        """``channel:key`` -> (request digest, expiry on the wall clock), oldest first."""
+        self._holding: set[str] = set()
+        self.held_bytes = 0
         self.on_status: Callable[[bool, str], None] | None = None
 
     async def start(self) -> None:
@@ -134,23 +159,58 @@ class MemoryBroker:
         ch = self._channels.get(channel)
         return ch.epoch if ch else None
 
-    async def publish(self, channel: str, batch: Batch) -> Pos:
-        return self.publish_now(channel, batch)
+    # --- idempotency keys --------------------------------------------------------------------------
 
-    def publish_now(self, channel: str, batch: Batch) -> Pos:
-        """Synchronous publish (the memory broker never waits).
+    def _seen(self, channel: str, key: Key | None) -> bool:
+        """True when ``key`` was recorded for this request (``key.replayed`` is set)."""
+        if key is None:
+            return False
+        name = f"{channel}:{key.name}"
+        have = self._keys.get(name)
+        if have is None:
+            return False
+        digest, expires = have
+        if expires < self.wall():
+            del self._keys[name]
+            return False
+        if digest != key.digest:
+            raise KeyConflict(f"Idempotency-Key {key.name[:80]!r} was already used on channel {channel!r} for a "
+                              "different request: use a new key for new data")
+        key.replayed = True
+        return True
 
-        Raises:
-            SchemaError, FieldLimitError, ChannelLimitError, BudgetError: nothing was stored.
-        """
-        ch = self._channels.get(channel)
+    def _record(self, channel: str, key: Key | None) -> None:
+        if key is None:
+            return
+        keys = self._keys
+        now = self.wall()
+        name = f"{channel}:{key.name}"
+        keys[name] = (key.digest, now + (self.key_ttl_s if key.ttl_s is None else key.ttl_s))
+        keys.move_to_end(name)
+        while keys:
+            oldest, (_, expires) = next(iter(keys.items()))
+            if expires >= now and len(keys) <= self.max_keys:
+                break
+            del keys[oldest]
+
+    # --- writing ------------------------------------------------------------------------------------
+
+    def _admit(self, channel: str, ch: _Channel | None, batch: Batch) -> list[FieldDef]:
+        """Check ``batch`` against the channel (schema, held fields, field limit, channel limit,
+        memory budget), creating the channel when it is new; return the fields it adds to the
+        schema. Raises SchemaError, FieldLimitError, ChannelLimitError, BudgetError (nothing changed)."""
         new = (ch.schema if ch else Schema()).check(batch.fields.values())
-        have = len(ch.schema.fields) if ch else 0
-        if self.max_fields and new and have + len(new) > self.max_fields:
-            raise field_limit_error(channel, have, len(new), self.max_fields, new[max(0, self.max_fields - have)].key)
+        reserved: dict[str, FieldDef] = ch.reserved.fields if ch else {}
+        if ch is not None and reserved and new:
+            ch.reserved.check(new)
+        fresh = [f for f in new if f.key not in reserved]
+        have = (len(ch.schema.fields) + len(reserved)) if ch else 0
+        if self.max_fields and fresh and have + len(fresh) > self.max_fields:
+            raise field_limit_error(channel, have, len(fresh), self.max_fields,
+                                    fresh[max(0, self.max_fields - have)].key)
         if ch is None:
             ch = self._new_channel(channel)
-        grow = (sizes.CHANNEL if channel not in self._channels else 0) + sum(map(sizes.field_bytes, new))
+        grow = (sizes.CHANNEL if channel not in self._channels else 0) + sum(map(sizes.field_bytes, fresh))
         if grow and self.budget is not None and not self.budget.reserve("schema", grow):
             raise BudgetError(
                 f"the server's memory budget for channels and fields is full: channel {channel!r} cannot "
@@ -160,9 +220,31 @@ class MemoryBroker:
             self._channels[channel] = ch
             self._counted += not is_generated(channel)
         ch.schema_bytes += grow
+        return new
+
+    async def publish(self, channel: str, batch: Batch, key: Key | None = None) -> Pos:
+        if self._seen(channel, key):
+            ch = self._channels.get(channel)
+            return (ch.head if ch else None) or Pos(0, 0, 0)
+        pos = self.publish_now(channel, batch)
+        self._record(channel, key)
+        return pos
+
+    def publish_now(self, channel: str, batch: Batch) -> Pos:
+        """Synchronous publish (the memory broker never waits).
+
+        Raises:
+            SchemaError, FieldLimitError, ChannelLimitError, BudgetError: nothing was stored.
+        """
+        ch = self._channels.get(channel)
+        new = self._admit(channel, ch, batch)
+        ch = self._channels[channel]
         ch.schema.add(new)
         if new:
             ch.numeric = [f.key for f in ch.schema.fields.values() if f.type == "number"]
+        if ch.reserved.fields:
+            for f in new:
+                ch.reserved.fields.pop(f.key, None)
         batch = batch.sorted()
         if not batch.times:
             return ch.head or Pos(0, 0, 0)
@@ -294,10 +376,12 @@ class MemoryBroker:
         if ch is None:
             return History("", [], None)
         start_ms = retained_from(start_ms, self.wall(), self.retention_ms)
-        chunks = ch.chunks
+        chunks: Sequence[Chunk] = ch.chunks
         head = ch.head if until is None else until
         out: list[Chunk] = []
         in_order = not ch.disordered
+        if start_ms is not None and (ch.max_time is None or start_ms > ch.max_time):
+            chunks = []  # nothing that new: the head, schema and epoch only
         lo_chunk = 0
         if in_order and start_ms is not None:
             lo_chunk = max(0, bisect.bisect_left(chunks, start_ms, key=lambda c: c.times[-1]))
@@ -335,14 +419,20 @@ class MemoryBroker:
         fields = list(ch.schema.fields.values())
         head = ch.head if until is None else until
         lost = None
+        out: list[Chunk] = []
+        size = 0
         if epoch != ch.epoch:
             i, lost = 0, -1
         else:
             i = bisect.bisect_right(chunks, pos, key=lambda c: c.pos)
-            if i == 0 and chunks and chunks[0].count_before > pos.count:
-                lost = chunks[0].count_before - pos.count
-        out: list[Chunk] = []
-        size = 0
+            if i:  # a position inside a chunk: the rest of that chunk first
+                rest = rest_of(chunks[i - 1], pos)
+                if rest is not None and (head is None or rest.pos <= head):
+                    out.append(rest)
+                    size += rest.nbytes
+            first = out[0] if out else (chunks[i] if i < len(chunks) else None)
+            if first is not None and first.count_before > pos.count:
+                lost = first.count_before - pos.count
         more = False
         for j in range(i, len(chunks)):
             chunk = chunks[j]
@@ -386,6 +476,9 @@ class MemoryBroker:
         if ch is None:
             return False
         self._counted -= not is_generated(channel)
+        if ch.held:
+            self._unhold(sum(e.size for e in ch.held))
+        self._holding.discard(channel)
         if self.budget is not None:
             self.budget.drop_history(ch.bytes)
             self.budget.release("schema", ch.schema_bytes)
@@ -402,3 +495,56 @@ class MemoryBroker:
     def history_bytes(self) -> int:
         """Estimated bytes of every channel's retained chunks."""
         return sum(ch.bytes for ch in self._channels.values())
+
+    # --- reorder windows ----------------------------------------------------------------------------
+
+    async def hold(self, channel: str, batch: Batch, hold_ms: int, key: Key | None = None) -> None:
+        if not len(batch):
+            await self.publish(channel, batch, key)
+            return
+        if self._seen(channel, key):
+            return
+        size = held_bytes(batch)
+        if self.held_bytes + size > self.max_held_bytes:
+            raise HeldLimitError(held_limit_text(size, self.held_bytes, self.max_held_bytes), size,
+                                 self.held_bytes, self.max_held_bytes)
+        new = self._admit(channel, self._channels.get(channel), batch)
+        ch = self._channels[channel]
+        ch.reserved.add(new)
+        ch.held_seq += 1
+        ch.held.append(Held(ch.held_seq, self.wall() * 1000 + hold_ms, batch.sorted(), size))
+        self.held_bytes += size
+        if self.budget is not None:
+            self.budget.take("held", size)
+        self._holding.add(channel)
+        self._record(channel, key)
+
+    def _unhold(self, n: int) -> None:
+        self.held_bytes -= n
+        if self.budget is not None:
+            self.budget.release("held", n)
+
+    async def release(self, now_ms: int | None = None, everything: bool = False) -> int | None:
+        now = self.wall() * 1000 if now_ms is None else now_ms
+        nxt: float | None = None
+        for name in list(self._holding):
+            ch = self._channels.get(name)
+            if ch is None or not ch.held:
+                self._holding.discard(name)
+                continue
+            out = release(ch.held, now, everything)
+            if out is not None:
+                gone = set(out.gone)
+                kept = {e.id: e for e in out.kept}
+                before = sum(e.size for e in ch.held)
+                ch.held = [kept.get(e.id, e) for e in ch.held if e.id not in gone]
+                self._unhold(before - sum(e.size for e in ch.held))
+                self.publish_now(name, out.batch)
+            if not ch.held:
+                self._holding.discard(name)
+                ch.reserved = Schema()
+                continue
+            due = min(e.due for e in ch.held)
+            nxt = due if nxt is None or due < nxt else nxt
+        return None if nxt is None else int(nxt)
+

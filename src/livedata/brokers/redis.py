@@ -61,25 +61,33 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, ResponseError
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from livedata.brokers.base import (
+    KEY_TTL_S,
     BrokerError,
     ChannelInfo,
     ChannelLimitError,
     ChunkCallback,
+    HeldLimitError,
     History,
+    Key,
+    KeyConflict,
     Rollup,
     Subscribers,
     Unsubscribe,
     field_limit_error,
+    held_limit_text,
     retained_from,
 )
 from livedata.brokers.redis_codec import (
     Entry,
     decode_entry,
+    decode_held,
     def_json,
     def_of,
+    encode_held,
     encode_payload,
     entry_id,
     is_late,
@@ -87,12 +95,12 @@ from livedata.brokers.redis_codec import (
     payload_decode,
     payload_encode,
     schema_of,
-    window,
 )
-from livedata.brokers.redis_lua import LEASE, PUBLISH
-from livedata.core.frames import Batch, Chunk, FieldDef, Pos, SchemaError
+from livedata.brokers.redis_lua import DELETE, HOLD, LEASE, PUBLISH, RELEASE
+from livedata.core.frames import Batch, Chunk, FieldDef, Pos, SchemaError, rest_of, window
 from livedata.core.rollup import DEFAULT_TIERS, Buckets, Tier, check_tiers, chunk_rollup
 from livedata.core.sources import is_generated
+from livedata.core.window import Held, held_bytes, release
 
 log = logging.getLogger("livedata.redis")
 
@@ -123,6 +131,8 @@ class RedisBroker:
         retention_bytes: int = 0,
         max_fields: int = 0,
         tiers: Sequence[Tier] = DEFAULT_TIERS,
+        max_held_bytes: int = 64 << 20,
+        key_ttl_s: float = KEY_TTL_S,
     ) -> None:
         check_tiers(tiers)
         self.tiers = tuple(tiers)
@@ -138,6 +148,8 @@ class RedisBroker:
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.block_ms = block_ms
+        self.max_held_bytes = max_held_bytes
+        self.key_ttl_s = key_ttl_s
         self.on_status: Callable[[bool, str], None] | None = None
         self.where = url.split("@")[-1]
         self.token = secrets.token_hex(6)
@@ -148,6 +160,9 @@ class RedisBroker:
             url, socket_timeout=block_ms / 1000 + timeout_s + 1, socket_connect_timeout=connect_timeout_s,
             retry=Retry(NoBackoff(), 0), max_connections=1)
         self._publish = self._r.register_script(PUBLISH)
+        self._hold = self._r.register_script(HOLD)
+        self._release_script = self._r.register_script(RELEASE)
+        self._delete = self._r.register_script(DELETE)
         self._lease = self._r.register_script(LEASE)
         self._epochs: dict[str, str] = {}
         self._subs = Subscribers(on_last=self._stop_reading)
@@ -178,6 +193,14 @@ class RedisBroker:
     @property
     def _greg(self) -> str:
         return f"{self.prefix}generated"
+
+    @property
+    def _holding(self) -> str:
+        return f"{self.prefix}holding"
+
+    @property
+    def _held_bytes(self) -> str:
+        return f"{self.prefix}heldbytes"
 
     def _error(self, exc: BaseException) -> BrokerError:
         return BrokerError(f"Redis at {self.where} is unavailable ({type(exc).__name__}: {exc})")
@@ -220,48 +243,175 @@ class RedisBroker:
     def epoch_of(self, channel: str) -> str | None:
         return self._epochs.get(channel)
 
-    async def publish(self, channel: str, batch: Batch) -> Pos:
-        times = batch.times
-        if times != sorted(times):  # the check in C: pushes are nearly always in order already
-            batch = batch.sorted()
-            times = batch.times
-        args: list[Any] = [
-            channel, secrets.token_hex(4), self.max_channels, int(self.wall() * 1000), self.retention_ms,
-            self.retention_points, times[0] if times else "", times[-1] if times else "", len(times),
-            encode_payload(times, batch.columns) if times else b"", batch.cells, len(batch.fields),
-        ]
-        for f in batch.fields.values():
-            args += [f.key, f.type, def_json(f)]
-        args += [self.retention_bytes, self.max_fields, 0 if is_generated(channel) else 1]
-        numeric = [f.key for f in batch.fields.values() if f.type == "number"]
-        parts = chunk_rollup(times, batch.columns, numeric, self.tiers) if numeric and times else []
-        args.append(payload_encode([[t.width_ms, t.retention_ms, p] for t, p in zip(self.tiers, parts, strict=True)])
-                    if parts else "")
-        keys = [self._k("m", channel), self._k("f", channel), self._k("s", channel), self._k("i", channel), self._reg,
-                self._greg]
-        keys += self._tier_keys(channel)
+    async def _call(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        """Run a writing script, telling a failure before it was sent (``BrokerError``: nothing was
+        done) from one after (``BrokerError(unknown=True)``: it may have run)."""
+        pool = self._r.connection_pool
         try:
-            res = await self._publish(keys=keys, args=args)
-        except ResponseError as exc:
-            raise BrokerError(f"Redis at {self.where} refused the write: {exc}") from None
+            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         except (RedisError, OSError) as exc:
             raise self._error(exc) from None
-        kind = res[0].decode()
-        if kind == "schema":
-            key, have, got = (x.decode() for x in res[1:4])
-            raise SchemaError(f"field {key!r} is {have} on this channel; got a {got}", field=key)
-        if kind == "fields":
+        try:
+            try:
+                await conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                return await conn.read_response()
+            except NoScriptError:  # not run: load it (a restarted Redis forgets scripts) and run it
+                await conn.send_command("SCRIPT", "LOAD", script.script)
+                await conn.read_response()
+                await conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                return await conn.read_response()
+        except ResponseError as exc:
+            raise BrokerError(f"Redis at {self.where} refused the write: {exc}") from None
+        except BaseException as exc:
+            await conn.disconnect()  # a late answer must not be read as the next command's
+            if not isinstance(exc, RedisError | OSError):
+                raise
+            raise BrokerError(f"Redis at {self.where} did not answer ({type(exc).__name__}: {exc})",
+                              unknown=True) from None
+        finally:
+            await pool.release(conn)
+
+    def _refused(self, channel: str, res: list[Any], key: Key | None) -> bool:
+        """Raise for a refusal; True for a replayed key (``key.replayed`` set)."""
+        kind = res[0]
+        if kind == b"schema":
+            field, have, got = (x.decode() for x in res[1:4])
+            raise SchemaError(f"field {field!r} is {have} on this channel; got a {got}", field=field)
+        if kind == b"fields":
             have, new = int(res[1]), int(res[2])
             raise field_limit_error(channel, have, new, self.max_fields, res[3].decode())
-        if kind == "limit":
+        if kind == b"limit":
             raise ChannelLimitError(
                 f"too many channels: the limit is {self.max_channels} (delete some or raise --max-channels)")
+        if kind == b"conflict":
+            assert key is not None
+            raise KeyConflict(f"Idempotency-Key {key.name[:80]!r} was already used on channel {channel!r} for a "
+                              "different request: use a new key for new data")
+        if kind == b"dup":
+            assert key is not None
+            key.replayed = True
+            return True
+        return False
+
+    def _key_args(self, channel: str, key: Key | None) -> tuple[str, list[Any]]:
+        """The idempotency key's Redis key, and the digest and time to live arguments."""
+        if key is None:
+            return self._k("k", channel) + ":", ["", 0]
+        ttl_s = self.key_ttl_s if key.ttl_s is None else key.ttl_s
+        return f"{self._k('k', channel)}:{key.name}", [key.digest, int(ttl_s * 1000)]
+
+    def _append_args(self, channel: str, batch: Batch) -> list[Any]:
+        times = batch.times
+        return [
+            channel, secrets.token_hex(4), self.max_channels, int(self.wall() * 1000), self.retention_ms,
+            self.retention_points, self.retention_bytes, self.max_fields, 0 if is_generated(channel) else 1,
+            times[0] if times else "", times[-1] if times else "", len(times),
+            encode_payload(times, batch.columns) if times else b"", batch.cells, self._rollup_arg(batch),
+        ]
+
+    @staticmethod
+    def _field_args(batch: Batch) -> list[Any]:
+        out: list[Any] = [len(batch.fields)]
+        for f in batch.fields.values():
+            out += [f.key, f.type, def_json(f)]
+        return out
+
+    def _rollup_arg(self, batch: Batch) -> Any:
+        """The rollups of ``batch`` for the tiers (``ARGV[15]`` of PUBLISH and RELEASE), or ''."""
+        numeric = [f.key for f in batch.fields.values() if f.type == "number"]
+        parts = chunk_rollup(batch.times, batch.columns, numeric, self.tiers) if numeric and batch.times else []
+        if not parts:
+            return ""
+        return payload_encode([[t.width_ms, t.retention_ms, p] for t, p in zip(self.tiers, parts, strict=True)])
+
+    def _pos(self, channel: str, res: list[Any]) -> Pos:
         eid, n, epoch = res[1], int(res[2]), res[3].decode()
-        self._epochs[channel] = epoch
+        if epoch:
+            self._epochs[channel] = epoch
         if not eid:
             return Pos(0, 0, 0)
         a, b = entry_id(eid)
         return Pos(a, b, n)
+
+    async def publish(self, channel: str, batch: Batch, key: Key | None = None) -> Pos:
+        if batch.times != sorted(batch.times):  # the check in C: pushes are nearly always in order already
+            batch = batch.sorted()
+        kk, key_args = self._key_args(channel, key)
+        args = self._append_args(channel, batch) + key_args + self._field_args(batch)
+        keys = [self._k("m", channel), self._k("f", channel), self._k("s", channel), self._k("i", channel), self._reg,
+                self._greg, self._k("hf", channel), kk, *self._tier_keys(channel)]
+        res = await self._call(self._publish, keys, args)
+        self._refused(channel, res, key)
+        return self._pos(channel, res)
+
+    async def hold(self, channel: str, batch: Batch, hold_ms: int, key: Key | None = None) -> None:
+        if not len(batch):
+            await self.publish(channel, batch, key)
+            return
+        batch = batch.sorted()
+        size = held_bytes(batch)
+        if size > self.max_held_bytes:
+            raise HeldLimitError(held_limit_text(size, 0, self.max_held_bytes), size, 0, self.max_held_bytes)
+        kk, key_args = self._key_args(channel, key)
+        entry = encode_held(batch, size)
+        args = [channel, secrets.token_hex(4), self.max_channels, int(self.wall() * 1000) + hold_ms, entry, size,
+                self.max_held_bytes, *key_args, self.max_fields, 0 if is_generated(channel) else 1,
+                *self._field_args(batch)]
+        keys = [self._k("m", channel), self._k("f", channel), self._reg, self._greg, self._k("hf", channel),
+                self._k("h", channel), self._k("hd", channel), self._holding, self._held_bytes, kk]
+        res = await self._call(self._hold, keys, args)
+        if res[0] == b"full":
+            used = int(res[1])
+            raise HeldLimitError(held_limit_text(size, used, self.max_held_bytes), size, used, self.max_held_bytes)
+        if self._refused(channel, res, key):
+            return
+        self._epochs[channel] = res[1].decode()
+
+    async def release(self, now_ms: int | None = None, everything: bool = False) -> int | None:
+        now = int(self.wall() * 1000) if now_ms is None else now_ms
+        due = await self._run(lambda: self._r.zrangebyscore(self._holding, "-inf", "+inf" if everything else now))
+        for name in due:
+            await self._release(name.decode(), now, everything)
+        first = await self._run(lambda: self._r.zrange(self._holding, 0, 0, withscores=True))
+        return int(first[0][1]) if first else None
+
+    async def _release(self, channel: str, now: int, everything: bool) -> None:
+        """Publish what is due in ``channel``'s window, once: retried when another release raced us."""
+        for _ in range(100):
+            async def read() -> list[Any]:
+                async with self._r.pipeline(transaction=True) as p:
+                    p.hgetall(self._k("h", channel))
+                    p.zrange(self._k("hd", channel), 0, -1, withscores=True)
+                    res: list[Any] = await p.execute()
+                    return res
+
+            raw, dues = await self._run(read)
+            entries = []
+            due_of = {int(i): d for i, d in dues}
+            for i, payload in raw.items():
+                held, size = decode_held(payload)
+                entries.append(Held(int(i), due_of.get(int(i), 0.0), held, size))
+            entries.sort(key=lambda e: e.id)
+            out = release(entries, now, everything)
+            if out is None:
+                return
+            sizes = {e.id: e.size for e in entries}
+            freed = sum(sizes[i] for i in out.gone) + sum(sizes[e.id] - e.size for e in out.kept)
+            kept: list[Any] = []
+            for e in out.kept:
+                kept += [e.id, encode_held(e.batch, e.size)]
+            args = [*self._append_args(channel, out.batch), freed, len(out.gone), len(out.kept),
+                    *self._field_args(out.batch), *out.gone, *kept]
+            keys = [self._k("m", channel), self._k("f", channel), self._k("s", channel), self._k("i", channel),
+                    self._reg, self._greg, self._k("hf", channel), self._k("h", channel), self._k("hd", channel),
+                    self._holding, self._held_bytes, *self._tier_keys(channel)]
+            res = await self._call(self._release_script, keys, args)
+            if res[0] == b"retry":
+                continue
+            self._refused(channel, res, None)
+            self._pos(channel, res)
+            return
+        log.warning("held points of %s: other releases kept racing this one; the next call publishes them", channel)
 
     async def lease(self, name: str, owner: str, ttl_s: float) -> bool:
         """Acquire or renew the lease ``name`` for ``owner`` for ``ttl_s``; False if another holds it."""
@@ -278,16 +428,11 @@ class RedisBroker:
         return out
 
     async def delete(self, channel: str) -> bool:
-        try:
-            async with self._r.pipeline(transaction=True) as p:
-                p.delete(*(self._k(k, channel) for k in "mfsi"), *self._tier_keys(channel))
-                p.srem(self._reg, channel)
-                p.srem(self._greg, channel)
-                deleted, removed, _ = await p.execute()
-        except (RedisError, OSError) as exc:
-            raise self._error(exc) from None
+        keys = [*(self._k(k, channel) for k in ("m", "f", "s", "i", "hf", "h", "hd")), self._reg, self._holding,
+                self._held_bytes, self._greg, *self._tier_keys(channel)]
+        deleted = await self._run(lambda: self._delete(keys=keys, args=[channel]))
         self._epochs.pop(channel, None)
-        return bool(deleted or removed)
+        return bool(deleted)
 
     # --- reading --------------------------------------------------------------------------------
 
@@ -400,7 +545,7 @@ class RedisBroker:
         if epoch != mine:
             lost = -1
         else:
-            lo = f"({pos.a}-{pos.b}"
+            lo = f"{pos.a}-{pos.b}"  # inclusive: a position inside an entry gets the rest of it
             if oldest:
                 oid, on, ok = oldest.split(b" ")[:3]
                 before = int(on) - int(ok)
@@ -410,15 +555,20 @@ class RedisBroker:
         hi = f"{head.a}-{head.b}"
         size = 0
         more = False
+        extra = 1 if lost is None else 0  # the first page starts at the position's own entry
         while True:
-            page = await self._range(channel, lo, hi, limit - len(out) if limit else 0)
+            page = await self._range(channel, lo, hi, limit - len(out) + extra if limit else 0)
+            extra = 0
             for eid, f in page:
                 if (limit and len(out) >= limit) or (max_bytes and size >= max_bytes):
                     more = True
                     break
-                chunk = decode_entry(eid, f)
-                out.append(chunk)
-                size += chunk.nbytes
+                got: Chunk | None = decode_entry(eid, f)
+                if lost is None and got is not None and got.pos == pos:
+                    got = rest_of(got, pos)
+                if got is not None:
+                    out.append(got)
+                    size += got.nbytes
             if more or len(page) < PAGE:
                 break
             if limit and len(out) >= limit:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import bisect
 from typing import Any
 
 import msgspec
 
-from livedata.core.frames import Chunk, Column, FieldDef, Pos, Sparse
+from livedata.core.frames import Batch, Chunk, Column, FieldDef, Pos, Sparse
 
 payload_encode = msgspec.msgpack.Encoder().encode
 payload_decode = msgspec.msgpack.Decoder().decode
@@ -75,17 +74,37 @@ bytes packed, 32 as a Python float in a list)."""
 
 def encode_payload(times: list[int], columns: dict[str, Column]) -> bytes:
     """``[times, columns]`` in msgpack; a sparse column as ``{"n", "r", "v"}`` (a dense one is a list)."""
-    cols = {k: c if not isinstance(c, Sparse) else {"n": c.n, "r": c.rows, "v": c.values} for k, c in columns.items()}
-    return payload_encode((times, cols))
+    return payload_encode((times, _columns_out(columns)))
+
+
+def _columns_out(columns: dict[str, Column]) -> dict[str, Any]:
+    return {k: c if not isinstance(c, Sparse) else {"n": c.n, "r": c.rows, "v": c.values} for k, c in columns.items()}
+
+
+def _columns_in(columns: dict[str, Any]) -> dict[str, Column]:
+    for k, c in columns.items():
+        if isinstance(c, dict):
+            columns[k] = Sparse(c["n"], c["r"], c["v"])
+    return columns
+
+
+def encode_held(batch: Batch, size: int) -> bytes:
+    """A held batch (reorder window entry): ``[times, columns, [field JSON, ...], size]``."""
+    return payload_encode((batch.times, _columns_out(batch.columns), [def_json(f) for f in batch.fields.values()],
+                           size))
+
+
+def decode_held(raw: bytes) -> tuple[Batch, int]:
+    times, columns, defs, size = payload_decode(raw)
+    fields = {d.key: d for d in (def_of(json_decode(x)) for x in defs)}
+    return Batch(times, _columns_in(columns), fields), int(size)
 
 
 def decode_entry(eid: bytes, f: dict[bytes, bytes]) -> Chunk:
     a, b = entry_id(eid)
     payload = f[b"d"]
     times, columns = payload_decode(payload)
-    for k, c in columns.items():
-        if isinstance(c, dict):
-            columns[k] = Sparse(c["n"], c["r"], c["v"])
+    _columns_in(columns)
     hwm = f.get(b"hwm") or b""
     chunk = Chunk(Pos(a, b, int(f[b"n"])), times, columns, int(hwm) if hwm else None)
     chunk.nbytes = len(payload) * PAYLOAD_EXPANSION
@@ -94,12 +113,3 @@ def decode_entry(eid: bytes, f: dict[bytes, bytes]) -> Chunk:
 
 def is_late(c: Chunk) -> bool:
     return c.hwm is not None and bool(c.times) and c.times[0] < c.hwm
-
-
-def window(chunk: Chunk, start_ms: int | None, end_ms: int | None) -> Chunk | None:
-    times = chunk.times
-    lo = 0 if start_ms is None or times[0] >= start_ms else bisect.bisect_left(times, start_ms)
-    hi = len(times) if end_ms is None or times[-1] <= end_ms else bisect.bisect_right(times, end_ms)
-    if lo == 0 and hi == len(times):
-        return chunk
-    return chunk.slice(lo, hi) if lo < hi else None

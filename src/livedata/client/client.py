@@ -55,6 +55,14 @@ def _check_url(base: str, given: str) -> None:
                             "(ws:// and wss:// work too)")
 
 
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (None: absent or not a number of seconds)."""
+    try:
+        return min(30.0, max(0.0, float(value))) if value is not None else None
+    except ValueError:
+        return None
+
+
 def _backoff(attempt: int, initial: float, cap: float) -> float:
     """Exponential backoff with full jitter: uniform in [d/2, d] for d = initial * 2**attempt."""
     d = min(cap, initial * (2 ** min(attempt, 30)))
@@ -495,13 +503,21 @@ class Client:
                 return
             await self.send(channel, buf.body())
 
-    async def send(self, channel: str, points: Any) -> None:
-        """Send ``points`` now, as one request (no buffering): any shape the push API takes."""
-        await self._post(channel, _encode(points), "application/json")
+    async def send(self, channel: str, points: Any, reorder_ms: int = 0) -> None:
+        """Send ``points`` now, as one request (no buffering): any shape the push API takes.
 
-    async def send_lines(self, channel: str, text: str, precision: str = "ns") -> None:
+        ``reorder_ms`` holds them in the server's reorder window (docs/protocol.md). Retried with
+        the same ``Idempotency-Key`` until stored (or ``retry_for_s`` passes): stored once.
+        """
+        await self._post(channel, _encode(points), "application/json",
+                         {"reorder_ms": str(reorder_ms)} if reorder_ms else None)
+
+    async def send_lines(self, channel: str, text: str, precision: str = "ns", reorder_ms: int = 0) -> None:
         """Send Influx line protocol now, as one request; points go to ``channel/measurement``."""
-        await self._post(channel, text.encode(), "text/plain; charset=utf-8", {"precision": precision})
+        params = {"precision": precision}
+        if reorder_ms:
+            params["reorder_ms"] = str(reorder_ms)
+        await self._post(channel, text.encode(), "text/plain; charset=utf-8", params)
 
     async def _post(self, channel: str, body: bytes, content_type: str,
                     params: Mapping[str, str] | None = None) -> None:
@@ -517,6 +533,7 @@ class Client:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.retry_for_s
         attempt = 0
+        wait: float | None = 0.0
         while True:
             try:
                 async with self.session.post(url, data=body, headers=headers, params=params,
@@ -532,7 +549,10 @@ class Client:
                         info = {"error": raw[:200].decode(errors="replace") or r.reason}
                     err = LivedataError(str(info.get("error", r.reason)), status=r.status, line=info.get("line"),
                                         field=info.get("field"), channel=channel)
-                    if r.status not in (502, 503, 504) or loop.time() >= deadline:
+                    # 503 (the broker is away, or the outcome is unknown) and a 429 that says when to
+                    # come back are retried with the same key: the server stores the batch once.
+                    wait = _retry_after(r.headers.get("Retry-After")) if r.status == 429 else None
+                    if (r.status not in (502, 503, 504) and wait is None) or loop.time() >= deadline:
                         raise err
                     why = f"{r.status} {err.message}"
             except (aiohttp.ClientConnectionError, TimeoutError) as exc:
@@ -540,7 +560,8 @@ class Client:
                 if loop.time() >= deadline:
                     tried = f" (retried for {self.retry_for_s:g} s)" if attempt else ""
                     raise LivedataError(f"push to {channel} failed: {why}{tried}", channel=channel) from None
-            delay = min(_backoff(attempt, 0.05, 2.0), max(0.0, deadline - loop.time()))
+            delay = min(max(wait or 0.0, _backoff(attempt, 0.05, 2.0)), max(0.0, deadline - loop.time()))
+            wait = 0.0
             if attempt == 0:  # say what is retried, once per batch; every further attempt is logged at info
                 log.warning("push to %s: %s; retrying for up to %g s (same Idempotency-Key: stored once)",
                             channel, why, self.retry_for_s)

@@ -1,7 +1,8 @@
 """One subscription of a :class:`~livedata.client.Client`: an async iterator of frames and notices.
 
-It keeps what a resume needs (the last position, rows delivered since one) so the client can
-resubscribe after a reconnect and the consumer still sees every point exactly once.
+It keeps what a resume needs (the last position: every data message carries one, and it is safe
+to resume from any of them) so the client can resubscribe after a reconnect and the consumer still
+sees every point exactly once.
 """
 
 from __future__ import annotations
@@ -66,9 +67,8 @@ class Subscription:
         """Server time when first subscribed: a live-only subscription resumes from here."""
         self._queue: asyncio.Queue[Frame | Notice | _End] = asyncio.Queue(queue_size)
         self._resuming = False
-        self._unpositioned = 0
-        """Rows delivered since the last position (mid-history): skipped again after a resume."""
-        self._skip = 0
+        self._newest: int | None = None
+        """The newest time delivered so far: a late frame's rows older than it are the late ones."""
         self._ended = False
 
     # The message we (re)send.
@@ -101,8 +101,6 @@ class Subscription:
 
     def _resume(self) -> None:
         self._resuming = True
-        # buckets replace rows by time: nothing to skip after a resume
-        self._skip = self._unpositioned if self.position is None and not self.bucket_ms else 0
 
     async def _deliver(self, msg: dict[str, Any]) -> None:
         frame = msg.get("frame") or {}
@@ -121,17 +119,9 @@ class Subscription:
         times: list[int] = values[0] if values else []
         cols: dict[str, list[Value]] = {f.name: (values[i + 1] if i + 1 < len(values) else [None] * len(times))
                 for i, f in enumerate(self.schema)}
-        if self._skip and times:
-            n = min(self._skip, len(times))
-            self._skip -= n
-            times = times[n:]
-            cols = {k: c[n:] for k, c in cols.items()}
         self._resuming = False
-        if position is not None:
+        if position is not None:  # every data message's position is a safe place to resume from
             self.position = position
-            self._unpositioned = 0
-        else:
-            self._unpositioned += len(times)
         bucket = msg.get("bucket_ms")
         if not bucket:
             self._raw = True
@@ -142,8 +132,11 @@ class Subscription:
                 self.rows[t] = {k: cols[k][i] for k in names}
         if not times and not changed:
             return
+        newest = self._newest
+        if times and (newest is None or times[-1] > newest):
+            self._newest = times[-1]
         await self._queue.put(Frame(self.channel, self.id, position, bool(msg.get("late")), times, cols,
-                                    self.schema, changed, self.bucket_ms))
+                                    self.schema, changed, self.bucket_ms, newest))
 
     async def _notice(self, msg: dict[str, Any]) -> None:
         notice = Notice(self.channel, self.id, str(msg.get("level", "info")), str(msg.get("text", "")),

@@ -40,7 +40,9 @@ class Frame:
     ``usage {host="a"}``) to its column, aligned with ``times``. A cell the row did not carry
     (``null`` on the wire, listed in ``entities.Undef``) is ``None``: no value at that time, not a
     gap; ``series()`` gives each field's points without them.
-    ``late`` frames hold points older than ones already delivered: insert them in time order.
+    A ``late`` frame holds points older than ones already delivered (``newest_before``, the newest
+    time delivered before it; :meth:`is_late` says which rows): insert its rows in time order.
+    Other frames start at or after every point delivered before them.
 
     ``bucket_ms`` > 0: an aggregated subscription (``max_points`` / ``resolution_ms``). Each bucket
     of that width is two rows (at its start and its middle: every field's min and max, in the order
@@ -58,6 +60,12 @@ class Frame:
     schema_changed: bool = False
     """True when this message carried a schema (the first one, or the channel gained a field)."""
     bucket_ms: int = 0
+    newest_before: int | None = None
+    """The newest time this subscription delivered before this frame (None: nothing yet)."""
+
+    def is_late(self, i: int) -> bool:
+        """Whether row ``i`` is older than a point delivered before this frame."""
+        return self.late and self.newest_before is not None and self.times[i] < self.newest_before
 
     def __len__(self) -> int:
         return len(self.times)

@@ -11,7 +11,8 @@ kind            what                                                      at the
                                                                           channel that holds the most
                                                                           are dropped (never refused)
 ``schema``      channels and their fields                                 a push that adds one: 507
-``held``        points held by reorder windows                            a push that holds more: 507
+``held``        points held by the memory broker's reorder windows        a push that holds more: 429
+                (bounded by ``--max-held-bytes``, capped at this share)   (the broker's one bound)
 ``ingest``      push bodies being read, parsed and checked                the push: 429, retry
 ``backfill``    history pages on their way to a subscriber                the subscription waits, then
                                                                           gets an ``error``

@@ -260,7 +260,12 @@ class Batch:
 
 @dataclass(frozen=True, slots=True, order=True)
 class Pos:
-    """A position in a channel's log: ``(a, b)`` orders chunks; ``count`` is points up to here."""
+    """A position in a channel's log: ``(a, b)`` names (and orders) a chunk; ``count`` is the number
+    of points of the log up to and including the last point delivered.
+
+    A ``count`` below the chunk's own is a cut *inside* the chunk: its first points (in time order)
+    were delivered, the others not (see :func:`rest_of`). Comparisons look at ``(a, b)`` only.
+    """
 
     a: int
     b: int
@@ -270,25 +275,85 @@ class Pos:
         return f"{epoch}:{self.a}-{self.b}:{self.count}"
 
 
+ORIGIN = Pos(0, 0, 0)
+"""Before every chunk of a log."""
+
+NO_EPOCH = "0"
+"""The epoch of a position taken before its channel existed: everything the channel gets is new."""
+
+
 class PositionError(ValueError):
     """A ``since`` position that cannot be parsed."""
 
 
-_POSITION = re.compile(r"([^:]+):([0-9]{1,19})-([0-9]{1,19}):([0-9]{1,19})")
-"""``epoch:a-b:count``: ASCII digits only, at most 19 of them (below 2**64, as Redis stream IDs are)."""
+@dataclass(frozen=True, slots=True)
+class Position:
+    """A resume point: every point of the subscription up to it was delivered, none after it.
+
+    A plain position is a cut in the channel's log (``pos``): resuming delivers every point after
+    it. A position taken in the middle of a backfill also names that backfill: the history of
+    ``[start_ms, end_ms]`` up to ``head`` was delivered, in log order, up to ``pos``; resuming
+    delivers the rest of that history, then every point after ``head``.
+    """
+
+    epoch: str
+    pos: Pos
+    head: Pos | None = None
+    start_ms: int | None = None
+    end_ms: int | None = None
+
+    def encode(self) -> str:
+        text = self.pos.encode(self.epoch)
+        if self.head is None:
+            return text
+        start = "" if self.start_ms is None else str(self.start_ms)
+        end = "" if self.end_ms is None else str(self.end_ms)
+        return f"{text}~{self.head.a}-{self.head.b}:{self.head.count}~{start}~{end}"
 
 
-def parse_position(text: str) -> tuple[str, Pos]:
-    """Parse ``epoch:a-b:count`` into ``(epoch, Pos)``.
+_POS = re.compile(r"([0-9]{1,19})-([0-9]{1,19}):([0-9]{1,19})")
+"""``a-b:count``: ASCII digits only, at most 19 of them (below 2**64, as Redis stream IDs are)."""
+_TIME = re.compile(r"-?[0-9]{1,19}")
+
+
+def _pos(text: str) -> Pos:
+    m = _POS.fullmatch(text)
+    if m is None:
+        raise ValueError(text)
+    a, b, count = m.groups()
+    return Pos(int(a), int(b), int(count))
+
+
+def _time(text: str) -> int | None:
+    if not text:
+        return None
+    if _TIME.fullmatch(text) is None:
+        raise ValueError(text)
+    return int(text)
+
+
+def parse_position(text: str) -> Position:
+    """Parse ``epoch:a-b:count``, or the backfill form ``epoch:a-b:count~ha-hb:hcount~start~end``.
 
     Raises:
         PositionError: not a position this server hands out.
     """
-    m = _POSITION.fullmatch(text)
-    if m is None:
+    try:
+        parts = text.split("~")
+        epoch, _, rest = parts[0].partition(":")
+        pos = _pos(rest)
+        head = start = end = None
+        if len(parts) == 4:
+            head = _pos(parts[1])
+            start = _time(parts[2])
+            end = _time(parts[3])
+        elif len(parts) != 1:
+            raise ValueError(text)
+    except ValueError:
+        raise PositionError(f"invalid position {text[:80]!r}: send back a position this server sent") from None
+    if not epoch or ":" in epoch or (head is not None and head < pos):
         raise PositionError(f"invalid position {text[:80]!r}: send back a position this server sent")
-    epoch, a, b, count = m.groups()
-    return epoch, Pos(int(a), int(b), int(count))
+    return Position(epoch, pos, head, start, end)
 
 
 @dataclass(slots=True)
@@ -302,6 +367,8 @@ class Chunk:
     """The channel's newest point time before this chunk: earlier points here are late."""
     nbytes: int = 0
     """Its estimated size in memory (:func:`livedata.core.sizes.chunk_bytes`), set by the broker."""
+    tail: int = 0
+    """Points of the stored chunk after these (a time window cut them off)."""
 
     def __len__(self) -> int:
         return len(self.times)
@@ -313,7 +380,13 @@ class Chunk:
 
     @property
     def count_before(self) -> int:
-        return self.pos.count - len(self.times)
+        """Points of the log before this chunk's first point."""
+        return self.pos.count - self.tail - len(self.times)
+
+    @property
+    def end(self) -> Pos:
+        """The position of this chunk's last point (inside the stored chunk when ``tail``)."""
+        return Pos(self.pos.a, self.pos.b, self.pos.count - self.tail) if self.tail else self.pos
 
     def late_split(self) -> int:
         """Index of the first on-time point: ``times[:i]`` are late (older than ``hwm``)."""
@@ -325,9 +398,33 @@ class Chunk:
         """Rows ``lo`` to ``hi``; ``nbytes`` scaled by the rows kept (an estimate of an estimate)."""
         n = len(self.times)
         part = Chunk(self.pos, self.times[lo:hi], {k: col_slice(c, lo, hi) for k, c in self.columns.items()},
-                     self.hwm)
+                     self.hwm, tail=self.tail + n - hi)
         part.nbytes = self.nbytes * len(part.times) // n if n else 0
         return part
+
+
+def rest_of(chunk: Chunk, after: Pos) -> Chunk | None:
+    """The points of ``chunk`` after the position ``after``: all of them, its end, or None."""
+    if chunk.pos > after:
+        return chunk
+    if chunk.pos < after:
+        return None
+    lo = max(0, after.count - chunk.count_before)
+    if lo >= len(chunk.times):
+        return None
+    return chunk if lo == 0 else chunk.slice(lo, len(chunk.times))
+
+
+def window(chunk: Chunk, start_ms: int | None, end_ms: int | None) -> Chunk | None:
+    """The points of ``chunk`` with ``start_ms <= time <= end_ms`` (None: unbounded), or None."""
+    times = chunk.times
+    if not times:
+        return None
+    lo = 0 if start_ms is None or times[0] >= start_ms else bisect.bisect_left(times, start_ms)
+    hi = len(times) if end_ms is None or times[-1] <= end_ms else bisect.bisect_right(times, end_ms)
+    if lo == 0 and hi == len(times):
+        return chunk
+    return chunk.slice(lo, hi) if lo < hi else None
 
 
 # --- packets -------------------------------------------------------------------------------------

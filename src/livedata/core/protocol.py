@@ -249,10 +249,20 @@ def _point_time(value: Any, now_ms: int, index: int) -> int:
         raise ProtocolError(f"point {index + 1}: {exc}", line=index + 1) from None
 
 
+INT_MIN = -(2**63)
+INT_MAX = 2**64 - 1
+"""Integers a point may carry: what fits in 64 bits, signed or unsigned (as in line protocol)."""
+
+
+def _out_of_range(key: str, index: int) -> ProtocolError:
+    return ProtocolError(f"point {index + 1}: field {key!r} is out of range: integers must fit in 64 bits "
+                         f"({INT_MIN} to {INT_MAX}); send larger numbers as floats", line=index + 1)
+
+
 def _check_value(key: str, value: Any, index: int) -> Value:
     if value is None or isinstance(value, bool | int | float | str):
-        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**63:
-            raise ProtocolError(f"point {index + 1}: field {key!r} is out of range", line=index + 1)
+        if type(value) is int and not INT_MIN <= value <= INT_MAX:
+            raise _out_of_range(key, index)
         return value
     raise ProtocolError(
         f"point {index + 1}: field {key!r} must be a number, string, boolean or null, "
@@ -397,7 +407,11 @@ def _columnar(body: dict[str, Any], now_ms: int) -> Batch:
             continue
         _check_key(key, 0)
         kinds = {type(v) for v in col}
-        if kinds <= {float, int} and (float in kinds or all(abs(v) <= 2**63 for v in col)):
+        if kinds <= {float, int}:
+            if int in kinds and not (min(v for v in col if type(v) is int) >= INT_MIN
+                                     and max(v for v in col if type(v) is int) <= INT_MAX):
+                raise _out_of_range(key, next(i for i, v in enumerate(col)
+                                              if type(v) is int and not INT_MIN <= v <= INT_MAX))
             if col:
                 types[key] = "number"
             columns[key] = col

@@ -1,86 +1,93 @@
 """A reorder window: hold points a little while, then release them in time order. Pure.
 
 Pushes from several devices (or one device over a flaky link) arrive slightly out of order. A
-channel pushed with ``reorder_ms=N`` holds each point for at most N ms after it arrived; when the
-oldest held point is due, every held point up to the newest time among the due ones is released,
-sorted by time (ties keep arrival order). A point that arrives after a later point was released
-is late, as without a window; nothing is dropped and nothing waits longer than its window.
+push with ``reorder_ms=N`` is held as one entry, due N ms after it arrived; when the oldest held
+entry of a channel is due, every held point of that channel up to the newest time among the due
+entries is released, sorted by time (ties keep arrival order), as one batch. A point that
+arrives after a newer one was released is late, as without a window; nothing is dropped and
+nothing waits longer than its window.
 
-The clock is injected (milliseconds, any origin), so the buffer is tested without sleeping.
+The brokers keep the entries (in this process, or in Redis so that a ``204`` survives this
+process and a broker outage) and call :func:`release`; both get the same answer from it. Times
+are milliseconds on any clock the caller chooses.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
-from collections.abc import Callable, Iterable
-from typing import Generic, TypeVar
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from livedata.core.clock import monotonic_ms
-
-T = TypeVar("T")
+from livedata.core.frames import Batch, FieldDef, Rows, Sparse, col_slice, compact
 
 MAX_REORDER_MS = 60_000
 
 
-class ReorderBuffer(Generic[T]):
-    """Items with a point time, held until their deadline, released in time order."""
+@dataclass(slots=True)
+class Held:
+    """One held push to one channel: its points sorted by time, when they are due, what they cost."""
 
-    def __init__(self, clock: Callable[[], float] = monotonic_ms) -> None:
-        self.clock = clock
-        self._seq = itertools.count()
-        self._by_time: list[tuple[int, int, T]] = []
-        self._by_deadline: list[tuple[float, int, int]] = []
-        self._released: set[int] = set()
+    id: int
+    """Arrival order within the channel."""
+    due: float
+    batch: Batch
+    size: int = 0
+    """:func:`held_bytes` of ``batch``."""
 
-    def __len__(self) -> int:
-        return len(self._by_time)
 
-    def add(self, items: Iterable[tuple[int, T]], hold_ms: float) -> None:
-        """Hold ``(time_ms, item)`` pairs for ``hold_ms`` from now."""
-        if not 0 <= hold_ms <= MAX_REORDER_MS:
-            raise ValueError(f"hold_ms must be 0..{MAX_REORDER_MS}, got {hold_ms}")
-        deadline = self.clock() + hold_ms
-        for t, item in items:
-            seq = next(self._seq)
-            heapq.heappush(self._by_time, (t, seq, item))
-            heapq.heappush(self._by_deadline, (deadline, seq, t))
+@dataclass(slots=True)
+class Release:
+    """What :func:`release` lets go: ``batch`` to publish, the entries it took whole (``gone``) and
+    the ones it took in part (``kept``: the same ids, with the points left)."""
 
-    def next_due(self) -> float | None:
-        """Clock time at which :meth:`pop_due` will next release something (None: empty)."""
-        self._skip_released()
-        return self._by_deadline[0][0] if self._by_deadline else None
+    batch: Batch
+    gone: list[int]
+    kept: list[Held]
 
-    def pop_due(self, now: float | None = None) -> list[tuple[int, T]]:
-        """Release the due items, and every held item not newer than the newest due one, sorted."""
-        now = self.clock() if now is None else now
-        self._skip_released()
-        horizon: int | None = None
-        while self._by_deadline and self._by_deadline[0][0] <= now:
-            _, seq, t = heapq.heappop(self._by_deadline)
-            if seq in self._released:
-                self._released.discard(seq)
-                continue
-            horizon = t if horizon is None else max(horizon, t)
-        if horizon is None:
-            return []
-        out: list[tuple[int, T]] = []
-        while self._by_time and self._by_time[0][0] <= horizon:
-            t, seq, item = heapq.heappop(self._by_time)
-            out.append((t, item))
-            self._released.add(seq)
-        self._skip_released()
-        return out
 
-    def pop_all(self) -> list[tuple[int, T]]:
-        """Release everything, in time order (shutdown, channel deleted)."""
-        out = [(t, item) for t, _, item in sorted(self._by_time)]
-        self._by_time.clear()
-        self._by_deadline.clear()
-        self._released.clear()
-        return out
+def release(entries: Sequence[Held], now: float, everything: bool = False) -> Release | None:
+    """The points of ``entries`` (in arrival order) to publish at ``now``, or None when none is due.
 
-    def _skip_released(self) -> None:
-        heap = self._by_deadline
-        while heap and heap[0][1] in self._released:
-            self._released.discard(heapq.heappop(heap)[1])
+    ``everything`` releases every entry (shutdown).
+    """
+    due = [e for e in entries if everything or e.due <= now]
+    if not due:
+        return None
+    horizon = max(e.batch.times[-1] for e in due)  # entries are never empty
+    rows = Rows()
+    fields: dict[str, FieldDef] = {}
+    gone: list[int] = []
+    kept: list[Held] = []
+    for e in entries:
+        times = e.batch.times
+        n = len(times) if everything else bisect.bisect_right(times, horizon)
+        if n == 0:
+            continue
+        columns = e.batch.columns
+        rows.extend(times[:n], {k: col_slice(c, 0, n) for k, c in columns.items()} if n < len(times) else columns)
+        for k, f in e.batch.fields.items():
+            fields.setdefault(k, f)
+        if n == len(times):
+            gone.append(e.id)
+        else:
+            rest = Batch(times[n:], {k: col_slice(c, n, len(times)) for k, c in columns.items()}, e.batch.fields)
+            kept.append(Held(e.id, e.due, rest, held_bytes(rest)))
+    rows.sort()
+    return Release(Batch(rows.times, {k: compact(rows.columns[k]) for k in fields if k in rows.columns}, fields), gone,
+                   kept)
+
+
+def held_bytes(batch: Batch) -> int:
+    """What holding ``batch`` costs in memory, about (Python objects: the bound of held points)."""
+    n = len(batch.times)
+    size = 200 + 40 * n
+    for key, col in batch.columns.items():
+        values = col.values if isinstance(col, Sparse) else col
+        m = len(values)
+        size += 64 + 8 * m + (16 * m if isinstance(col, Sparse) else 0)
+        kind = batch.fields[key].type if key in batch.fields else "number"
+        if kind == "number":
+            size += 24 * m
+        elif kind == "string":
+            size += sum(49 + len(v) for v in values if isinstance(v, str))
+    return size

@@ -161,7 +161,8 @@ async def backfill(broker: Broker, settings: Settings, sub: Subscription, fields
     keys = agg_keys(fmap, req.fields)
     per_packet = max(1000, settings.history_page_bytes // (16 * max(1, len(keys))))
     if req.since is not None:
-        epoch, pos = parse_position(req.since)
+        since = parse_position(req.since)
+        epoch, pos = since.epoch, since.pos
         hist = await broker.read_after(req.channel, epoch, pos)
         fmap = {f.key: f for f in hist.fields or fields}
         keys = agg_keys(fmap, req.fields)

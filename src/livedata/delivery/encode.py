@@ -1,16 +1,21 @@
 """Chunks to packet bodies: the one place that encodes what a subscriber is owed. Pure.
 
-Live packets (:func:`encode_owed`) and history packets (:func:`history_packets`, :func:`groups`)
-are cut so that one packet holds about a target number of bytes on the wire, whatever the chunks
-hold: a backfill never encodes more than that at once.
+One message per position: whatever a subscriber is owed (one chunk, a coalesced run of them, a
+piece of a backfill) goes out as *one* ``data`` message whose rows are sorted by time and whose
+``position`` is the end of that run in the channel's log. So every message's position is a safe
+place to resume from: the points up to it are exactly the ones the subscription was sent. A
+message is marked ``late`` when some of its rows are older than the newest point the reader may
+already hold (the ``floor``): readers insert those rows instead of appending them.
+
+History is cut into pieces (:func:`pieces`) of about a target number of bytes on the wire (and at
+most a number of values), whatever the chunks hold: a backfill never encodes more than that at once.
 """
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Container, Iterable, Iterator, Sequence
 
-from livedata.core.frames import Chunk, FieldDef, Rows, Sparse, Value, col_slice, data_body, frame_json
+from livedata.core.frames import Chunk, FieldDef, Rows, Sparse, data_body, frame_json
 
 WIRE_ROW = 16
 """Bytes of a row's time on the wire, with its separators."""
@@ -33,46 +38,49 @@ def select(keys: Iterable[str], fields: dict[str, FieldDef], wanted: tuple[str, 
     return [k for k in keys if k in want or fields[k].name in want]
 
 
-def split_rows(chunks: Sequence[Chunk], keys: Sequence[str]) -> tuple[Rows, Rows]:
-    """Split chunks into on-time and late rows (late: older than the channel's newest before)."""
-    ontime, late = Rows(), Rows()
+def gather(chunks: Sequence[Chunk], keys: Sequence[str], floor: int | None) -> tuple[Rows, bool]:
+    """The rows of ``chunks`` (log order) as one packet sorted by time (ties keep log order), and
+    whether it is late: a row older than ``floor``, the newest time the reader may already hold."""
+    rows = Rows()
+    newest: int | None = None
+    unsorted = late = False
     for c in chunks:
-        i = c.late_split()
-        cols = {k: c.columns[k] for k in keys if k in c.columns}
-        if i == 0:
-            ontime.extend(c.times, cols)
-        else:
-            n = len(c.times)
-            late.extend(c.times[:i], {k: col_slice(v, 0, i) for k, v in cols.items()})
-            ontime.extend(c.times[i:], {k: col_slice(v, i, n) for k, v in cols.items()})
-    return ontime, late
+        times = c.times
+        if not times:
+            continue
+        first = times[0]
+        if floor is not None and first < floor:
+            late = True
+        if newest is not None and first < newest:
+            unsorted = True
+        if newest is None or times[-1] > newest:
+            newest = times[-1]
+        rows.extend(times, {k: c.columns[k] for k in keys if k in c.columns})
+    if unsorted:
+        rows.sort()
+    return rows, late
 
 
-def encode_chunks(
-    chunks: Sequence[Chunk], keys: Sequence[str], fields: dict[str, FieldDef], with_schema: bool,
-    position: str | None
-) -> list[bytes]:
-    """Bodies for ``chunks`` as live packets: a late one (if any), then the on-time one."""
-    ontime, late = split_rows(chunks, keys)
+def encode_chunks(chunks: Sequence[Chunk], keys: Sequence[str], fields: dict[str, FieldDef], with_schema: bool,
+                  position: str, floor: int | None) -> bytes:
+    """One ``data`` body for ``chunks`` at ``position`` (the end of the run)."""
+    rows, late = gather(chunks, keys, floor)
     schema = [fields[k] for k in keys] if with_schema else None
-    out = []
-    if len(late):
-        late.sort()
-        out.append(data_body(frame_json(schema, keys, late), position, late=True))
-        schema = None
-    if len(ontime) or schema is not None:
-        out.append(data_body(frame_json(schema, keys, ontime), position))
-    return out
+    return data_body(frame_json(schema, keys, rows), position, late=late)
 
 
 def encode_owed(chunks: Sequence[Chunk], keys: Sequence[str], fields: dict[str, FieldDef], with_schema: bool,
-                epoch: str) -> tuple[list[bytes], str | None]:
-    """What a subscriber owed ``chunks`` (and the schema, if ``with_schema``) is sent, and the
-    position it then has (None when there are no chunks: a schema-only packet carries none)."""
-    position = chunks[-1].pos.encode(epoch) if chunks else None
-    if not chunks and not with_schema:
+                epoch: str, position: str | None = None) -> tuple[list[bytes], str | None]:
+    """What a live subscriber owed ``chunks`` (and the schema, if ``with_schema``) is sent, and the
+    position it then has. Live chunks are late against the channel's newest time before the first
+    of them (``hwm``), which is at least the newest time the subscriber was sent. With no chunks,
+    a schema packet carries ``position`` (where the subscriber already is)."""
+    if chunks:
+        position = chunks[-1].end.encode(epoch)
+    elif not with_schema:
         return [], None
-    return encode_chunks(chunks, keys, fields, with_schema, position), position
+    return [encode_chunks(chunks, keys, fields, with_schema, position or "", chunks[0].hwm if chunks else None)], \
+        position
 
 
 def row_bytes(chunk: Chunk, width: int, keys: Container[str] | None = None) -> int:
@@ -101,124 +109,44 @@ def packet_bytes(width: int) -> int:
     return WIRE_ENTITY * width
 
 
-def groups(chunks: Iterable[Chunk], keys: Sequence[str], target: int) -> Iterator[tuple[list[Chunk], bool]]:
-    """``chunks`` (log order) in groups of about ``target`` wire bytes each; a chunk larger than that
-    is cut by rows. Each group comes with whether it ends at a chunk's end (only then does its last
-    chunk's position name what the group holds)."""
-    group: list[Chunk] = []
+def pieces(chunks: Iterable[Chunk], keys: Sequence[str], max_values: int, min_rows: int = 1000,
+           target: int = 0) -> Iterator[list[Chunk]]:
+    """Cut ``chunks`` (log order) into runs of at most about ``target`` wire bytes (0: no byte
+    target; :func:`row_bytes`, and :func:`packet_bytes` once for a run with a missing cell) and
+    ``max_values`` values (rows times fields, at least ``min_rows`` rows), splitting a chunk that
+    alone is larger: each run ends at a cut in the log, so its end is a position to resume from."""
     width = len(keys)
     wanted = set(keys)
-    size = 0
-    marked = False  # the group's entities are counted (an upper bound, once per group)
+    cap = max(min_rows, max_values // max(1, width))
+    run: list[Chunk] = []
+    n = size = 0
+    marked = False  # the run's entities are counted (an upper bound, once per run)
     for c in chunks:
         per, missing = _row_cost(c, width, wanted)
-        n = len(c)
-        lo = 0
-        while lo < n:
-            if missing and not marked:
+        while len(c.times):
+            if missing and target and not marked:
                 size += packet_bytes(width)
                 marked = True
-            hi = min(n, lo + max(1, (target - size) // per))
-            group.append(c if lo == 0 and hi == n else c.slice(lo, hi))
-            size += (hi - lo) * per
-            lo = hi
-            if size >= target:
-                yield group, lo == n
-                group, size, marked = [], 0, False
-    if group:
-        yield group, True
-
-
-def _getter(chunk: Chunk, key: str) -> Sequence[Value] | dict[int, Value] | None:
-    col = chunk.columns.get(key)
-    if isinstance(col, Sparse):
-        return dict(zip(col.rows, col.values, strict=True))
-    return col
-
-
-def history_packets(chunks: Sequence[Chunk], keys: Sequence[str], hwm: int | None,
-                    target: int) -> Iterator[tuple[Rows, bool]]:
-    """A page of history (chunks in log order) as packets in time order: ``(rows, late)``
-    (see :func:`history_page`)."""
-    return history_page(chunks, keys, hwm, target)[1]
-
-
-def history_page(chunks: Sequence[Chunk], keys: Sequence[str], hwm: int | None,
-                 target: int) -> tuple[int, Iterator[tuple[Rows, bool]]]:
-    """A page of history (chunks in log order) as packets in time order: how many, and an iterator
-    of ``(rows, late)`` that lays each one out only when asked for it.
-
-    Rows older than ``hwm`` (the newest time already sent on time) come first, in packets marked
-    late; then the rest, sorted. Each packet holds about ``target`` wire bytes. Only the rows of
-    one packet are ever laid out densely, so sparse chunks stay cheap until they are sent.
-    """
-    if not chunks:
-        return 0, iter(())
-    width = len(keys)
-    wanted = set(keys)
-    costs = [_row_cost(c, width, wanted) for c in chunks]
-    per = max(cost for cost, _ in costs)
-    step = max(1, (target - (packet_bytes(width) if any(m for _, m in costs) else 0)) // per)
-    # Where each chunk's rows start in the page, and the page's times in log order.
-    starts: list[int] = []
-    times: list[int] = []
-    for c in chunks:
-        starts.append(len(times))
-        times.extend(c.times)
-    n = len(times)
-    in_order = all(chunks[i - 1].times[-1] <= chunks[i].times[0] for i in range(1, len(chunks)) if chunks[i].times)
-    order: list[int] | None = None
-    if in_order:
-        ordered = times
-    else:
-        order = sorted(range(n), key=times.__getitem__)
-        ordered = [times[i] for i in order]
-    cut = 0 if hwm is None else bisect.bisect_left(ordered, hwm)
-
-    def packets() -> Iterator[tuple[Rows, bool]]:
-        for lo, hi, late in ((0, cut, True), (cut, n, False)):
-            for a in range(lo, hi, step):
-                b = min(hi, a + step)
-                if order is None:
-                    yield _slice_rows(chunks, starts, keys, a, b), late
-                else:
-                    yield _gather_rows(chunks, starts, keys, order[a:b], ordered[a:b]), late
-
-    return -(-cut // step) + -(-(n - cut) // step), packets()
-
-
-def _slice_rows(chunks: Sequence[Chunk], starts: Sequence[int], keys: Sequence[str], a: int, b: int) -> Rows:
-    rows = Rows()
-    i = max(0, bisect.bisect_right(starts, a) - 1)
-    while i < len(chunks) and starts[i] < b:
-        c = chunks[i]
-        lo, hi = max(0, a - starts[i]), min(len(c), b - starts[i])
-        if lo < hi:
-            part = c if lo == 0 and hi == len(c) else c.slice(lo, hi)
-            rows.extend(part.times, {k: part.columns[k] for k in keys if k in part.columns})
-        i += 1
-    return rows
-
-
-def _gather_rows(chunks: Sequence[Chunk], starts: Sequence[int], keys: Sequence[str], picks: Sequence[int],
-                 times: list[int]) -> Rows:
-    where = [(j := bisect.bisect_right(starts, p) - 1, p - starts[j]) for p in picks]
-    columns: dict[str, list[Value]] = {}
-    getters = [{k: _getter(c, k) for k in keys} for c in chunks]
-    for k in keys:
-        col: list[Value] = []
-        seen = False
-        for j, r in where:
-            g = getters[j][k]
-            if g is None:
-                col.append(None)
-            elif isinstance(g, dict):
-                v = g.get(r)
-                col.append(v)
-                seen = seen or v is not None
-            else:
-                col.append(g[r])
-                seen = True
-        if seen:
-            columns[k] = col
-    return Rows(times, columns)
+            room = cap - n
+            if target:
+                room = min(room, (target - size) // per)
+            if room <= 0 and not run:
+                room = 1
+            if room <= 0:
+                yield run
+                run, n, size, marked = [], 0, 0, False
+                continue
+            if len(c.times) <= room:
+                run.append(c)
+                n += len(c.times)
+                size += len(c.times) * per
+                break
+            run.append(c.slice(0, room))
+            c = c.slice(room, len(c.times))
+            yield run
+            run, n, size, marked = [], 0, 0, False
+        if n >= cap or (target and size >= target):
+            yield run
+            run, n, size, marked = [], 0, 0, False
+    if run:
+        yield run

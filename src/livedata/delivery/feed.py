@@ -19,7 +19,18 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from livedata.brokers.base import Broker
-from livedata.core.frames import Chunk, FieldDef, Pos, Rows, data_body, data_prefix, frame_json, message
+from livedata.core.frames import (
+    NO_EPOCH,
+    Chunk,
+    FieldDef,
+    Pos,
+    Rows,
+    data_body,
+    data_prefix,
+    frame_json,
+    message,
+    rest_of,
+)
 from livedata.core.pacing import Pacer
 from livedata.core.protocol import Subscribe
 from livedata.delivery.encode import encode_owed, select
@@ -175,6 +186,20 @@ class Feed:
     def key(self) -> tuple[str, int, tuple[str, ...] | None]:
         return (self.channel, self.interval_ms, self.wanted)
 
+    def learn(self, fields: list[FieldDef]) -> None:
+        """Fields of the channel (a chunk added them, or a history read saw them): the ones this
+        feed did not have join its schema (a feed made before its channel existed, whose broker
+        subscription began after the chunk that added them, learns them from its readers' reads)."""
+        if all(f.key in self.fields for f in fields):
+            return
+        for f in fields:
+            self.fields.setdefault(f.key, f)
+        keys = select(self.fields, self.fields, self.wanted)
+        if keys != self.keys:
+            self.keys = keys
+            self.schema_ver += 1
+            self._bodies.clear()
+
     def on_chunk(self, chunk: Chunk, new_fields: list[FieldDef]) -> None:
         recent = self.recent
         if len(recent) == recent.maxlen:
@@ -185,13 +210,7 @@ class Feed:
             self.recent_bytes -= recent.popleft().nbytes
         self.last_pos = chunk.pos
         if new_fields:
-            for f in new_fields:
-                self.fields.setdefault(f.key, f)
-            keys = select(self.fields, self.fields, self.wanted)
-            if keys != self.keys:
-                self.keys = keys
-                self.schema_ver += 1
-                self._bodies.clear()
+            self.learn(new_fields)
         self.pending.append(chunk)
         if self.interval_ms == 0:
             if self.rnd is None and self.step is None:  # else the running (or scheduled) round takes it
@@ -392,9 +411,18 @@ class Feed:
         assert got >= self.base, "a subscriber fell behind the feed's log"
         chunks = self.log[got - self.base:]
         mine = chunks
-        if sub.after is not None and chunks and chunks[0].pos <= sub.after:
-            mine = [c for c in chunks if c.pos > sub.after]
-        sub.after = None
+        after = sub.after
+        if after is not None and chunks:
+            if chunks[0].pos <= after:
+                mine = [r for c in chunks if (r := rest_of(c, after)) is not None]
+            if chunks[-1].pos >= after:
+                sub.after = None  # every chunk from now on is after it
+        # With nothing owed but the schema, the packet stays where the subscriber is.
+        here: str | None = None
+        if after is not None:
+            here = after.encode(epoch)
+        elif got > self.base:
+            here = self.log[got - self.base - 1].end.encode(epoch)
         if sub.backlog is not None or sub.sink.pressured:
             # Coalesce: a reader that lags holds its chunks and gets them as one packet once
             # its buffer drains; once the held values would pass the buffer cap again it is
@@ -409,12 +437,12 @@ class Feed:
                 return
             with_schema = sub.backlog_schema
             sub.backlog, sub.backlog_schema, sub.backlog_cells = None, False, 0
-            bodies, position = encode_owed(backlog, keys, self.fields, with_schema, epoch)
+            bodies, position = encode_owed(backlog, keys, self.fields, with_schema, epoch, here)
             mine = backlog
-        elif mine is chunks:
+        elif mine is chunks and chunks:
             bodies, position, _ = self._owed(got, with_schema, epoch)
         else:
-            bodies, position = encode_owed(mine, keys, self.fields, with_schema, epoch)
+            bodies, position = encode_owed(mine, keys, self.fields, with_schema, epoch, here)
         for body in bodies:
             if not sub.send_data(body, position):
                 break
@@ -425,12 +453,18 @@ class Feed:
 
     def join(self, sub: Subscription, after: Pos | None) -> None:
         """Start sending live packets to ``sub``, skipping chunks at or before ``after``."""
-        sub.after = after
+        # Chunks at or before ``after`` may still come: ones not folded into the log yet, and (when
+        # the broker's reader lags, as Redis's may) ones it has not delivered yet. Until a chunk
+        # past ``after`` arrives the subscriber stays off the fast path, and they are skipped.
+        last, pending = self.last_pos, self.pending
+        sub.after = after if after is not None and (last is None or last < after or (pending and
+                                                                                  pending[0].pos <= after)) else None
         sub.feed = self
         if sub.keys != tuple(self.keys):
             # The schema grew between the history read and now: tell the client first.
-            body = data_body(frame_json([self.fields[k] for k in self.keys], self.keys, Rows()), None)
-            sub.send_data(body, None, force=True)
+            here = after.encode(self.epoch_of(self.channel) or NO_EPOCH) if after is not None else None
+            body = data_body(frame_json([self.fields[k] for k in self.keys], self.keys, Rows()), here)
+            sub.send_data(body, here, force=True)
             sub.keys = tuple(self.keys)
         lane = getattr(sub.sink, "lane", None)
         sub.lane = lane() if lane is not None else None  # the carrier takes pre-framed bytes: the fast path

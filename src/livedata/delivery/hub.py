@@ -18,7 +18,7 @@ from livedata.brokers.base import Broker, Unsubscribe
 from livedata.core import sizes
 from livedata.core.budget import Budget, BudgetError, Refused
 from livedata.core.clock import wall_ms
-from livedata.core.frames import Chunk, FieldDef
+from livedata.core.frames import ORIGIN, Chunk, FieldDef, Pos
 from livedata.core.protocol import Subscribe
 from livedata.core.sources import GeneratedChannel
 from livedata.delivery import agg, seam
@@ -240,17 +240,20 @@ class Hub:
             if not finite:
                 feed = self._agg_feed(req, fields) if req.bucket_ms else self._feed(req, fields)
                 feed.joining += 1
+            agg_after: Pos | None = None
+            after = ORIGIN
             if req.bucket_ms:  # buckets: from the rollup tiers (agg.py), small whatever the range
-                after = await agg.backfill(self.broker, self.settings, sub, fields, now)
+                agg_after = await agg.backfill(self.broker, self.settings, sub, fields, now)
             else:
-                after = await seam.backfill(self.broker, self.settings, sub, fields, self.budget, self.turns)
+                after, fields = await seam.backfill(self.broker, self.settings, sub, fields, self.budget, self.turns)
             if finite:
                 self.complete(sub)
                 return
             assert feed is not None
             if isinstance(feed, AggFeed):
-                await feed.join(sub, after)
+                await feed.join(sub, agg_after)
             else:
+                feed.learn(fields)
                 await seam.join(self.broker, self.settings, sub, feed, after, self.budget, self.turns)
             if req.to_ms is not None:
                 sub.timer = asyncio.get_running_loop().call_later(

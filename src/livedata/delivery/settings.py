@@ -31,7 +31,13 @@ class Settings:
     take turns, so one turn of the event loop holds a few packets' work, not one per backfill."""
     backfill_wait_s: float = 10.0
     """A backfill waits this long for room in the memory budget before it gives up with an error."""
+    history_points_per_packet: int = 250_000
+    """Values in one backfill packet at most (fewer rows when a channel has many fields); packets are
+    also cut by bytes (``history_packet_share``)."""
+    history_min_rows: int = 1000
+    """Rows in one backfill packet at least by the values cap, however many fields a channel has
+    (the byte target may still cut a packet smaller)."""
 
     def __post_init__(self) -> None:
-        if self.step_subs < 1 or self.ring < 1:
-            raise ValueError("step_subs and ring must be at least 1")
+        if self.step_subs < 1 or self.ring < 1 or self.history_min_rows < 1:
+            raise ValueError("step_subs, ring and history_min_rows must be at least 1")

@@ -50,6 +50,8 @@ class Metrics:
             "livedata_slow_disconnects", "Connections closed because they did not read fast enough",
             registry=r)
         self.push_errors = Counter("livedata_push_errors", "Rejected pushes", ["reason"], registry=r)
+        self.push_replays = Counter("livedata_push_replays", "Pushes whose Idempotency-Key had stored them "
+                                    "already: answered 204, nothing stored again", registry=r)
         self.connections_total = Counter("livedata_connections", "Connections accepted", ["carrier"],
                                          registry=r)
         self.subscriptions = Gauge("livedata_subscriptions", "Open subscriptions", registry=r)

@@ -48,20 +48,23 @@ def make_broker(config: Config, budget: Budget | None = None) -> Broker:
         from livedata.brokers.disk import DiskBroker
 
         return DiskBroker(config.data_dir, config.retention_s, config.retention_points, config.max_channels,
-                          tiers=tiers_of(config), fsync=config.fsync)
+                          tiers=tiers_of(config), fsync=config.fsync, max_held_bytes=config.max_held_bytes,
+                          key_ttl_s=config.idempotency_ttl_s)
     retention_bytes_ = retention_bytes(config, budget)
     if config.broker == "memory":
         from livedata.brokers.memory import MemoryBroker
 
         return MemoryBroker(config.retention_s, config.retention_points, config.max_channels,
                             retention_bytes=retention_bytes_, max_fields=config.max_fields_per_channel,
-                            budget=budget, tiers=tiers_of(config))
+                            budget=budget, tiers=tiers_of(config), max_held_bytes=config.max_held_bytes,
+                            key_ttl_s=config.idempotency_ttl_s)
     from livedata.brokers.redis import RedisBroker
 
     broker: Broker = RedisBroker(config.broker, prefix=config.redis_prefix, retention_s=config.retention_s,
                                  retention_points=config.retention_points, max_channels=config.max_channels,
                                  retention_bytes=retention_bytes_, max_fields=config.max_fields_per_channel,
-                                 tiers=tiers_of(config))
+                                 tiers=tiers_of(config), max_held_bytes=config.max_held_bytes,
+                                 key_ttl_s=config.idempotency_ttl_s, timeout_s=config.redis_timeout_s)
     return broker
 
 
@@ -100,6 +103,7 @@ class Server:
         await self.broker.start()
         self.connections.start()
         self.monitor.start()
+        self.ingest.start()
         await self.sources.start()
 
     async def shutdown(self) -> None:
@@ -109,7 +113,7 @@ class Server:
 
     async def close(self) -> None:
         await self.sources.close()  # disconnect, then store what they received
-        await self.ingest.close()  # publish points still held by a reorder window
+        await self.ingest.close()  # publish points held by reorder windows (with Redis: or leave them there)
         await self.connections.close()
         await self.monitor.close()
         await self.hub.close()
@@ -117,8 +121,8 @@ class Server:
         await self.broker.close()
 
     def forget(self, channel: str) -> None:
-        """A channel was deleted: drop what the server kept about it (held points, metrics)."""
-        self.ingest.drop(channel)
+        """A channel was deleted: drop what the server kept about it (metrics; its held points are
+        in the broker, deleted with it)."""
         self.metrics.forget_channel(channel)
 
     def _gauges(self) -> dict[str, tuple[str, float | dict[str, float]]]:
@@ -147,7 +151,9 @@ class Server:
                                            "spent working (CPU time), not waiting for a CPU", self.monitor.busy),
             "livedata_loop_busy_max_seconds": ("livedata_loop_busy_seconds, the largest since start",
                                                self.monitor.max_busy),
-            "livedata_reorder_held_points": ("Points held by reorder windows", float(self.ingest.reorder.points)),
+            "livedata_reorder_held_bytes": ("Bytes held by reorder windows in this process's broker (the memory "
+                                            "broker; -1: held in the broker's store)",
+                                            float(getattr(self.broker, "held_bytes", -1))),
         }
 
 

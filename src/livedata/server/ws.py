@@ -8,6 +8,7 @@ import logging
 import time
 from typing import Any
 
+import msgspec
 from aiohttp import WSMsgType, web
 
 from livedata.core.budget import BudgetError
@@ -20,6 +21,7 @@ from livedata.server import auth
 from livedata.server.conn import Conn
 from livedata.server.http import HTTPJSONError, json_error
 from livedata.server.ingest import IngestError
+from livedata.server.ingest.idempotency import check_key, request_key
 from livedata.server.server import SERVER, Server
 from livedata.server.sinks import WsSink
 
@@ -164,8 +166,14 @@ class Session:
             self.deny(denied, ack=ack)
             return
         try:
+            raw_key = obj.get("key")
+            if raw_key is not None and (why := (check_key(raw_key) if isinstance(raw_key, str) else
+                                                 "key must be a string")) is not None:
+                raise IngestError(400, why, "idempotency")
+            points = obj.get("points")
+            key = request_key(raw_key, "publish", msgspec.json.encode(points))
             async with self.server.ingest.turn:
-                await self.server.ingest.publish_json(obj.get("channel"), obj.get("points"), size=size)
+                await self.server.ingest.publish_json(obj.get("channel"), points, 0, key, size=size)
         except IngestError as exc:
             self.server.metrics.push_errors.labels(exc.reason).inc()
             out: dict[str, Any] = {"type": "error", "message": exc.message}

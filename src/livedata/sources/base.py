@@ -10,14 +10,16 @@ message is counted and logged (at most one line per reason every 10 s) and never
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from livedata.brokers.base import BrokerError, ChannelLimitError
+from livedata.brokers.base import BrokerError, ChannelLimitError, Key
 from livedata.core.frames import Batch, FieldDef, SchemaError
 from livedata.core.payloads import Decoded, PayloadError
 from livedata.core.rows import ChannelRows
@@ -40,11 +42,24 @@ class PublishError(Exception):
         self.reason = reason
 
 
+KEY_TTL_S = 60.0
+"""How long the broker remembers a source batch's idempotency key: a batch whose write had an
+unknown outcome (Redis took it and did not answer) is retried with its key within this, so it is
+stored once. Shorter than a push's key (a source writes far more batches); a retry after the
+broker was away longer than this may store the batch twice."""
+
+
+def source_key(key: str | None) -> Key | None:
+    """The broker :class:`Key` of a source batch's key (the key names one batch object)."""
+    return None if key is None else Key(key, "source", ttl_s=KEY_TTL_S)
+
+
 class Sink(Protocol):
     """What a source needs from the server: the ingest path and the broker's schemas."""
 
-    async def publish(self, channel: str, batch: Batch) -> None:
-        """Store ``batch`` on ``channel`` as a push would. Raises PublishError."""
+    async def publish(self, channel: str, batch: Batch, key: str | None = None) -> None:
+        """Store ``batch`` on ``channel`` as a push would, at most once per ``key`` (the same
+        batch retried keeps its key). Raises PublishError."""
         ...
 
     async def fields(self, channel: str) -> list[FieldDef] | None:
@@ -58,9 +73,9 @@ class BrokerSink:
     def __init__(self, broker: Any) -> None:
         self.broker = broker
 
-    async def publish(self, channel: str, batch: Batch) -> None:
+    async def publish(self, channel: str, batch: Batch, key: str | None = None) -> None:
         try:
-            await self.broker.publish(channel, batch)
+            await self.broker.publish(channel, batch, source_key(key))
         except SchemaError as exc:
             raise PublishError("schema", str(exc)) from None
         except ChannelLimitError as exc:
@@ -149,7 +164,9 @@ class Source:
         self.rows: dict[str, ChannelRows] = {}
         self.refused: set[str] = set()
         """Channels the sink refused by name (a generated channel's name, an invalid name)."""
-        self.held: list[tuple[str, Batch]] = []
+        self.held: list[tuple[str, Batch, str]] = []
+        """Batches the broker could not take (or whose outcome is unknown), with their keys."""
+        self._keys = (f"src-{os.urandom(8).hex()}-{n}" for n in itertools.count())
         self.held_points = 0
         self.log = RateLimitedLog()
         self._wake = asyncio.Event()
@@ -277,15 +294,15 @@ class Source:
         for channel, rows in self.rows.items():
             batch = rows.take()
             if batch is not None:
-                batches.append((channel, batch))
+                batches.append((channel, batch, next(self._keys)))
         failed = 0
-        for channel, batch in batches:
+        for channel, batch, key in batches:
             try:
-                await self.sink.publish(channel, batch)
+                await self.sink.publish(channel, batch, key)
             except PublishError as exc:
                 if exc.reason == "broker":
                     failed += 1
-                    self._hold(channel, batch)
+                    self._hold(channel, batch, key)
                 elif exc.reason == "schema":
                     await self._republish_fitting(channel, batch, exc)
                 else:
@@ -302,12 +319,12 @@ class Source:
         elif final and self.held:
             raise RuntimeError(f"the broker is unavailable ({self.held_points} points held)")
 
-    def _hold(self, channel: str, batch: Batch) -> None:
+    def _hold(self, channel: str, batch: Batch, key: str) -> None:
         if self.held_points + len(batch) > MAX_HELD_POINTS:
             self.error("dropped", f"channel {channel!r}: {len(batch)} points dropped: the broker has been "
                        f"unavailable for too long ({self.held_points} points held)", len(batch))
             return
-        self.held.append((channel, batch))
+        self.held.append((channel, batch, key))
         self.held_points += len(batch)
 
     async def _republish_fitting(self, channel: str, batch: Batch, exc: PublishError) -> None:
@@ -324,7 +341,7 @@ class Source:
         again = rows.take()
         if again is not None:
             try:
-                await self.sink.publish(channel, again)
+                await self.sink.publish(channel, again, next(self._keys))
             except PublishError as exc2:
                 self.error(exc2.reason, f"channel {channel!r}: {len(again)} points not stored: {exc2}", len(again))
             else:

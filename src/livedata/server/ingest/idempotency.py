@@ -1,71 +1,36 @@
-"""Recently accepted ``Idempotency-Key`` values, so a retried push is stored once."""
+"""``Idempotency-Key``: checked and digested here, decided by the broker where the write happens.
+
+The broker records the key with a digest of the request in the same atomic step as the write
+(:class:`~livedata.brokers.base.Key`), so a retry after *any* failure, including one whose outcome
+was unknown (a timeout after Redis applied the write), stores nothing twice, and a key reused for
+a different request is refused with the reason. Keys are per channel.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections import OrderedDict
-from collections.abc import Callable
+import hashlib
 
-IDEMPOTENCY_KEYS = 10_000
-IDEMPOTENCY_TTL_S = 600.0
+from livedata.brokers.base import Key
+
 MAX_KEY_LEN = 200
 
 
-class IdempotencyCache:
-    """Recently accepted ``Idempotency-Key`` values: a bounded LRU with a time to live.
+def check_key(raw: str) -> str | None:
+    """The reason ``raw`` is not a usable key, or None."""
+    if not 0 < len(raw) <= MAX_KEY_LEN:
+        return f"Idempotency-Key must be 1 to {MAX_KEY_LEN} characters"
+    if not raw.isprintable():
+        return "Idempotency-Key must be printable characters"
+    return None
 
-    A key is *in flight* while its first request is being stored; a retry that arrives meanwhile
-    waits for it and then gets the same answer (or goes ahead, if the first one failed).
-    """
 
-    def __init__(self, size: int = IDEMPOTENCY_KEYS, ttl_s: float = IDEMPOTENCY_TTL_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.size = size
-        self.ttl_s = ttl_s
-        self.clock = clock
-        self._done: OrderedDict[str, float] = OrderedDict()
-        self._inflight: dict[str, asyncio.Future[bool]] = {}
-
-    def __len__(self) -> int:
-        return len(self._done)
-
-    def accepted(self, key: str) -> bool:
-        expires = self._done.get(key)
-        if expires is None:
-            return False
-        if expires < self.clock():
-            del self._done[key]
-            return False
-        self._done.move_to_end(key)
-        return True
-
-    def add(self, key: str) -> None:
-        self._done[key] = self.clock() + self.ttl_s
-        self._done.move_to_end(key)
-        while len(self._done) > self.size:
-            self._done.popitem(last=False)
-        now = self.clock()
-        while self._done:  # drop expired keys from the old end
-            oldest, expires = next(iter(self._done.items()))
-            if expires >= now:
-                break
-            del self._done[oldest]
-
-    async def begin(self, key: str) -> bool:
-        """True when ``key`` was already accepted; else mark it in flight (call :meth:`end`)."""
-        while True:
-            if self.accepted(key):
-                return True
-            pending = self._inflight.get(key)
-            if pending is None:
-                self._inflight[key] = asyncio.get_running_loop().create_future()
-                return False
-            await asyncio.shield(pending)
-
-    def end(self, key: str, ok: bool) -> None:
-        if ok:
-            self.add(key)
-        pending = self._inflight.pop(key, None)
-        if pending is not None and not pending.done():
-            pending.set_result(ok)
+def request_key(raw: str | None, *parts: str | bytes) -> Key | None:
+    """The :class:`Key` of a request: its key and a digest of everything that decides what it stores."""
+    if raw is None:
+        return None
+    h = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        h.update(len(data).to_bytes(8, "big"))
+        h.update(data)
+    return Key(raw, h.hexdigest())

@@ -38,7 +38,7 @@ class IngestError(Exception):
     """A push that stores nothing: ``status`` and a sentence, maybe the bad line/point number."""
 
     def __init__(self, status: int, message: str, reason: str, line: int | None = None,
-                 field: str | None = None, column: int | None = None) -> None:
+                 field: str | None = None, column: int | None = None, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -46,6 +46,7 @@ class IngestError(Exception):
         self.line = line
         self.column = column
         self.field = field
+        self.retry_after = retry_after
 
     def response(self) -> web.Response:
         extra: dict[str, Any] = {}
@@ -55,7 +56,10 @@ class IngestError(Exception):
             extra["column"] = self.column
         if self.field:
             extra["field"] = self.field
-        return json_error(self.status, self.message, **extra)
+        resp = json_error(self.status, self.message, **extra)
+        if self.retry_after is not None:
+            resp.headers["Retry-After"] = str(self.retry_after)
+        return resp
 
 
 # --- request parameters ------------------------------------------------------------------------------
