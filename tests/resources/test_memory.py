@@ -41,14 +41,14 @@ async def test_retention_counts_bytes_and_the_budget_holds_under_large_strings(t
 
 async def test_deleting_channels_gives_memory_back(tmp_path: Path) -> None:
     """RSS 785 -> 1,488 -> 2,192 MB over three rounds of fill-and-delete: a process-wide cache kept
-    every field definition (long tag values included). Three rounds now end where the first did."""
+    every field definition (long tag values included). Four rounds now stay in one band."""
     server = resource_server()
     try:
         assert server.proc is not None
         proc = psutil.Process(server.proc.pid)
         after: list[int] = []
         async with aiohttp.ClientSession() as s:
-            for rnd in range(3):
+            for rnd in range(4):
                 names = []
                 for c in range(40):
                     # About 2,000 characters of tags per series, as before the name limits: eight
@@ -65,7 +65,11 @@ async def test_deleting_channels_gives_memory_back(tmp_path: Path) -> None:
                 after.append(proc.memory_info().rss)
                 assert await metric(s, server.url, "livedata_memory_bytes", '{kind="history"}') == 0
                 assert await metric(s, server.url, "livedata_memory_bytes", '{kind="schema"}') == 0
-        assert after[2] <= after[0] + 16 * MiB, [a // MiB for a in after]
+        print("rss after each round, MiB:", [a // MiB for a in after])
+        # No trend: a round's data is about 20 MiB of tag text, and a leak adds it every round (the bug
+        # added 700 MB a round). The allocator alone moves RSS by about 21 MiB between rounds (84 or
+        # 106 MiB after a round, measured), up and down: a band, not a rise.
+        assert max(after) - min(after) <= 32 * MiB, [a // MiB for a in after]
     finally:
         server.stop()
 
