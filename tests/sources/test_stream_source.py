@@ -44,7 +44,9 @@ async def test_the_reference_stream_becomes_rows_of_series(upstream: LiveServer,
         assert len(got) >= 5
         assert all(set(v) == {"series0", "series1", "series2"} for _, v in got)  # whole rows, none split
         times = [t for t, _ in got]
-        assert times == sorted(times) and len(set(times)) == len(times)
+        # In time order. Not necessarily distinct: a reference ticker that is late (a loaded machine)
+        # sends its catch-up ticks back to back, and two may carry the same millisecond (each a whole row).
+        assert times == sorted(times)
         assert src.decoder.kind == "reference" and src.status.state == "up"
     finally:
         await src.stop()
