@@ -167,7 +167,8 @@ class Sources:
                 next_report = loop.time() + self.status_every_s
                 await self._report(src)
             with contextlib.suppress(TimeoutError):  # a state change reports at once
-                await asyncio.wait_for(changed.wait(), period)
+                async with asyncio.timeout(period):  # not wait_for: 3.11's can swallow a cancellation
+                    await changed.wait()
 
     # --- status ---------------------------------------------------------------------------------------
 

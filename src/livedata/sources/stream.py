@@ -124,8 +124,9 @@ class StreamSource(Source):
             parser = SseParser()
             lines = LineSplitter(self.spec.max_payload_bytes)
             while True:
-                try:
-                    data = await asyncio.wait_for(resp.content.readany(), self._idle_s())
+                try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+                    async with asyncio.timeout(self._idle_s()):  # that races a read (stop() then hangs)
+                        data = await resp.content.readany()
                 except TimeoutError:
                     raise ConnectionError(f"nothing received for {self._idle_s():.0f} s") from None
                 if not data:
@@ -151,8 +152,9 @@ class StreamSource(Source):
                 await ws.send_str(resume_subscribe(spec.subscribe, pos, None if pos else self._resume_ms))
             self._up()
             while True:
-                try:
-                    msg = await asyncio.wait_for(ws.receive(), self._idle_s())
+                try:  # asyncio.timeout, not wait_for (see _http)
+                    async with asyncio.timeout(self._idle_s()):
+                        msg = await ws.receive()
                 except TimeoutError:
                     raise ConnectionError(f"nothing received for {self._idle_s():.0f} s") from None
                 if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
