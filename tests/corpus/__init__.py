@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 from functools import cache
 from pathlib import Path
@@ -10,11 +11,14 @@ from typing import Any
 
 HERE = Path(__file__).parent
 FILES = ("lineprotocol.json", "lineprotocol-fuzz.json")
+"""Case files by name; a large one is stored gzipped (``<name>.gz``) and read as the name."""
 
 
 @cache
 def load(name: str) -> list[dict[str, Any]]:
-    cases: list[dict[str, Any]] = json.loads((HERE / name).read_text())["cases"]
+    packed = HERE / f"{name}.gz"
+    text = gzip.decompress(packed.read_bytes()).decode() if packed.exists() else (HERE / name).read_text()
+    cases: list[dict[str, Any]] = json.loads(text)["cases"]
     return cases
 
 
