@@ -33,7 +33,6 @@ Nothing here blocks the event loop.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import concurrent.futures
 import contextlib
 import fcntl
@@ -68,7 +67,7 @@ from livedata.brokers.base import (
 )
 from livedata.brokers.disk_store import Delete, Hold, Op, Publish, Store
 from livedata.brokers.redis_codec import decode_held, encode_held
-from livedata.core.frames import Batch, Chunk, FieldDef, Pos, Schema, rest_of
+from livedata.core.frames import Batch, Chunk, FieldDef, Pos, Schema, rest_of, window
 from livedata.core.rollup import DEFAULT_TIERS, Buckets, Tier, check_tiers, chunk_rollup
 from livedata.core.sources import is_generated
 from livedata.core.window import Held, held_bytes, release
@@ -613,7 +612,7 @@ class DiskBroker:
         out: list[Chunk] = []
         in_order = True
         for c in chunks:
-            w = _window(c, start_ms, end_ms)
+            w = window(c, start_ms, end_ms)
             if w is not None:
                 out.append(w)
                 in_order = in_order and (w.hwm is None or not w.times or w.times[0] >= w.hwm)
@@ -695,16 +694,3 @@ class DiskBroker:
         """Bytes on disk by what they hold (for benchmarks and ``/metrics``)."""
         out: dict[str, int] = await self._read(self.store.read_sizes)
         return out
-
-
-def _window(c: Chunk, start: int | None, end: int | None) -> Chunk | None:
-    times = c.times
-    if not times:
-        return None
-    lo = 0 if start is None or times[0] >= start else bisect.bisect_left(times, start)
-    hi = len(times) if end is None or times[-1] <= end else bisect.bisect_right(times, end)
-    if lo == 0 and hi == len(times):
-        return c
-    if lo >= hi:
-        return None
-    return c.slice(lo, hi)
