@@ -250,10 +250,14 @@ async def test_deleted_channel_gives_notice_then_ends(server: LiveServer, http: 
     notices: list[Notice] = []
     async with Client(server.url, on_notice=notices.append) as c:
         sub = await c.subscribe("cdel/a", from_="now-1m")
+        frames = sub.frames()
+        rows = 0
+        while rows == 0:  # subscribed and the point backfilled before the channel goes
+            rows += len(await asyncio.wait_for(anext(frames), 10))
         async with http.delete(f"{server.url}/api/channels/cdel/a") as r:
             assert r.status == 204
-        frames = [f async for f in sub.frames()]
-        assert sum(map(len, frames)) == 1
+        rows += sum([len(f) async for f in frames])
+        assert rows == 1
         assert len(notices) == 1 and "deleted" in notices[0].text
 
 
