@@ -25,7 +25,7 @@ import msgspec
 from livedata.client import Client, Frame, LivedataError, Notice, Value, to_columns
 from livedata.core import jsonerror
 from livedata.core.clock import wall_ms
-from livedata.tasks import cancel_and_wait
+from livedata.tasks import cancel_and_wait, wait_event
 
 FLUSH_S = 0.2
 """A streamed input (stdin pipe, ``--follow``) is sent at most this long after a line arrives."""
@@ -386,8 +386,7 @@ async def _read_chunks(src: BinaryIO, regular: bool, follow: bool, stop: asyncio
                 with contextlib.suppress(OSError, ValueError):
                     if os.fstat(src.fileno()).st_size < src.tell():  # truncated (log rotation): start over
                         src.seek(0)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 0.2)
+                await wait_event(stop, 0.2)
         else:
             loop = asyncio.get_running_loop()
             reader = asyncio.StreamReader(limit=1 << 24)
@@ -575,7 +574,8 @@ async def push(ns: argparse.Namespace, src: BinaryIO) -> int:
             while True:
                 due = pusher.due_in()
                 try:
-                    chunk = await asyncio.wait_for(queue.get(), due) if due is not None else await queue.get()
+                    async with asyncio.timeout(due):  # None: no deadline
+                        chunk = await queue.get()
                 except TimeoutError:
                     await pusher.send()
                     continue

@@ -32,6 +32,7 @@ from livedata.delivery.encode import select
 from livedata.delivery.feed import Subscription
 from livedata.delivery.settings import Settings
 from livedata.delivery.stats import Stats
+from livedata.tasks import wait_event
 
 log = logging.getLogger("livedata.hub")
 
@@ -301,10 +302,7 @@ class AggFeed:
                 continue
             wait = last_sent + self.every_s - self.loop.time()
             if wait > 0 and not self.urgent.is_set():
-                try:
-                    await asyncio.wait_for(self.urgent.wait(), wait)
-                except TimeoutError:
-                    pass
+                await wait_event(self.urgent, wait)
             self.urgent.clear()
             touched, pos = self.touched, self.last_pos
             self.touched = set()

@@ -12,13 +12,12 @@ retrying with backoff while the broker is away. The window itself is pure
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
 from livedata.brokers.base import Broker, BrokerError
 from livedata.core.clock import wall_ms
-from livedata.tasks import cancel_and_wait
+from livedata.tasks import cancel_and_wait, wait_event
 
 log = logging.getLogger("livedata.ingest")
 
@@ -76,8 +75,7 @@ class Reorder:
             await self._sleep(wait)
 
     async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+        await wait_event(self._wake, seconds)
 
     async def close(self) -> None:
         """Stop the task, then publish what is held (if the broker can): on shutdown nothing waits
@@ -87,7 +85,8 @@ class Reorder:
         task, self._task = self._task, None
         await cancel_and_wait(task)
         try:
-            await asyncio.wait_for(self.broker.release(everything=True), self.shutdown_s)
+            async with asyncio.timeout(self.shutdown_s):
+                await self.broker.release(everything=True)
         except (BrokerError, TimeoutError) as exc:
             log.warning("shutdown: held points stay held in the broker (%s); the next server publishes them",
                         exc or "it did not answer in time")
