@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -12,6 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from livedata.tasks import wait_event
 from tests.conftest import LiveServer
 
 Row = tuple[int, dict[str, Any]]
@@ -129,8 +129,7 @@ class WS:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise AssertionError(f"timed out; subs={ {k: v.all for k, v in self.subs.items()} } other={self.other}")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), left)
+            await wait_event(self.changed, left)
 
     def sub(self, sid: str) -> Messages:
         return self.subs.setdefault(sid, Messages())

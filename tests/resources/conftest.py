@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 import psutil
 
+from livedata.tasks import wait_event
 from tests.conftest import ROOT, LiveServer
 
 MiB = 1 << 20
@@ -246,10 +247,7 @@ class Victim:
                 self.errors.append(f"push: {exc!r}")
                 return
             i += 1
-            try:
-                await asyncio.wait_for(self._stop.wait(), 1 / self.rate)
-            except TimeoutError:
-                pass
+            await wait_event(self._stop, 1 / self.rate)
 
     async def check(self, within: float = 10.0) -> None:
         self._stop.set()
