@@ -60,9 +60,22 @@ def _frame_name(frame: str) -> str:
     return f"{name} ({short})"
 
 
+ACCOUNTING = ("livedata/core/budget.py", "livedata/core/sizes.py")
+"""The memory budget's own code: its share of the samples is what the accounting costs."""
+
+
+def _file_of(frame: str) -> str:
+    where = frame.partition(" (")[2].rstrip(")")
+    path = where.rpartition(":")[0]
+    parts = Path(path).parts
+    return "/".join(parts[parts.index("livedata"):]) if "livedata" in parts else "/".join(parts[-2:])
+
+
 def summarise(path: Path, top: int = 25) -> str:
     own: collections.Counter[str] = collections.Counter()
     incl: collections.Counter[str] = collections.Counter()
+    files: collections.Counter[str] = collections.Counter()
+    accounting = 0
     total = 0
     for line in path.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
@@ -76,6 +89,10 @@ def summarise(path: Path, top: int = 25) -> str:
         own[frames[-1]] += n
         for f in set(frames):
             incl[f] += n
+        mine = {_file_of(f) for f in stack.split(";") if f}
+        for f in mine:
+            files[f] += n
+        accounting += n if any(a in mine for a in ACCOUNTING) else 0
     if not total:
         return f"# {path.stem}\n\nno samples\n"
     lines = [f"# py-spy: {path.stem}", "", f"{total} samples (idle included; `--nonblocking`).", "",
@@ -83,6 +100,10 @@ def summarise(path: Path, top: int = 25) -> str:
     lines += [f"| {100 * n / total:.1f} | `{name}` |" for name, n in own.most_common(top)]
     lines += ["", "## inclusive time", "", "| % | function |", "|---:|---|"]
     lines += [f"| {100 * n / total:.1f} | `{name}` |" for name, n in incl.most_common(top)]
+    lines += ["", "## inclusive time by file", "", "| % | file |", "|---:|---|"]
+    lines += [f"| {100 * n / total:.1f} | `{name}` |" for name, n in files.most_common(top)]
+    lines += ["", f"Memory budget accounting ({', '.join(ACCOUNTING)}, inclusive): "
+              f"{100 * accounting / total:.2f} % of the samples."]
     return "\n".join(lines) + "\n"
 
 

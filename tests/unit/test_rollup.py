@@ -196,6 +196,10 @@ def test_agg_of_skips_missing_and_non_finite_and_non_numbers() -> None:
     assert agg_of([1, 2], [True, False], 0, 2) is None
     a = agg_of([1, 2, 3, 4], [None, 2, math.nan, 2.0], 0, 4)
     assert a == [2.0, 4.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 4.0]
+    assert agg_of([1, 2, 3], [None, True, 2], 0, 3) == [1.0, 2.0, 2.0, 3.0, 2.0, 3.0, 2.0, 3.0, 2.0, 3.0]
+    assert agg_of([1, 2, 3], [None, "x", 2.5], 0, 3) == [1.0, 2.5, 2.5, 3.0, 2.5, 3.0, 2.5, 3.0, 2.5, 3.0]
+    big = agg_of([1, 2, 3], [None, 1e308, 1e308], 0, 3)  # the sum overflows a float: counted, not dropped
+    assert big is not None and big[COUNT] == 2 and big[SUM] == math.inf and big[MAX] == 1e308
 
 
 def test_choosing_a_width_and_its_tier() -> None:

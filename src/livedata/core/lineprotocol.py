@@ -97,6 +97,8 @@ _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
 _UINT64_MAX: Final = 2**64 - 1
 _INF: Final = float("inf")
+_FLOAT_CHARS: Final = "0123456789.-+eE"
+"""Within these characters ``float()`` accepts exactly line protocol's floats plus a leading '+'."""
 
 _BOOLS: Final[dict[str, bool]] = {
     "t": True,
@@ -227,7 +229,7 @@ def _value(token: str) -> Value:
     regular expressions: the character-set checks leave ``float()``/``int()`` only inputs they
     read exactly as line protocol does.
     """
-    if not token.strip("0123456789.-+eE"):
+    if not token.strip(_FLOAT_CHARS):
         # Within these characters float() accepts exactly line protocol's floats plus a leading '+'.
         if token[:1] != "+":
             try:
@@ -565,7 +567,6 @@ class TableParser:
         A caller on an event loop yields to it at each pause. Raises :class:`LineProtocolError`.
         """
         lines = text.split("\n")
-        total = len(lines)
         precision_ns = self.precision_ns
         # The timestamp bounds in the request's unit: ns = stamp * precision_ns must fit an int64.
         lo = -((-_INT64_MIN) // precision_ns)
@@ -576,19 +577,21 @@ class TableParser:
         points = self.points
         kinds = _KIND
         value_of = _value
+        float_chars = _FLOAT_CHARS
+        inf = _INF
+        ns_per_ms = _NS_PER_MS
         bad_value = _BadValue
         head_cache = _HEAD_CACHE
         count = self.lines
         skip_to = 0  # lines before this one were read as part of an earlier line's string
         mark_k = mark_offset = 0  # a line whose offset in ``text`` is known
         spent = 0  # work since the last pause, in plain lines (a new series costs more: SERIES_COST)
-        for k in range(total):
+        for k, line in enumerate(lines):
             if spent >= size:
                 spent = 0
                 self.lines = count
                 yield count
             spent += 1
-            line = lines[k]
             if k < skip_to:
                 continue
             fields: dict[str, Value] | None = None
@@ -610,7 +613,7 @@ class TableParser:
                         except ValueError:
                             raw_t = hi + 1
                         if lo <= raw_t <= hi:
-                            t = raw_t * precision_ns // _NS_PER_MS
+                            t = raw_t * precision_ns // ns_per_ms
                             series = heads.get(head)
                 elif n == 2:
                     head, fieldset = parts
@@ -634,6 +637,17 @@ class TableParser:
                         if not key or not val:
                             fields = None
                             break
+                        if not val.strip(float_chars) and val[0] != "+":  # _value's float case, inlined
+                            try:
+                                f = float(val)
+                            except ValueError:
+                                fields = None
+                                break
+                            if f == inf or f == -inf:
+                                fields = None  # the scanner says why
+                                break
+                            fields[key] = f
+                            continue
                         try:
                             fields[key] = value_of(val)
                         except bad_value:

@@ -26,6 +26,7 @@ every spike visible, as the raw points would draw at that width). See docs/proto
 from __future__ import annotations
 
 import bisect
+import contextlib
 import itertools
 import math
 from array import array
@@ -77,19 +78,25 @@ def _finite(v: object) -> bool:
             and (not isinstance(v, float) or math.isfinite(v)))
 
 
+_PLAIN = frozenset((int, float))
+
+
 def _agg_sparse(times: Sequence[int], seg: Sequence[Value], lo: int) -> Agg | None:
     """:func:`agg_of` for a segment with missing or non-finite values (line protocol's columns are
     mostly ``None``: C-speed filtering first, a Python loop only for what remains)."""
     vals = list(filter(_not_none, seg))
     if not vals:
         return None
-    if all(map(_finite, vals)):
-        total: float = sum(vals)  # type: ignore[arg-type]
-        if isinstance(total, float) and not math.isfinite(total):  # an overflow on the way: exact sum
-            try:
-                total = math.fsum(vals)  # type: ignore[arg-type]
-            except OverflowError:
-                pass
+    total: float | None = None
+    if _PLAIN.issuperset(map(type, vals)):  # ints and floats only (no bool, no str): C speed
+        total = sum(vals)  # type: ignore[arg-type]
+        if not math.isfinite(total):
+            if not all(map(_finite, vals)):  # a NaN or an infinity among them: the loop below skips them
+                total = None
+            else:  # an overflow on the way: the exact sum, where it has one
+                with contextlib.suppress(OverflowError):
+                    total = math.fsum(vals)  # type: ignore[arg-type]
+    if total is not None:
         mn = min(vals)  # type: ignore[type-var]
         mx = max(vals)  # type: ignore[type-var]
         first, last = vals[0], vals[-1]
@@ -210,7 +217,7 @@ def chunk_partials(times: Sequence[int], columns: Mapping[str, Column], keys: It
             while i < m:
                 b = bisect.bisect_right(bounds, rows[i]) - 1
                 j = bisect.bisect_left(rows, bounds[b + 1], i)
-                a = _agg_sparse([times[r] for r in rows[i:j]], vals[i:j], 0)
+                a = _agg_sparse(list(map(times.__getitem__, rows[i:j])), vals[i:j], 0)
                 if a is not None:
                     per[b][key] = a
                 i = j

@@ -295,16 +295,27 @@ async def _upgrade(
     return ws, session, refused
 
 
+READ_BURST = 256 << 10
+"""Bytes one WebSocket may deliver before its reading waits for the loop's next turn. The event
+loop reads a ready socket until it is drained (libuv: up to 32 reads of 64 KiB), so without this,
+forty clients each sending a large message kept the loop in one turn of reads for over 100 ms."""
+
+
 class _Counting(asyncio.Protocol):
     """Between a WebSocket's transport and aiohttp: counts the bytes of the message in progress
     (``Conn.rx_pending``, which the memory budget samples) and marks the peer alive whenever bytes
-    arrive, not only whole messages, so one busy sending a large frame is not taken for dead."""
+    arrive, not only whole messages, so one busy sending a large frame is not taken for dead. After
+    :data:`READ_BURST` bytes it pauses reading until the loop's next turn, so one socket's flood
+    takes a bounded share of a turn."""
 
-    __slots__ = ("conn", "inner")
+    __slots__ = ("burst", "conn", "held", "inner", "transport")
 
-    def __init__(self, inner: asyncio.Protocol, conn: Conn) -> None:
+    def __init__(self, inner: asyncio.Protocol, conn: Conn, transport: asyncio.Transport) -> None:
         self.inner = inner
         self.conn = conn
+        self.transport = transport
+        self.burst = 0
+        self.held = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # pragma: no cover - made already
         pass
@@ -314,6 +325,21 @@ class _Counting(asyncio.Protocol):
         conn.rx_pending += len(data)
         conn.rx_at = time.monotonic()
         self.inner.data_received(data)
+        self.burst += len(data)
+        if self.burst >= READ_BURST and not self.held and not self.transport.is_closing():
+            self.held = True
+            self.transport.pause_reading()
+            asyncio.get_running_loop().call_soon(self._release)
+
+    def _release(self) -> None:
+        self.held = False
+        self.burst = 0
+        inner, transport = self.inner, self.transport
+        # aiohttp may hold reading itself (its message queue is full): then it resumes it
+        if transport.is_closing() or getattr(inner, "_reading_paused", False) or getattr(inner, "_buffer_paused",
+                                                                                          False):
+            return
+        transport.resume_reading()
 
     def eof_received(self) -> bool | None:
         return self.inner.eof_received()
@@ -347,7 +373,7 @@ def _after_upgrade(request: web.Request, conn: Conn) -> None:
         protocol._parser = None
     transport = request.transport
     if transport is not None and transport.get_protocol() is protocol:
-        transport.set_protocol(_Counting(protocol, conn))
+        transport.set_protocol(_Counting(protocol, conn, transport))
 
 
 def raise_json(status: int, message_: str) -> None:
