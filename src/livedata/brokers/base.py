@@ -9,11 +9,11 @@ implement it; the same test suite runs against both.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from livedata.core.frames import Batch, Chunk, FieldDef, Pos
+from livedata.core.frames import Batch, Chunk, FieldDef, Pos, Schema
 from livedata.core.rollup import Buckets, Tier
 
 log = logging.getLogger("livedata.broker")
@@ -37,6 +37,10 @@ class BrokerStartError(RuntimeError):
 
 class ChannelLimitError(RuntimeError):
     """Creating one more channel would pass the configured limit."""
+
+    @classmethod
+    def of(cls, limit: int) -> ChannelLimitError:
+        return cls(f"too many channels: the limit is {limit} (delete some or raise --max-channels)")
 
 
 def retained_from(start_ms: int | None, now_s: float, retention_ms: int) -> int:
@@ -64,6 +68,27 @@ def field_limit_error(channel: str, have: int, new: int, limit: int, first: str)
     return FieldLimitError(
         f"channel {channel!r} has {have} fields and this push adds {new}: the limit is {limit} per channel "
         "(send fewer distinct field names or tags, or raise --max-fields-per-channel)", first)
+
+
+def admit_fields(channel: str, schema: Schema | None, reserved: Schema | None, fields: Iterable[FieldDef],
+                 max_fields: int) -> tuple[list[FieldDef], list[FieldDef]]:
+    """Check a batch's ``fields`` against its channel's ``schema`` (None: a new channel), the fields
+    its held points ``reserved``, and ``max_fields`` (0: no limit), for a broker that checks in
+    Python (the Redis broker checks the same in its publish script).
+
+    Returns (the fields new to the schema, those of them not reserved: what grows the channel).
+    Raises SchemaError (a field of another type) or FieldLimitError; nothing is changed.
+    """
+    new = (schema or Schema()).check(fields)
+    held = reserved.fields if reserved is not None else {}
+    if held and new:
+        assert reserved is not None
+        reserved.check(new)
+    fresh = [f for f in new if f.key not in held]
+    have = len(schema.fields) + len(held) if schema is not None else 0
+    if max_fields and fresh and have + len(fresh) > max_fields:
+        raise field_limit_error(channel, have, len(fresh), max_fields, fresh[max(0, max_fields - have)].key)
+    return new, fresh
 
 
 class HeldLimitError(RuntimeError):

@@ -61,7 +61,7 @@ from livedata.brokers.base import (
     Rollup,
     Subscribers,
     Unsubscribe,
-    field_limit_error,
+    admit_fields,
     held_limit_text,
     retained_from,
 )
@@ -460,19 +460,11 @@ class DiskBroker:
         """Check ``batch`` (schema, held fields, field limit, channel limit), creating the channel
         on the loop if it is new; the fields it adds to the schema. Nothing changes on an error."""
         ch = self._channels.get(channel)
-        new = (ch.schema if ch else Schema()).check(batch.fields.values())
-        reserved: dict[str, FieldDef] = ch.reserved.fields if ch else {}
-        if ch is not None and reserved and new:
-            ch.reserved.check(new)
-        fresh = [f for f in new if f.key not in reserved]
-        have = len(ch.schema.fields) + len(reserved) if ch else 0
-        if self.max_fields and fresh and have + len(fresh) > self.max_fields:
-            raise field_limit_error(channel, have, len(fresh), self.max_fields,
-                                    fresh[max(0, self.max_fields - have)].key)
+        new, _ = admit_fields(channel, ch.schema if ch else None, ch.reserved if ch else None,
+                              batch.fields.values(), self.max_fields)
         if ch is None:
             if not is_generated(channel) and self._counted() >= self.max_channels:
-                raise ChannelLimitError(
-                    f"too many channels: the limit is {self.max_channels} (delete some or raise --max-channels)")
+                raise ChannelLimitError.of(self.max_channels)
             cid = self._next_id
             self._next_id += 1
             ch = self._channels[channel] = self._by_id[cid] = _Channel(cid, channel, f"{self.token}{cid:x}")

@@ -32,7 +32,7 @@ from livedata.brokers.base import (
     Rollup,
     Subscribers,
     Unsubscribe,
-    field_limit_error,
+    admit_fields,
     held_limit_text,
     retained_from,
 )
@@ -147,9 +147,7 @@ class MemoryBroker:
     def _new_channel(self, name: str) -> _Channel:
         counted = not is_generated(name)
         if counted and self._counted >= self.max_channels:
-            raise ChannelLimitError(
-                f"too many channels: the limit is {self.max_channels} (delete some or raise --max-channels)"
-            )
+            raise ChannelLimitError.of(self.max_channels)
         self._created += 1
         ch = _Channel(name, f"{self.token}{self._created:x}")
         ch.tiers = [TierStore(t.width_ms) for t in self.tiers]
@@ -199,15 +197,8 @@ class MemoryBroker:
         """Check ``batch`` against the channel (schema, held fields, field limit, channel limit,
         memory budget), creating the channel when it is new; return the fields it adds to the
         schema. Raises SchemaError, FieldLimitError, ChannelLimitError, BudgetError (nothing changed)."""
-        new = (ch.schema if ch else Schema()).check(batch.fields.values())
-        reserved: dict[str, FieldDef] = ch.reserved.fields if ch else {}
-        if ch is not None and reserved and new:
-            ch.reserved.check(new)
-        fresh = [f for f in new if f.key not in reserved]
-        have = (len(ch.schema.fields) + len(reserved)) if ch else 0
-        if self.max_fields and fresh and have + len(fresh) > self.max_fields:
-            raise field_limit_error(channel, have, len(fresh), self.max_fields,
-                                    fresh[max(0, self.max_fields - have)].key)
+        new, fresh = admit_fields(channel, ch.schema if ch else None, ch.reserved if ch else None,
+                                  batch.fields.values(), self.max_fields)
         if ch is None:
             ch = self._new_channel(channel)
         grow = (sizes.CHANNEL if channel not in self._channels else 0) + sum(map(sizes.field_bytes, fresh))

@@ -281,8 +281,7 @@ class RedisBroker:
             have, new = int(res[1]), int(res[2])
             raise field_limit_error(channel, have, new, self.max_fields, res[3].decode())
         if kind == b"limit":
-            raise ChannelLimitError(
-                f"too many channels: the limit is {self.max_channels} (delete some or raise --max-channels)")
+            raise ChannelLimitError.of(self.max_channels)
         if kind == b"conflict":
             assert key is not None
             raise KeyConflict(f"Idempotency-Key {key.name[:80]!r} was already used on channel {channel!r} for a "
