@@ -6,6 +6,7 @@ Point = one value of one series at one time (a reference line, or one cell of a 
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import math
 import multiprocessing as mp
@@ -144,7 +145,10 @@ def _columnar_hour(rows: int, series: int, step: int, end_ms: int) -> tuple[byte
 
 def backfill(opts: Options) -> dict[str, Any]:
     rows, series = (72_000, 10) if opts.scale >= 1 else (max(100, int(72_000 * opts.scale)), 10)
-    with livedata_server("--retention-points", "1000000", "--max-body-bytes", str(64 << 20)) as srv:
+    # retention 2 h: history is kept (and served) by point time, so with the default hour the
+    # first points would age out between the push and the read
+    with livedata_server("--retention-points", "1000000", "--retention", "7200",
+                         "--max-body-bytes", str(64 << 20)) as srv:
         body, t0 = _columnar_hour(rows, series, 50, int(time.time() * 1000))
         tp = time.perf_counter()
         status, text = http_json(srv.url + "/api/push/bench/backfill", body)
@@ -198,14 +202,16 @@ def _parse_backfill(port: int, sub: dict[str, Any], rows: int, series: int) -> t
             t0 = time.perf_counter()
             got = 0
             s = await c.subscribe(sub["channel"], from_=sub["from"])
-            async for item in s:
-                if isinstance(item, Frame):
-                    got += len(item)
-                    if got >= rows or time.perf_counter() - t0 > 30:
-                        break
+            try:
+                async with asyncio.timeout(30):  # rows that never come must not hang the bench
+                    async for item in s:
+                        if isinstance(item, Frame):
+                            got += len(item)
+                            if got >= rows:
+                                break
+            except TimeoutError:
+                pass
             return got, time.perf_counter() - t0
-
-    import asyncio
 
     got, dt = asyncio.run(go())
     return got, dt, "livedata.client (Frame columns)"

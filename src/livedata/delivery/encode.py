@@ -123,7 +123,8 @@ def pieces(chunks: Iterable[Chunk], keys: Sequence[str], max_values: int, min_ro
     marked = False  # the run's entities are counted (an upper bound, once per run)
     for c in chunks:
         per, missing = _row_cost(c, width, wanted)
-        while len(c.times):
+        at, rows = 0, len(c.times)  # a large chunk is cut where it is, never copied whole again
+        while at < rows:
             if missing and target and not marked:
                 size += packet_bytes(width)
                 marked = True
@@ -136,13 +137,13 @@ def pieces(chunks: Iterable[Chunk], keys: Sequence[str], max_values: int, min_ro
                 yield run
                 run, n, size, marked = [], 0, 0, False
                 continue
-            if len(c.times) <= room:
-                run.append(c)
-                n += len(c.times)
-                size += len(c.times) * per
+            if rows - at <= room:
+                run.append(c if at == 0 else c.slice(at, rows))
+                n += rows - at
+                size += (rows - at) * per
                 break
-            run.append(c.slice(0, room))
-            c = c.slice(room, len(c.times))
+            run.append(c.slice(at, at + room))
+            at += room
             yield run
             run, n, size, marked = [], 0, 0, False
         if n >= cap or (target and size >= target):
