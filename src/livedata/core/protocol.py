@@ -406,7 +406,7 @@ def _columnar(body: dict[str, Any], now_ms: int) -> Batch:
         if key == "time":
             continue
         _check_key(key, 0)
-        kinds = {type(v) for v in col}
+        kinds = set(map(type, col))
         if kinds <= {float, int}:
             if int in kinds and not (min(v for v in col if type(v) is int) >= INT_MIN
                                      and max(v for v in col if type(v) is int) <= INT_MAX):

@@ -52,7 +52,7 @@ _not_none = partial(is_not, None)
 def agg_of(times: Sequence[int], col: Sequence[Value], lo: int, hi: int) -> Agg | None:
     """The aggregate of ``col[lo:hi]`` (``times`` sorted, the same length), or None when it has no
     finite number. Strings and booleans are not numbers here."""
-    seg = col[lo:hi]
+    seg = col if lo == 0 and hi == len(col) else col[lo:hi]  # one bucket: no copy
     if not seg:
         return None
     try:
