@@ -184,7 +184,9 @@ def restart_kill9(opts: Options) -> dict[str, Any]:
     stop = threading.Event()
     t_base = int(time.time() * 1000) - 900_000  # within the hour of retention, and in the past (to=now)
     try:
-        srv = livedata_server("--data-dir", tmp).start()
+        # retention far above what the window can push: a point trimmed by --retention-points
+        # (200,000 by default) would otherwise count as lost
+        srv = livedata_server("--data-dir", tmp, "--retention-points", "100000000").start()
 
         def push() -> None:
             conn = http.client.HTTPConnection(HOST, srv.port, timeout=10)
