@@ -104,11 +104,19 @@ async def push(url: str, channel: str, body: Any, key: str | None = None,
         return r.status, (await r.json() if r.status != 204 else {}), dict(r.headers)
 
 
+class BrokerAway(Exception):
+    """The server answered 503: its broker cannot be reached (yet)."""
+
+
 async def stored(url: str, channel: str) -> list[int]:
-    """The ``seq`` values of the channel's history (up to now), in order."""
+    """The ``seq`` values of the channel's history (up to now), in order. Raises BrokerAway on a
+    503 (Redis restarting: the documented answer of every route that needs the broker)."""
     out: list[int] = []
     async with aiohttp.ClientSession() as s, s.get(f"{url}/api/stream", params={
             "channel": channel, "from": "0", "to": str(now_ms())}) as r:
+        if r.status == 503:
+            raise BrokerAway(await r.text())
+        assert r.status == 200, (r.status, await r.text())
         names = ["time", "seq"]
         async for line in r.content:
             m = json.loads(line)
@@ -172,7 +180,11 @@ async def test_a_write_whose_answer_is_lost_is_unknown_and_its_retry_stores_once
 
 
 async def _has(url: str, channel: str, want: list[int]) -> bool:
-    got = await stored(url, channel)
+    try:
+        got = await stored(url, channel)
+    except BrokerAway:
+        await asyncio.sleep(0.05)
+        return False  # Redis is still coming back: ask again
     assert len(got) == len(set(got)), f"stored twice: {got}"
     return got == want
 
