@@ -240,8 +240,20 @@ async def pusher(url: str, p: Pusher, times: Any, stop: asyncio.Event, rng: rand
 
 
 async def history(url: str, channel: str) -> list[int]:
+    for _ in range(50):  # a 503 (the server's Redis connection still coming back): ask again
+        seqs = await _history(url, channel)
+        if seqs is not None:
+            return seqs
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"history of {channel}: the server answered 503 for 10 s")
+
+
+async def _history(url: str, channel: str) -> list[int] | None:
     async with aiohttp.ClientSession() as s, s.get(f"{url}/api/stream", params={
             "channel": channel, "from": "0", "to": str(int(time.time() * 1000))}) as resp:
+        if resp.status == 503:
+            return None
+        assert resp.status == 200, (resp.status, await resp.text())
         t = Track()
         async for line in resp.content:
             m = json.loads(line)
