@@ -3,6 +3,7 @@
 InfluxData's own parser test cases are in tests/corpus (test_lp_corpus.py); these are ours.
 """
 
+import math
 import pickle
 
 import pytest
@@ -908,3 +909,131 @@ SERIES_LINES = st.tuples(
 @given(st.lists(SERIES_LINES, max_size=12), st.sampled_from(["ns", "ms"]))
 def test_generated_series_bodies_agree_with_parse(texts: list[str], precision: str) -> None:
     assert_tables_agree("\n".join(texts) + "\n", precision)
+
+
+# --------------------------------------------------------------------------------------------
+# The plain path (whole slices of plain lines at once) against the line path
+
+
+def full_view(tables: list[lp.Table]) -> list[tuple[object, ...]]:
+    """Everything a table holds, column order, value types and the sign of zero included."""
+    return [
+        (t.measurement, t.first_line, t.lines, t.untimed, t.times,
+         [(k, c.tags, c.key, c.kind, c.rows, [(type(v), repr(v)) for v in c.values]) for k, c in t.columns.items()])
+        for t in tables
+    ]
+
+
+def both_paths(body: str, precision: str = "ns", size: int = lp.PARSE_SLICE_LINES) -> list[tuple[object, ...]]:
+    """The body read with and without the plain path: the same tables, or the same error."""
+    views: list[object] = []
+    for plain in (True, False):
+        parser = lp.TableParser(precision, plain=plain)
+        try:
+            for _ in parser.slices(body, size):
+                pass
+            views.append(full_view(parser.tables))
+        except LineProtocolError as exc:
+            views.append((exc.line, exc.column, exc.reason))
+    assert views[0] == views[1]
+    return views[0]  # type: ignore[return-value]
+
+
+PLAIN_HEAD = st.tuples(
+    st.sampled_from(["cpu", "mem", "température", "job:rate5m", "m"]),
+    st.lists(st.sampled_from(["host=a", "host=b", "cpu=0", "region=eu"]), max_size=3, unique=True),
+).map(lambda h: h[0] + "".join("," + t for t in h[1]))
+PLAIN_FIELD = st.sampled_from([
+    "v=1", "v=2.5", "v=-1.5e-3", "v=-0", "v=-0.0", "v=1e400", "v=01", "v=.5", "v=1.", "v=1e5", "v=+1",
+    "u=3i", "u=7u", "u=1", "u=-0i", "b=t", "b=FALSE", "b=1", "w=12", "w=1..2", "w=-", "w=", "=1", "w=1=2",
+    "x\u00e9=4", "k=nan", "k=inf",
+])
+PLAIN_STAMP = st.sampled_from([
+    " 1000000", " 1000000", " 2000000", " 3000000", " -1000000", " 0", " 007", " 9223372036854775807",
+    " 9223372036854775808", " -9223372036854775808", " 1,2", " 1e5", " -", " 1-2", "", "  5", " 5 ",
+    " 00000000000000000001", " -0000000000000000001",
+])
+PLAIN_LINE = st.one_of(
+    st.tuples(PLAIN_HEAD, st.lists(PLAIN_FIELD, min_size=1, max_size=3).map(",".join), PLAIN_STAMP)
+    .map(lambda p: f"{p[0]} {p[1]}{p[2]}"),
+    st.sampled_from(["", "# a comment", "m,host=a v=1 1 2", "m,,host=a v=1 1", "m,host= v=1 1", " m v=1 1"]),
+)
+SIMPLE_LINE = st.tuples(  # always valid: the plain path takes every slice of these
+    st.sampled_from(["cpu", "cpu,host=a", "cpu,host=b", "mem,host=a", "cpu,region=eu,host=a", "cpu,host=a,region=eu"]),
+    st.lists(st.sampled_from(["v=1", "u=2.5", "w=-3e2", "v=4"]), min_size=1, max_size=3, unique=True).map(",".join),
+    st.sampled_from(["1000000", "2000000", "3000000", "2000000"]),
+).map(" ".join)
+
+
+@SETTINGS
+@given(st.lists(PLAIN_LINE, max_size=12), st.sampled_from(list(PRECISIONS)), st.sampled_from([1, 2, 3, 2048]),
+       st.booleans(), st.sampled_from(["", "", "m v=1 1000000\n", "cpu,host=a u=2 0\n"]))
+def test_plain_path_agrees_with_line_path(texts: list[str], precision: str, size: int, newline: bool,
+                                          first: str) -> None:
+    # ``first``: a line of one field, so that the plain path is tried on what follows
+    both_paths(first + "\n".join(texts) + ("\n" if newline else ""), precision, size)
+
+
+@SETTINGS
+@given(st.lists(SIMPLE_LINE, min_size=1, max_size=30), st.sampled_from([1, 4, 2048]))
+def test_plain_path_agrees_on_valid_bodies(texts: list[str], size: int) -> None:
+    body = "cpu v=0 1000000\n" + "\n".join(texts) + "\n"
+    view = both_paths(body, "ns", size)
+    assert isinstance(view, list) and sum(t[2] for t in view) == len(texts) + 1  # type: ignore[misc]
+    assert full_view(lp.parse_tables(body)) == view
+    assert table_view(lp.parse_tables(body)) == expected_view(body)
+
+
+def test_plain_path_takes_the_usual_bodies() -> None:
+    """Bodies of one field per line (one measurement or several, times repeated by a gather) are
+    read by the plain path; a body whose first line has several fields goes to the line path,
+    which reads those as fast (measured in benchmarks/lp_parsers.py)."""
+    t0 = 1_700_000_000_000_000_000
+    bodies = [
+        ("".join(f"m,host=h{i % 10} value={i / 10} {t0 + i * 1_000_000}\n" for i in range(5000)), "ns", True),
+        ("".join(f"cpu,cpu=cpu{i % 4} user={i}.5 {1_700_000_000 + i // 4}\n"
+                 f"mem,host=a used={i}i {1_700_000_000 + i // 4}\n" for i in range(1000)), "s", True),
+        ("".join(f"temp,room=r{i % 3} c=2{i % 10}.5 {t0 + i * 1_000_000}\n" for i in range(30))
+         + "temp,room=r1 c=1,h=40 99\n", "ns", True),  # a later line of two fields: still plain
+        ("".join(f"cpu,cpu=cpu{i % 4} user={i}.5,system=2,idle=97.5 {1_700_000_000 + i // 4}\n"
+                 for i in range(400)), "s", False),
+    ]
+    for body, precision, plain in bodies:
+        parser = lp.TableParser(precision)
+        taken = spy_on_plain(parser)
+        for _ in parser.slices(body, 2048):
+            pass
+        assert (bool(taken) and all(taken)) == plain
+        assert full_view(parser.tables) == both_paths(body, precision)
+
+
+def spy_on_plain(parser: lp.TableParser) -> list[bool]:
+    """What each call of the parser's plain path answered."""
+    taken: list[bool] = []
+    plain = parser._plain
+
+    def spy(*args: object) -> bool:
+        taken.append(plain(*args))  # type: ignore[arg-type]
+        return taken[-1]
+
+    parser._plain = spy  # type: ignore[method-assign]
+    return taken
+
+
+@SETTINGS
+@given(st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.tuples(st.sampled_from(["", "-"]), st.integers(0, 10**30), st.integers(0, 10**30),
+              st.sampled_from(["", "e", "E", "e-", "e+"]), st.integers(0, 400))
+    .map(lambda p: f"{p[0]}{p[1]}.{p[2]}" + (f"{p[3]}{p[4]}" if p[3] else "")),
+    st.integers(-(10**30), 10**30).map(str),
+))
+def test_msgspec_reads_numbers_as_float_does(token: str) -> None:
+    """The plain path reads floats with msgspec's JSON decoder: it must agree with float()."""
+    try:
+        got = lp._FLOATS.decode(f"[{token}]")[0]
+    except Exception:  # out of range: the plain path then asks float() itself
+        return
+    want = float(token)
+    assert got == want
+    assert math.copysign(1, got) == math.copysign(1, want) or token == "-0"  # the plain path checks -0 itself

@@ -37,19 +37,31 @@ says so below. ``tests/corpus/`` checks it against InfluxData's own parser test 
 Errors are :class:`LineProtocolError` with a 1-based line and column (characters of that line
 as sent). Parsing is all or nothing.
 
-Implementation: a line without a backslash or a double quote (the vast majority) takes a
-``str.split`` fast path; everything else, and every line that path does not accept, goes
-through the scanner, which works on the whole body (so a string can cross a newline) and is
-the only place errors are raised. Both call the same value grammar (:func:`_value`) and the
-same head scanner (measurement and tags, cached per distinct head).
+Implementation, three paths that read the same grammar (one module, about 1,000 lines, so that the
+grammar has one home; the tests hold the three to each other). A body without backslashes, double
+quotes, tabs or carriage returns whose lines are ``head field=value timestamp`` (what most
+producers send) is read a slice of lines at a time with whole-list operations
+(:meth:`TableParser._plain`): little Python work per line, about twice the line path's speed. It
+only accepts; anything it does not recognise sends the rest of the body to the line path. There a line without a backslash or a double quote takes a ``str.split``
+fast path; everything else, and every line that path does not accept, goes through the scanner,
+which works on the whole body (so a string can cross a newline) and is the only place errors are
+raised. All call the same value grammar (:func:`_value`) and the same head scanner (measurement
+and tags, cached per distinct head). ``tests/unit/test_lineprotocol.py`` checks the three against
+each other and against a reference built from the scanner alone.
 """
 
 from __future__ import annotations
 
+import functools
 import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Final, TypeAlias
+from itertools import accumulate, chain, compress, islice, repeat
+from operator import add, contains, floordiv, mul, ne
+from typing import Annotated, Final, TypeAlias
+
+import msgspec
 
 from livedata.core.limits import MAX_CHANNEL_CHARS, MAX_FIELD_CHARS, MAX_LABELS
 from livedata.core.names import name_problem, show
@@ -99,6 +111,36 @@ _UINT64_MAX: Final = 2**64 - 1
 _INF: Final = float("inf")
 _FLOAT_CHARS: Final = "0123456789.-+eE"
 """Within these characters ``float()`` accepts exactly line protocol's floats plus a leading '+'."""
+
+_NOT_PLAIN: Final = ("\\", '"', "\r", "\t", "\v", "\f")
+"""A body holding one of these is read line by line (see :meth:`TableParser._plain`)."""
+_NOT_FLOAT: Final = str.maketrans("", "", _FLOAT_CHARS + ",")
+_NOT_STAMP: Final = str.maketrans("", "", "0123456789-,")
+_FLOATS: Final = msgspec.json.Decoder(list[float])
+
+
+def _plain_candidate(text: str) -> bool:
+    """Whether the plain path is worth trying on ``text``: no character it leaves to the line
+    path, and a first line of one field. (Lines of several fields cost it as much per field as
+    the line path, which then wins on the rest: measured, 5 to 25 % slower for Telegraf's
+    ``cpu``, so such bodies go straight to the line path.)"""
+    if any(map(contains, repeat(text), _NOT_PLAIN)):
+        return False
+    end = text.find("\n")
+    parts = text[:end if end >= 0 else len(text)].split(" ")
+    return len(parts) == 3 and "," not in parts[1]
+
+
+@functools.cache
+def _stamps_decoder(precision_ns: int) -> msgspec.json.Decoder[list[int]]:
+    """Reads a JSON array of timestamps in ``precision_ns``, each in range once converted."""
+    stamp = Annotated[int, msgspec.Meta(ge=-((-_INT64_MIN) // precision_ns), le=_INT64_MAX // precision_ns)]
+    return msgspec.json.Decoder(list[stamp])
+
+
+_PLAIN_NEW_HEADS: Final = 8
+"""The plain path leaves a slice with more than 1/8 of its lines starting a series (or more than
+this many new measurements) to the line path, which counts such lines as SERIES_COST."""
 
 _BOOLS: Final[dict[str, bool]] = {
     "t": True,
@@ -546,8 +588,10 @@ class TableParser:
     parser is spent.
     """
 
-    def __init__(self, precision: str = "ns", *, keep_points: bool = False) -> None:
+    def __init__(self, precision: str = "ns", *, keep_points: bool = False, plain: bool = True) -> None:
         self.precision_ns = _precision_ns(precision)
+        self.plain = plain and not keep_points
+        """Whether plain bodies take the whole-slice path (tests compare it with the line path)."""
         self.tables: list[Table] = []
         self.points: list[Line] | None = [] if keep_points else None
         self.lines = 0
@@ -566,6 +610,23 @@ class TableParser:
 
         A caller on an event loop yields to it at each pause. Raises :class:`LineProtocolError`.
         """
+        start = 0
+        if self.plain and _plain_candidate(text):
+            # Every line becomes four tokens: head, fields, timestamp and "\n" (see _plain).
+            tokens = text.replace("\n", " \n ").split(" ")
+            total = text.count("\n") + 1
+            if text.endswith("\n"):
+                total -= 1
+                del tokens[-2:]  # the body's final newline
+            while start < total:
+                stop = min(total, start + size)
+                if not self._plain(tokens, start, stop, total):
+                    break  # the line path reads the rest (and says what is wrong, if anything)
+                start = stop
+                if start < total:
+                    yield self.lines
+            if start >= total:
+                return
         lines = text.split("\n")
         precision_ns = self.precision_ns
         # The timestamp bounds in the request's unit: ns = stamp * precision_ns must fit an int64.
@@ -586,7 +647,7 @@ class TableParser:
         skip_to = 0  # lines before this one were read as part of an earlier line's string
         mark_k = mark_offset = 0  # a line whose offset in ``text`` is known
         spent = 0  # work since the last pause, in plain lines (a new series costs more: SERIES_COST)
-        for k, line in enumerate(lines):
+        for k, line in enumerate(islice(lines, start, None), start):
             if spent >= size:
                 spent = 0
                 self.lines = count
@@ -727,6 +788,259 @@ class TableParser:
                 col.rows.append(row)
                 col.values.append(value)
         self.lines = count
+
+    def _plain(self, tokens: list[str], a: int, b: int, total: int) -> bool:
+        """Read and commit lines ``a`` to ``b`` of a body without backslashes, double quotes and
+        carriage returns, if every line is ``head fields timestamp`` with single spaces and all of
+        it is valid; else commit nothing and return False (the line path then reads these lines,
+        and reports). ``tokens`` is the body with each ``\\n`` made a token of its own and then
+        split on spaces: a line of that shape is four tokens, the fourth ``\\n``.
+
+        Whole-list operations do the per-line work (splits, joins, msgspec's number parsing, the
+        maps), so the Python work left is per series and per column, not per line. The result is
+        exactly the line path's: tests compare the two on generated bodies.
+        """
+        m = b - a
+        last = b == total
+        toks = tokens[4 * a:4 * b]
+        if len(toks) != 4 * m - last or toks[3::4].count("\n") != m - last:
+            return False  # blank lines, comments, no timestamp, runs of spaces: the line path
+        heads = toks[0::4]
+        fieldsets = toks[1::4]
+        stamps = toks[2::4]
+        if "" in heads:
+            return False
+
+        # Timestamps: what _STAMP_RE accepts, in range once converted. As JSON (digits and '-'
+        # only) msgspec reads them and checks the range; leading zeros are not JSON, int() reads them.
+        joined = ",".join(stamps)
+        if joined.translate(_NOT_STAMP):
+            return False
+        p = self.precision_ns
+        try:
+            raw = _stamps_decoder(p).decode("[" + joined + "]")
+        except msgspec.DecodeError:  # leading zeros, out of range, or not a number at all
+            if max(map(len, stamps)) > 19:
+                return False
+            try:
+                raw = list(map(int, stamps))
+            except ValueError:
+                return False
+            if min(raw) < -((-_INT64_MIN) // p) or max(raw) > _INT64_MAX // p:
+                return False
+        if len(raw) != m:
+            return False  # a ',' in a timestamp
+        times: list[int] = (
+            list(map(floordiv, raw, repeat(_NS_PER_MS // p))) if p < _NS_PER_MS
+            else list(map(mul, raw, repeat(p // _NS_PER_MS))) if p > _NS_PER_MS
+            else raw
+        )
+
+        # Fields: every ``key=value`` pair holds exactly one '=' (no strings: no quotes).
+        fields_text = ",".join(fieldsets)
+        n = fields_text.count(",") + 1
+        pairs = fieldsets if n == m else fields_text.split(",")
+        if fields_text.count("=") != n or not all(map(contains, pairs, repeat("="))):
+            return False
+        kv = fields_text.replace(",", "=").split("=")
+        keys = kv[0::2]
+        vals = kv[1::2]
+        if "" in keys or "" in vals:
+            return False
+        values: list[Value]
+        joined = ",".join(vals)
+        floats = not joined.translate(_NOT_FLOAT) and "=+" not in fields_text
+        if floats:
+            # Within _FLOAT_CHARS and without a leading '+', float() reads exactly what _value does.
+            # msgspec reads JSON's numbers as float() does (checked in tests), several times faster;
+            # the rest (1., .5, 01, out of range) is read by float() itself.
+            try:
+                values = _FLOATS.decode("[" + joined + "]")  # type: ignore[assignment]
+                if "=-0" in fields_text and 0.0 in values:
+                    raise ValueError  # JSON's -0 is msgspec's 0.0; float("-0") is -0.0
+            except (msgspec.DecodeError, ValueError):
+                try:
+                    values = list(map(float, vals))
+                except ValueError:
+                    return False
+            if _INF in values or -_INF in values:
+                return False
+        else:
+            # Integers, booleans: each distinct token read once (producers repeat 0i, true, ...).
+            distinct = list(dict.fromkeys(vals))
+            try:
+                memo = dict(zip(distinct, map(_value, distinct), strict=True))
+            except _BadValue:
+                return False
+            values = list(map(memo.__getitem__, vals))
+        line_of: list[int] | range = range(m)  # the line of each pair
+        if n != m:
+            per_line = list(map(add, map(str.count, fieldsets, repeat(",")), repeat(1)))
+            line_of = list(chain.from_iterable(map(repeat, range(m), per_line)))
+            if len(set(zip(line_of, keys, strict=True))) != n:
+                return False  # a key repeated in one line: the line path keeps the last value
+        key_index = {key: i for i, key in enumerate(dict.fromkeys(keys))}
+        for key in key_index:
+            if key not in _GOOD_KEYS:
+                if len(key) > MAX_FIELD_CHARS or name_problem(key) is not None:
+                    return False
+                if len(_GOOD_KEYS) >= _HEAD_CACHE_MAX:
+                    _GOOD_KEYS.clear()
+                _GOOD_KEYS.add(key)
+
+        # Heads: series (known, or made here), tables, and one id per column owner.
+        known = self._heads
+        here: dict[str, _Series] = {}
+        made: dict[str, _Series] = {}
+        new_tables: dict[str, Table] = {}
+        for head in dict.fromkeys(heads):
+            series = known.get(head)
+            if series is None:
+                if (len(made) + 1) * _PLAIN_NEW_HEADS > max(m, 64):
+                    return False  # series-heavy: the line path paces it
+                parsed = _HEAD_CACHE.get(head) or _cached_head(head)
+                if parsed is None:
+                    return False
+                measurement = parsed[0]
+                table = self._tables.get(measurement) or new_tables.get(measurement)
+                if table is None:
+                    if len(new_tables) >= _PLAIN_NEW_HEADS:
+                        return False
+                    table = new_tables[measurement] = Table(measurement, a + heads.index(head) + 1, [], {})
+                series = made[head] = _Series(table, parsed[1])
+            here[head] = series
+        owners: dict[tuple[int, tuple[tuple[str, str], ...]], int] = {}  # (table, tags): another
+        owner_of = {head: owners.setdefault((id(s.table), s.tags), len(owners))  # spelling of a head
+                    for head, s in here.items()}                                # shares its columns
+        line_owner = list(map(owner_of.__getitem__, heads))
+        sers = list(map(here.__getitem__, heads))
+
+        # Columns: pairs grouped by (owner, key); each group one kind, as its column's.
+        nk = len(key_index)
+        pair_owner = line_owner if n == m else list(map(line_owner.__getitem__, line_of))
+        gids = pair_owner if nk == 1 else list(map(add, map(mul, pair_owner, repeat(nk)),
+                                                       map(key_index.__getitem__, keys)))
+        counts = Counter(gids)
+        order = sorted(range(n), key=gids.__getitem__) if len(counts) > 1 else range(n)
+        key_list = list(key_index)
+        groups: list[tuple[int, Table, tuple[tuple[str, str], ...], str, str, list[int] | range]] = []
+        pos = 0
+        for gid in sorted(counts):
+            idx = order[pos:pos + counts[gid]]
+            pos += counts[gid]
+            first = idx[0]
+            series = sers[line_of[first]]
+            key = key_list[gid % nk]
+            if floats:
+                kind = "number"
+            else:
+                types = set(map(type, map(values.__getitem__, idx)))
+                kind = _KIND[types.pop()]
+                if any(_KIND[t] != kind for t in types):
+                    return False  # a kind change: the line path names the line
+            col = series.table.columns.get((series.tags, key))
+            if col is not None and col.kind != kind:
+                return False
+            groups.append((first, series.table, series.tags, key, kind, idx))
+        groups.sort(key=lambda g: g[0])  # columns are made in order of their first value
+
+        # Rows, by the line path's rule: a line starts a new row unless it has its table's last
+        # time and none of its columns has a value in that row yet. Lines of one table with one
+        # time make a run; when no series appears twice in a run (a gather: cpu0, cpu1, ... at
+        # one time), each run is one row and nothing is done line by line. Otherwise, and when a
+        # slice's first line might join the last row of the slice before, the rule is applied
+        # line by line (_commit_lines).
+        if len({id(s.table) for s in here.values()}) == 1:
+            table_lines: list[tuple[Table, list[int] | range]] = [(sers[0].table, range(m))]
+        else:
+            by_table: dict[int, list[int]] = {}
+            for i, s in enumerate(sers):
+                by_table.setdefault(id(s.table), []).append(i)
+            table_lines = [(sers[ls[0]].table, ls) for ls in by_table.values()]
+        rows_list = [0] * m if len(table_lines) > 1 else []
+        row_of_line: list[int] | range = rows_list
+        appended: list[tuple[Table, list[int], int]] = []
+        for table, ls in table_lines:
+            tt = times if len(ls) == m else list(map(times.__getitem__, ls))
+            base = len(table.times)
+            if base and table.times[-1] == tt[0]:
+                appended = []
+                break
+            starts = list(map(ne, tt, chain((None,), tt)))  # a line whose time differs from the one before
+            rows: list[int] | range
+            if starts.count(False):
+                run = list(accumulate(starts))
+                owners_here = line_owner if len(ls) == m else list(map(line_owner.__getitem__, ls))
+                if len(set(zip(run, owners_here, strict=True))) != len(tt):
+                    appended = []
+                    break  # a series twice at one time: maybe two rows, maybe one
+                rows = list(map(add, run, repeat(base - 1)))
+                tt = list(compress(tt, starts))
+            else:
+                rows = range(base, base + len(tt))
+            appended.append((table, tt, len(ls)))
+            if rows_list:
+                for i, r in zip(ls, rows, strict=True):
+                    rows_list[i] = r
+            else:
+                row_of_line = rows
+
+        # Commit: nothing below can fail.
+        for table in new_tables.values():
+            self._tables[table.measurement] = table
+            self.tables.append(table)
+        known.update(made)
+        self.lines += m
+        if not appended:
+            self._commit_lines(sers, times, keys, values, line_of, groups)
+            return True
+        for table, tt, count in appended:
+            table.times.extend(tt)
+            table.lines += count
+        row_of_pair = row_of_line if n == m else list(map(row_of_line.__getitem__, line_of))
+        for _, table, tags, key, kind, idx in groups:
+            col = table.columns.get((tags, key))
+            if col is None:
+                col = table.columns[(tags, key)] = Column(tags, key, kind, [], [])
+            col.rows.extend(map(row_of_pair.__getitem__, idx))
+            col.values.extend(map(values.__getitem__, idx))
+        return True
+
+    @staticmethod
+    def _commit_lines(sers: list[_Series], times: list[int], keys: list[str], values: list[Value],
+                      line_of: list[int] | range, groups: list[tuple[int, Table, tuple[tuple[str, str], ...],
+                                                                  str, str, list[int] | range]]) -> None:
+        """The plain path's commit when lines share rows: the line path's rule, line by line."""
+        kind_of = {(id(g[1]), g[2], g[3]): g[4] for g in groups}
+        pair = 0
+        n = len(keys)
+        for i, (series, t) in enumerate(zip(sers, times, strict=True)):
+            end = pair + 1
+            while end < n and line_of[end] == i:
+                end += 1
+            table = series.table
+            columns = table.columns
+            tags = series.tags
+            tt = table.times
+            row = len(tt) - 1
+            if row < 0 or tt[row] != t:
+                tt.append(t)
+                row += 1
+            else:
+                for key in keys[pair:end]:
+                    col = columns.get((tags, key))
+                    if col is not None and col.rows[-1] == row:
+                        tt.append(t)
+                        row += 1
+                        break
+            table.lines += 1
+            for key, value in zip(keys[pair:end], values[pair:end], strict=True):
+                col = columns.get((tags, key))
+                if col is None:
+                    col = columns[(tags, key)] = Column(tags, key, kind_of[(id(table), tags, key)], [], [])
+                col.rows.append(row)
+                col.values.append(value)
+            pair = end
 
     @staticmethod
     def _check_keys(fields: dict[str, Value], text: str, lines: list[str], k: int) -> None:
