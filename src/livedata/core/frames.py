@@ -404,7 +404,10 @@ class Chunk:
 
 
 def rest_of(chunk: Chunk, after: Pos) -> Chunk | None:
-    """The points of ``chunk`` after the position ``after``: all of them, its end, or None."""
+    """The points of ``chunk`` after the position ``after``: all of them, its end, or None.
+
+    A cut inside the chunk delivered its first points in time order, so the end's ``hwm`` (the
+    newest time before it, what its points are late against) is at least the last of those."""
     if chunk.pos > after:
         return chunk
     if chunk.pos < after:
@@ -412,7 +415,13 @@ def rest_of(chunk: Chunk, after: Pos) -> Chunk | None:
     lo = max(0, after.count - chunk.count_before)
     if lo >= len(chunk.times):
         return None
-    return chunk if lo == 0 else chunk.slice(lo, len(chunk.times))
+    if lo == 0:
+        return chunk
+    rest = chunk.slice(lo, len(chunk.times))
+    held = chunk.times[lo - 1]
+    if rest.hwm is None or held > rest.hwm:
+        rest.hwm = held
+    return rest
 
 
 def window(chunk: Chunk, start_ms: int | None, end_ms: int | None) -> Chunk | None:
