@@ -45,9 +45,10 @@ producers send) is read a slice of lines at a time with whole-list operations
 only accepts; anything it does not recognise sends the rest of the body to the line path. There a
 line without a backslash or a double quote takes a ``str.split`` fast path; everything else, and
 every line that path does not accept, goes through the scanner, which works on the whole body (so
-a string can cross a newline) and is the only place errors are raised. All call the same value grammar (:func:`_value`) and the same head scanner (measurement
-and tags, cached per distinct head). ``tests/unit/test_lineprotocol.py`` checks the three against
-each other and against a reference built from the scanner alone.
+a string can cross a newline) and is the only place errors are raised. All call the same value
+grammar (:func:`_value`) and the same head scanner (measurement and tags, cached per distinct
+head). ``tests/unit/test_lineprotocol.py`` checks the three against each other and against a
+reference built from the scanner alone.
 """
 
 from __future__ import annotations
