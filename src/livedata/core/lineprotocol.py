@@ -611,24 +611,19 @@ class TableParser:
 
         A caller on an event loop yields to it at each pause. Raises :class:`LineProtocolError`.
         """
+        lines = text.split("\n")
         start = 0
         if self.plain and _plain_candidate(text):
-            # Every line becomes four tokens: head, fields, timestamp and "\n" (see _plain).
-            tokens = text.replace("\n", " \n ").split(" ")
-            total = text.count("\n") + 1
-            if text.endswith("\n"):
-                total -= 1
-                del tokens[-2:]  # the body's final newline
+            total = len(lines) - (not lines[-1])  # not the empty "line" after the body's final newline
             while start < total:
                 stop = min(total, start + size)
-                if not self._plain(tokens, start, stop, total):
+                if not self._plain(lines, start, stop):
                     break  # the line path reads the rest (and says what is wrong, if anything)
                 start = stop
                 if start < total:
                     yield self.lines
             if start >= total:
                 return
-        lines = text.split("\n")
         precision_ns = self.precision_ns
         # The timestamp bounds in the request's unit: ns = stamp * precision_ns must fit an int64.
         lo = -((-_INT64_MIN) // precision_ns)
@@ -790,21 +785,20 @@ class TableParser:
                 col.values.append(value)
         self.lines = count
 
-    def _plain(self, tokens: list[str], a: int, b: int, total: int) -> bool:
-        """Read and commit lines ``a`` to ``b`` of a body without backslashes, double quotes and
+    def _plain(self, lines: list[str], a: int, b: int) -> bool:
+        """Read and commit ``lines[a:b]`` of a body without backslashes, double quotes, tabs and
         carriage returns, if every line is ``head fields timestamp`` with single spaces and all of
         it is valid; else commit nothing and return False (the line path then reads these lines,
-        and reports). ``tokens`` is the body with each ``\\n`` made a token of its own and then
-        split on spaces: a line of that shape is four tokens, the fourth ``\\n``.
+        and reports). The lines are joined and split again on spaces with each ``\\n`` a token
+        of its own: a line of that shape is four tokens, the fourth ``\\n``.
 
         Whole-list operations do the per-line work (splits, joins, msgspec's number parsing, the
         maps), so the Python work left is per series and per column, not per line. The result is
         exactly the line path's: tests compare the two on generated bodies.
         """
         m = b - a
-        last = b == total
-        toks = tokens[4 * a:4 * b]
-        if len(toks) != 4 * m - last or toks[3::4].count("\n") != m - last:
+        toks = "\n".join(islice(lines, a, b)).replace("\n", " \n ").split(" ")
+        if len(toks) != 4 * m - 1 or toks[3::4].count("\n") != m - 1:
             return False  # blank lines, comments, no timestamp, runs of spaces: the line path
         heads = toks[0::4]
         fieldsets = toks[1::4]
