@@ -152,6 +152,38 @@ async def test_concurrent_large_pushes_get_429_at_the_budget_and_others_still_st
         server.stop()
 
 
+async def test_line_protocol_that_makes_a_column_per_line_is_counted_as_it_parses(tmp_path: Path) -> None:
+    """4 MiB of short lines that each start a tag set, spread over 400 measurements (so no channel
+    passes its field limit): the parse made a column per line, about 1.4 KB each, some 160 MB for one
+    push while the push held 8 bytes of the budget per body byte (32 MB). Its columns are now counted
+    as they are made: a 413 naming them, RSS within bounds, the victim served."""
+    server = resource_server()
+    try:
+        async with aiohttp.ClientSession() as s:
+            with watch(server, tmp_path) as w:
+                async with victim(server.url):
+                    stamp = time.time_ns()
+                    body = "".join(f"m{i % 400},t={i} v=1 {stamp + i}\n" for i in range(120_000)).encode()
+                    assert len(body) < 5 * MiB
+                    statuses: list[int] = []
+                    errors: list[str] = []
+
+                    async def push() -> None:
+                        async with s.post(f"{server.url}/api/push/attack?precision=ns", data=body) as r:
+                            statuses.append(r.status)
+                            errors.append((await r.json())["error"])
+
+                    for _ in range(2):
+                        await asyncio.gather(push(), push())
+                    assert set(statuses) <= {413, 429} and 413 in statuses, statuses
+                    assert any("columns (a column per tag set and field)" in e for e in errors), errors
+            w.check()
+            async with s.get(f"{server.url}/api/channels") as r:
+                assert not [c for c in (await r.json())["channels"] if c["name"].startswith("attack/")]
+    finally:
+        server.stop()
+
+
 async def test_many_idempotency_keys_stay_bounded(tmp_path: Path) -> None:
     server = resource_server()
     try:

@@ -597,6 +597,8 @@ class TableParser:
         self.points: list[Line] | None = [] if keep_points else None
         self.lines = 0
         """Points (lines that are not blank or comments) parsed so far."""
+        self.made = 0
+        """Columns made so far (one per series and field key): what a body costs beyond its lines."""
         self._tables: dict[str, Table] = {}
         self._heads: dict[object, _Series] = {}
 
@@ -773,6 +775,7 @@ class TableParser:
                     col = table.columns.get((series.tags, key))
                     if col is None:
                         col = table.columns[(series.tags, key)] = Column(series.tags, key, kind, [], [])
+                        self.made += 1
                     cols[key] = col
                 if kinds[type(value)] != col.kind:
                     raise LineProtocolError(
@@ -997,16 +1000,17 @@ class TableParser:
             col = table.columns.get((tags, key))
             if col is None:
                 col = table.columns[(tags, key)] = Column(tags, key, kind, [], [])
+                self.made += 1
             col.rows.extend(map(row_of_pair.__getitem__, idx))
             col.values.extend(map(values.__getitem__, idx))
         return True
 
-    @staticmethod
-    def _commit_lines(sers: list[_Series], times: list[int], keys: list[str], values: list[Value],
+    def _commit_lines(self, sers: list[_Series], times: list[int], keys: list[str], values: list[Value],
                       line_of: list[int] | range, groups: list[tuple[int, Table, tuple[tuple[str, str], ...],
                                                                   str, str, list[int] | range]]) -> None:
         """The plain path's commit when lines share rows: the line path's rule, line by line."""
         kind_of = {(id(g[1]), g[2], g[3]): g[4] for g in groups}
+        made = 0
         pair = 0
         n = len(keys)
         for i, (series, t) in enumerate(zip(sers, times, strict=True)):
@@ -1033,9 +1037,11 @@ class TableParser:
                 col = columns.get((tags, key))
                 if col is None:
                     col = columns[(tags, key)] = Column(tags, key, kind_of[(id(table), tags, key)], [], [])
+                    made += 1
                 col.rows.append(row)
                 col.values.append(value)
             pair = end
+        self.made += made
 
     @staticmethod
     def _check_keys(fields: dict[str, Value], text: str, lines: list[str], k: int) -> None:

@@ -65,7 +65,8 @@ async def _write(request: web.Request, flavour: Flavour) -> web.StreamResponse:
                               "precision")
         body = await p.read_body(request, server.config.max_body_bytes, reservation, server.config.body_timeout_s)
         async with server.ingest.turn:
-            batches = await p.line_batches(channel, body, precision, server.config.max_points_per_request)
+            batches = await p.line_batches(channel, body, precision, server.config.max_points_per_request,
+                                           reservation)
             await server.ingest.publish_batches(batches)
     except IngestError as exc:
         server.metrics.push_errors.labels(exc.reason).inc()

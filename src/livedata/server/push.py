@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from livedata.core.budget import Reservation
 from livedata.server.ingest import Ingest, IngestError
 from livedata.server.ingest import parse as p
 from livedata.server.ingest.idempotency import check_key, request_key
@@ -31,7 +32,7 @@ async def push(request: web.Request) -> web.StreamResponse:
         config = server.config
         body = await p.read_body(request, config.max_body_bytes, reservation, config.body_timeout_s)
         async with ingest.turn:
-            replayed = await _store(request, ingest, channel, body, precision, reorder, raw_key)
+            replayed = await _store(request, ingest, channel, body, precision, reorder, raw_key, reservation)
     except IngestError as exc:
         server.metrics.push_errors.labels(exc.reason).inc()
         resp = exc.response()
@@ -49,13 +50,13 @@ async def push(request: web.Request) -> web.StreamResponse:
 
 
 async def _store(request: web.Request, ingest: Ingest, channel: str, body: bytes, precision: p.Precision,
-                 reorder: int, raw_key: str | None) -> bool:
+                 reorder: int, raw_key: str | None, reservation: Reservation) -> bool:
     ctype = request.content_type
     key = request_key(raw_key, ctype, precision, str(reorder), body)
     if p.is_json(ctype, body):
         return await ingest.publish_json(channel, await p.decode_json(ctype, body), reorder, key)
     if p.is_line_protocol(ctype):
-        batches = await p.line_batches(channel, body, precision, ingest.config.max_points_per_request)
+        batches = await p.line_batches(channel, body, precision, ingest.config.max_points_per_request, reservation)
         return await ingest.publish_batches(batches, reorder, key)
     csv = "; for CSV, `livedata push CHANNEL file.csv` converts it" if "csv" in ctype else ""
     raise IngestError(415, f"unsupported Content-Type {ctype!r}: use application/json "
