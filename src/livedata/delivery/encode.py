@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Container, Iterable, Iterator, Sequence
 
-from livedata.core.frames import Chunk, FieldDef, Rows, Sparse, data_body, frame_json
+from livedata.core.frames import Chunk, FieldDef, Rows, Sparse, Value, data_body, frame_json
 
 WIRE_ROW = 16
 """Bytes of a row's time on the wire, with its separators."""
@@ -98,9 +98,20 @@ def _row_cost(chunk: Chunk, width: int, keys: Container[str] | None) -> tuple[in
     present = 0
     for k, col in chunk.columns.items():
         if keys is None or k in keys:
-            present += len(col.values) if isinstance(col, Sparse) else len(col) - col.count(None)
+            present += len(col.values) if isinstance(col, Sparse) else len(col) - _nones(col)
     missing = max(0, width * len(chunk) - present)
     return max(WIRE_ROW + WIRE_CELL * width, chunk.nbytes // n) + -(-WIRE_UNDEF * missing // n), missing > 0
+
+
+def _nones(col: list[Value]) -> int:
+    """How many cells of a dense column are None. ``sum`` tells at C speed that there is none (it
+    stops at the first None, or string); ``count(None)`` compares every value with None (slow for
+    floats: 13 % of a large backfill's CPU)."""
+    try:
+        sum(col)  # type: ignore[arg-type]
+    except TypeError:
+        return col.count(None)
+    return 0
 
 
 def packet_bytes(width: int) -> int:
