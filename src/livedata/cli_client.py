@@ -1,4 +1,8 @@
-"""``livedata tail`` and ``livedata push``: the client side of the command line (see cli.py)."""
+"""``livedata tail`` and ``livedata push``: the client side of the command line (see cli.py).
+
+About 650 lines: the two commands share the formatting of frames and values, the channel checks
+("did you mean") and the signal handling; ``livedata sources`` is here for the same reasons.
+"""
 
 from __future__ import annotations
 

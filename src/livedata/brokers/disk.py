@@ -1,5 +1,8 @@
 """The disk broker (``--data-dir DIR``): channels, history, rollups and positions in one SQLite file.
 
+About 700 lines: the loop side of the broker (what it keeps per channel, the writer's queue and
+its commits, the readers); the SQLite side is ``disk_store.py``. The two halves are the split.
+
 Why this shape (docs/architecture.md says more): the loop keeps what the memory broker keeps
 *about* a channel (schema, epoch, head, newest time, rate, subscribers), so a publish is checked,
 numbered and rolled up on the loop as before, with no I/O. The points themselves go to SQLite on

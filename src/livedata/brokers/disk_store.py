@@ -1,5 +1,8 @@
 """The disk broker's SQLite file: schema, the writer's transactions, reads, retention, compaction.
 
+About 700 lines, one module: every SQL statement on the file is here, next to the schema it
+depends on, so a change of table is checked against all of its readers and writers in one place.
+
 Synchronous on purpose: the writer methods run on the broker's writer thread (one connection),
 the read methods on its reader threads (one connection each, WAL lets them read while it writes).
 Nothing here touches the event loop. ``disk.py`` says how the loop side uses it.

@@ -1,5 +1,9 @@
 """The Redis broker: the same log as :class:`~livedata.brokers.memory.MemoryBroker`, shared by servers.
 
+About 800 lines, one class: every method depends on the key layout below (publishing through the
+scripts in ``redis_lua.py``, reading history and positions back, the subscribers' reading loop,
+reconnects), and keeping them together next to it is what keeps them consistent.
+
 Keys (``P`` is the prefix, ``livedata:`` by default; one Redis, not Redis Cluster):
 
 ``P s:{channel}``

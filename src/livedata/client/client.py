@@ -1,4 +1,8 @@
-"""The asyncio client: one WebSocket for every subscription (reconnecting), HTTP for pushes."""
+"""The asyncio client: one WebSocket for every subscription (reconnecting), HTTP for pushes.
+
+About 580 lines, one class and its subscription type: they share the connection's state (the
+socket, positions to resume from, the reconnect loop) and are documented as one API.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """Points, schemas, chunks and Grafana ``DataFrameJSON`` packets. Pure.
 
+About 600 lines: the data model every layer passes around (batches, chunks, positions, columns)
+and its one encoding; split, each part would import the others.
+
 A *batch* is what a publisher hands in: columns of equal length, one of times (epoch ms) and one
 per field. A *chunk* is a batch once the broker stored it: it has a position, its times are
 sorted, and it remembers the channel's newest time before it (``hwm``), which decides which of
