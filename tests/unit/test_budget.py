@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from livedata.config import Config, ConfigError, default_max_connections, parse_size, show_size
+from livedata.config import MIN_MEMORY, Config, ConfigError, default_max_connections, parse_size, show_size
 from livedata.core import sizes
-from livedata.core.budget import SHARES, WORK_SHARE, Budget, Reservation
+from livedata.core.budget import SHARES, STANDING, WORK_SHARE, Budget, Reservation
 from livedata.core.frames import FieldDef, Sparse
 
 MiB = 1 << 20
@@ -85,6 +85,27 @@ def test_measured_kinds_report_what_is_over_their_share() -> None:
 def test_shares_add_up_to_more_than_the_work_but_each_is_within_it() -> None:
     assert all(0 < s <= WORK_SHARE for s in SHARES.values())
     assert sum(SHARES.values()) > WORK_SHARE
+    assert sum(SHARES[k] for k in STANDING) <= WORK_SHARE - 1 / 8
+
+
+@pytest.mark.parametrize("limit", [MIN_MEMORY, 64 * MiB, 256 * MiB, 8 << 30])
+def test_full_channels_and_reorder_windows_leave_room_for_connections_and_pushes(limit: int) -> None:
+    """At --max-memory 32MiB (the least the config takes) the 16 MiB of caches once filled the
+    work's half: every connection was a 503. At 64 MiB, channels filling their share did the same
+    (and made pushes 429 "retry in a moment" for good). The caches come off the top now, and what
+    stays (schemas, held points) can never take the last eighth of the work's room."""
+    b = Budget(limit, fixed=sizes.CACHES)
+    assert b.snapshot()["caches"] == sizes.CACHES and b.total == sizes.CACHES
+    for kind in STANDING:  # fill them in small steps, as channels and windows grow
+        while b.reserve(kind, 4096):
+            pass
+    passing = b.work_limit - b.work
+    assert passing >= (limit - sizes.CACHES) // 8
+    assert b.reserve("connections", sizes.CONNECTION) and b.reserve("ingest", passing // 4)
+    assert b.reserve("backfill", passing // 4)
+    assert b.total <= b.limit and b.history_room >= (limit - sizes.CACHES) // 2
+    with pytest.raises(ValueError, match="more than its fixed part"):
+        Budget(sizes.CACHES, fixed=sizes.CACHES)
 
 
 def test_a_reservation_returns_everything_once() -> None:

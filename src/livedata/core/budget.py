@@ -20,14 +20,19 @@ kind            what                                                      at the
                                                                           as ``slow``
 ``inbound``     WebSocket messages being received (sampled)               the largest are closed (1009)
 ``connections`` a fixed estimate per open connection                      new connections: ``503``
-``caches``      bounded caches (idempotency keys, parser caches)          fixed when the server starts
+``caches``      bounded caches (idempotency keys, parser caches)          fixed: taken off the limit
 =============== ========================================================= ===========================
 
-The rule: everything but history (the *work*) may use at most half the limit, and each kind at most
-its share (:data:`SHARES`); history may use whatever the work leaves. A reservation that would pass
-a cap is refused (the caller answers with the error in the table); one that succeeds while history
-is using the room it needs makes the budget ask the history's owner to trim (``on_history_over``).
-So the accounted total stays at or below the limit, and history keeps at least half of it.
+The rule: the caches are a fixed amount, taken off the top when the server starts (``fixed``); of
+the rest, everything but history and the caches (the *work*) may use at most half, and each kind at
+most its share of the rest (:data:`SHARES`); history may use whatever the work leaves. The standing
+kinds (schema and held points, which stay until deleted or flushed) have shares that add up to less
+than the work's half, so whatever channels and reorder windows hold, at least an eighth of the rest
+stays for the passing work (connections, pushes being parsed, backfills, queues). A reservation
+that would pass a cap is refused (the caller answers with the error in the table); one that succeeds
+while history is using the room it needs makes the budget ask the history's owner to trim
+(``on_history_over``). So the accounted total stays at or below the limit, and history keeps at
+least half of what the caches leave.
 
 The figures are *estimates* of CPython object sizes (see :mod:`livedata.core.sizes`), not
 measurements; docs/guarantees.md ("Resources") says how close they come to the process's RSS.
@@ -43,6 +48,9 @@ KINDS: Final = ("history", "schema", "held", "ingest", "backfill", "queues", "in
 WORK_SHARE: Final = 0.5
 """Everything but history together: at most this share of the limit."""
 
+STANDING: Final = ("schema", "held")
+"""Kinds that stay until their owner lets go (a channel deleted, a reorder window flushed)."""
+
 SHARES: Final[dict[str, float]] = {
     "schema": 0.25,
     "held": 0.125,
@@ -51,10 +59,10 @@ SHARES: Final[dict[str, float]] = {
     "queues": 0.25,
     "inbound": 0.125,
     "connections": 0.25,
-    "caches": 0.0625,
 }
-"""Each kind of work at most this share of the limit (they add up to more than ``WORK_SHARE``: a
-kind may use more while the others are idle, but all of them together stay within it)."""
+"""Each kind of work at most this share of what the caches leave (they add up to more than
+``WORK_SHARE``: a kind may use more while the others are idle, but all of them together stay within
+it). The standing kinds' shares add up to less than ``WORK_SHARE``."""
 
 TRIM_SLACK: Final = 1 / 64
 """History trimmed for room is trimmed this share of the limit further, so that a full budget
@@ -76,15 +84,20 @@ class BudgetError(Refused):
 class Budget:
     """The accountant of one server process: ``limit`` bytes in :data:`KINDS`."""
 
-    def __init__(self, limit: int) -> None:
-        if limit <= 0:
-            raise ValueError("the memory budget must be positive")
+    def __init__(self, limit: int, fixed: int = 0) -> None:
+        if not 0 <= fixed < limit:
+            raise ValueError("the memory budget must be positive and more than its fixed part")
         self.limit = limit
-        self.work_limit = int(limit * WORK_SHARE)
-        self.caps: dict[str, int] = {k: int(limit * s) for k, s in SHARES.items()}
+        self.fixed = fixed
+        """Bytes taken off the top when the server starts (the bounded caches)."""
+        rest = limit - fixed
+        self.work_limit = int(rest * WORK_SHARE)
+        self.caps: dict[str, int] = {k: int(rest * s) for k, s in SHARES.items()}
+        self.caps["caches"] = fixed
         self.used: dict[str, int] = dict.fromkeys(KINDS, 0)
+        self.used["caches"] = fixed
         self.work = 0
-        """Bytes in every kind but history."""
+        """Bytes in every kind but history and the fixed part."""
         self.history = 0
         self.refused: dict[str, int] = dict.fromkeys(KINDS, 0)
         """Reservations refused, per kind (``livedata_memory_refused_total``)."""
@@ -96,12 +109,12 @@ class Budget:
 
     @property
     def total(self) -> int:
-        return self.work + self.history
+        return self.fixed + self.work + self.history
 
     @property
     def history_room(self) -> int:
-        """Bytes history may hold now: the limit less the work."""
-        return self.limit - self.work
+        """Bytes history may hold now: the limit less the fixed part and the work."""
+        return self.limit - self.fixed - self.work
 
     def free(self, kind: str) -> int:
         """Bytes a reservation of ``kind`` could still get."""
@@ -110,8 +123,8 @@ class Budget:
     # --- the work ---------------------------------------------------------------------------------
 
     def reserve(self, kind: str, n: int) -> bool:
-        """Reserve ``n`` bytes of ``kind`` (not history); False, and nothing reserved, when it
-        would pass the kind's cap or the work's half of the limit."""
+        """Reserve ``n`` bytes of ``kind`` (not history, not the caches); False, and nothing
+        reserved, when it would pass the kind's cap or the work's half."""
         if n <= 0:
             return True
         used = self.used[kind] + n

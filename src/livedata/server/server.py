@@ -76,8 +76,7 @@ class Server:
         self.config = config
         self.started = time.monotonic()
         self.metrics = Metrics()
-        self.budget = Budget(config.max_memory or default_max_memory())
-        self.budget.take("caches", sizes.CACHES)
+        self.budget = Budget(config.max_memory or default_max_memory(), fixed=sizes.CACHES)
         self.broker: Broker = broker or make_broker(config, self.budget)
         self.generators = Generators(self.broker, config.retention_s, config.retention_s, config.retention_points,
                                      max_generators=config.max_generators,
