@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 from livedata import __version__
 from livedata.config import Config, ConfigError, parse_size
+from livedata.core import sizes
 
 log = logging.getLogger("livedata")
 
@@ -309,10 +310,15 @@ async def serve(config: Config, ssl_ctx: ssl.SSLContext | None = None) -> int:
         log.warning("--cors-origin * without --write-tokens: any web page the user opens may write to this "
                     "server (docs/security.md)")
     budget = server.budget
-    log.info("memory budget %s (%s), history per channel at most %s; at most %d connections "
-             "(%d per address), %d generated channels", show_size(budget.limit),
+    # The budget's share for connections bounds them too (24 KiB each): at --max-memory 32MiB that
+    # is about 170, whatever the descriptors allow; say which bound is the lower.
+    by_budget = budget.caps["connections"] // sizes.CONNECTION
+    connections = (f"{server.max_connections} connections" if server.max_connections <= by_budget else
+                   f"{by_budget} connections (the memory budget's share: raise --max-memory for more)")
+    log.info("memory budget %s (%s), history per channel at most %s; at most %s (%d per address), "
+             "%d generated channels", show_size(budget.limit),
              "--max-memory" if config.max_memory else "half of this machine's memory: set --max-memory",
-             show_size(config.retention_bytes or budget.limit // 8), server.max_connections,
+             show_size(config.retention_bytes or budget.limit // 8), connections,
              config.max_connections_per_ip, config.max_generators)
     from livedata.server.ingest.parse import INGEST_FACTOR
 

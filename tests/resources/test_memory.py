@@ -121,7 +121,7 @@ async def test_thousands_of_channels_with_one_point_each(tmp_path: Path) -> None
 async def test_the_smallest_budget_takes_connections_pushes_and_readers(tmp_path: Path) -> None:
     """At --max-memory 32MiB, the least the config takes, every connection was a 503: the fixed
     caches (16 MiB) filled the work's half of the budget."""
-    server = resource_server(budget="32MiB")
+    server = resource_server("--log-level", "info", budget="32MiB")
     try:
         async with aiohttp.ClientSession() as s:
             with watch(server, tmp_path) as w:
@@ -131,6 +131,8 @@ async def test_the_smallest_budget_takes_connections_pushes_and_readers(tmp_path
                     async with s.get(f"{server.url}/api/channels") as r:
                         assert r.status == 200 and "small/a/m" in {c["name"] for c in (await r.json())["channels"]}
             w.check(budget=32 * MiB)
+        # The start-up line says the lower of the two bounds on connections: here the budget's.
+        assert "at most 170 connections (the memory budget's share: raise --max-memory" in server.log()
     finally:
         server.stop()
 
