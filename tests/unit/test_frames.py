@@ -159,3 +159,15 @@ def test_rest_of_a_chunk_after_a_position() -> None:
     r = rest_of(c, Pos(3, 0, 8))  # its first two points were sent
     assert r is not None and r.times == [3, 4] and r.count_before == 8 and r.end == Pos(3, 0, 10)
     assert rest_of(r, Pos(3, 0, 9)) is not None and rest_of(r, Pos(3, 0, 9)).times == [4]  # type: ignore[union-attr]
+
+
+def test_finite_numbers_is_the_slow_check_at_c_speed() -> None:
+    """One check for the encoder's two shortcuts (NaN cleaning, None counting): it must say False
+    for anything the slow loops would act on, and never raise (an integer too large for a float
+    once raised OverflowError out of the None count)."""
+    from livedata.core.frames import finite_numbers
+
+    assert finite_numbers([1, 2.5, True, -0.0]) and finite_numbers([])
+    for col in ([1.0, None], [None], ["a", 1], [1.0, math.nan], [math.inf, 1.0], [-math.inf],
+                [10**400, 1.0], [1.0, 10**400]):
+        assert not finite_numbers(col), col  # type: ignore[arg-type]

@@ -485,13 +485,20 @@ FRAME_META: dict[str, Any] = {"type": "timeseries-wide", "typeVersion": [0, 1]}
 """The data plane type every frame declares (Grafana's ``meta.type``/``meta.typeVersion``)."""
 
 
+def finite_numbers(col: Sequence[Value]) -> bool:
+    """True when ``col`` holds only numbers, none of them NaN or infinite (so no None, no string):
+    known at C speed from their sum, which stops at the first value that is not a number. A Python
+    loop over the values is about 4x slower; ``count(None)`` compares every float with None."""
+    try:
+        return math.isfinite(sum(col))  # type: ignore[arg-type]
+    except (TypeError, OverflowError):  # None or strings among them; an integer too large for a float
+        return False
+
+
 def _clean(col: Sequence[Value]) -> Sequence[Value]:
     # JSON has no NaN/Infinity: such a value is no value (a missing cell, as below).
-    try:  # numbers with a finite sum hold neither: known at C speed (the loop below is 4x slower)
-        if math.isfinite(sum(col)):  # type: ignore[arg-type]
-            return col
-    except (TypeError, OverflowError):  # None or strings among them; an integer too large for a float
-        pass
+    if finite_numbers(col):
+        return col
     for v in col:
         if isinstance(v, float) and not math.isfinite(v):
             return [None if isinstance(x, float) and not math.isfinite(x) else x for x in col]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Container, Iterable, Iterator, Sequence
 
-from livedata.core.frames import Chunk, FieldDef, Rows, Sparse, Value, data_body, frame_json
+from livedata.core.frames import Chunk, FieldDef, Rows, Sparse, Value, data_body, finite_numbers, frame_json
 
 WIRE_ROW = 16
 """Bytes of a row's time on the wire, with its separators."""
@@ -104,14 +104,9 @@ def _row_cost(chunk: Chunk, width: int, keys: Container[str] | None) -> tuple[in
 
 
 def _nones(col: list[Value]) -> int:
-    """How many cells of a dense column are None. ``sum`` tells at C speed that there is none (it
-    stops at the first None, or string); ``count(None)`` compares every value with None (slow for
-    floats: 13 % of a large backfill's CPU)."""
-    try:
-        sum(col)  # type: ignore[arg-type]
-    except TypeError:
-        return col.count(None)
-    return 0
+    """How many cells of a dense column are None (``count(None)`` alone was 13 % of a large
+    backfill's CPU: it compares every float with None)."""
+    return 0 if finite_numbers(col) else col.count(None)
 
 
 def packet_bytes(width: int) -> int:

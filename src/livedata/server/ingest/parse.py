@@ -286,7 +286,7 @@ async def json_batch(points: Any, limit: int) -> Batch:
 
 
 async def line_batches(channel: str, body: bytes, precision: str, limit: int,
-                       reservation: Reservation | None = None) -> dict[str, Batch]:
+                       reservation: Reservation) -> dict[str, Batch]:
     """Line protocol (UTF-8) as one batch per ``channel/measurement``. Parsed in slices of lines
     (about 10 ms of work each) with a yield to the event loop between them, so a 10 MiB body (some
     200,000 lines) never holds the loop for long while other clients are being served. A body of
@@ -296,8 +296,7 @@ async def line_batches(channel: str, body: bytes, precision: str, limit: int,
     byte) grows to :func:`line_cost` before parsing and by :data:`COLUMN_BYTES` per column the
     parse makes, so a body of short lines or of a new series per line is counted as what it holds.
     """
-    if reservation is not None:
-        reserve(reservation, max(0, line_cost(body) - reservation.n))
+    reserve(reservation, max(0, line_cost(body) - reservation.n))
     try:
         text = lineprotocol.decode(body)
     except lineprotocol.LineProtocolError as exc:
@@ -308,7 +307,7 @@ async def line_batches(channel: str, body: bytes, precision: str, limit: int,
         for count in parser.slices(text):
             if count > limit:
                 break
-            if reservation is not None and parser.made > counted:
+            if parser.made > counted:
                 _reserve_columns(reservation, parser, counted)
                 counted = parser.made
             await asyncio.sleep(0)
