@@ -188,7 +188,7 @@ class Config:
     max_held_bytes: int = 64 << 20
     """Bytes that points held by reorder windows may take in the broker, in all (a push past it: 413 or
     429). The one bound on held points; with the memory broker also at most the memory budget's
-    ``held`` share (an eighth of ``max_memory``), where they are counted."""
+    ``held`` share (an eighth of ``max_memory`` less the 16 MiB of caches), where they are counted."""
     idempotency_ttl_s: float = 600.0
     """How long the broker remembers an ``Idempotency-Key`` (a retry within it stores nothing again)."""
     write_tokens: tuple[str, ...] = ()
